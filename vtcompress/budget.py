@@ -1,0 +1,57 @@
+"""Token budgets: how many tokens a view or an image keeps for a given ratio."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def keep_count(n: int, ratio: float) -> int:
+    """Tokens kept out of ``n`` at ``ratio``: ``floor(n * ratio)``, at least 1 when n > 0.
+
+    The tiny epsilon keeps float error from turning 0.29 * 100 into 28.
+    """
+    if n <= 0:
+        return 0
+    if ratio >= 1.0:
+        return n
+    return min(n, max(1, math.floor(n * ratio + 1e-9)))
+
+
+def split_budget(total: int, weights: Sequence[float] | Tensor, caps: Sequence[int] | Tensor) -> list[int]:
+    """Split ``total`` tokens across groups in proportion to ``weights``, never above ``caps``.
+
+    Largest-remainder rounding; a capped group's surplus is re-split among the others
+    (water filling), so the result sums to ``min(total, sum(caps))`` exactly and depends only on
+    the inputs (no randomness, no data besides weights and caps).
+    """
+    w = torch.as_tensor(weights, dtype=torch.float64).clamp_min(0).tolist()
+    cap = [int(c) for c in (caps.tolist() if isinstance(caps, Tensor) else caps)]
+    if len(w) != len(cap):
+        raise ValueError(f"weights and caps differ in length: {len(w)} vs {len(cap)}")
+    total = min(int(total), sum(cap))
+    alloc = [0] * len(w)
+    open_groups = [i for i in range(len(w)) if cap[i] > 0]
+    remaining = total
+    while remaining > 0 and open_groups:
+        wsum = sum(w[i] for i in open_groups)
+        shares = {i: (w[i] / wsum if wsum > 0 else 1 / len(open_groups)) * remaining for i in open_groups}
+        base = {i: min(math.floor(shares[i]), cap[i] - alloc[i]) for i in open_groups}
+        given = sum(base.values())
+        # Hand out the leftover one by one, largest fractional part first (ties: lower index).
+        order = sorted(open_groups, key=lambda i: (-(shares[i] - math.floor(shares[i])), i))
+        left = remaining - given
+        for i in order:
+            if left == 0:
+                break
+            if alloc[i] + base[i] < cap[i]:
+                base[i] += 1
+                left -= 1
+        for i in open_groups:
+            alloc[i] += base[i]
+        remaining = total - sum(alloc)
+        open_groups = [i for i in open_groups if alloc[i] < cap[i]]
+    return alloc

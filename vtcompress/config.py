@@ -1,0 +1,60 @@
+"""Method configurations: small validated dataclasses, one per method (PEFT style)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+def check_ratio(ratio: Any) -> float:
+    """Return ``ratio`` as a float in (0, 1] or raise a ValueError that says how to fix it."""
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
+        raise TypeError(f"ratio must be a number in (0, 1], got {type(ratio).__name__} {ratio!r}")
+    ratio = float(ratio)
+    if math.isnan(ratio) or not (0.0 < ratio <= 1.0):
+        raise ValueError(
+            f"ratio must be in (0, 1] (kept visual tokens / original visual tokens), got {ratio}. "
+            "Use e.g. ratio=0.25 to keep a quarter of the tokens, or ratio=1.0 for no compression."
+        )
+    return ratio
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+@dataclass
+class CompressionConfig:
+    """Base of every method config.
+
+    ``ratio`` is the fraction of visual tokens kept, counted without newline tokens
+    (see README, "How ratio is counted"). ``ratio=1.0`` switches compression off exactly.
+    """
+
+    method: ClassVar[str] = ""
+    ratio: float = 0.25
+
+    def __post_init__(self) -> None:
+        self.ratio = check_ratio(self.ratio)
+        self.validate()
+
+    def validate(self) -> None:
+        """Subclasses check their own fields here and raise ValueError naming the fix."""
+
+    def capture_layers(self, score_layer: int, num_layers: int) -> tuple[set[int], set[int]]:
+        """Vision layers whose attention q/k, and hidden-state indices, the method needs.
+
+        ``score_layer`` is the layer that consumes the features the model uses (the last CLIP
+        layer for LLaVA-NeXT); ``num_layers`` the tower depth. Default: nothing.
+        """
+        return set(), set()
+
+    def replace(self, **changes: Any) -> CompressionConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, **dataclasses.asdict(self)}

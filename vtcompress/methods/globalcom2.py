@@ -1,0 +1,180 @@
+"""GlobalCom²: thumbnail-guided per-crop token retention for LLaVA-NeXT "anyres" images.
+
+Paper: "Compression with Global Guidance: Towards Training-free High-Resolution MLLMs
+Acceleration" (arXiv 2501.05179). Written from the paper and the facts of its official code.
+
+Steps for one image (thumbnail view 0, crops 1..n of an nph x npw grid, 24x24 tokens a view):
+1. Score every token by the head-mean, pre-softmax attention logit of the [CLS] query in the
+   last CLIP layer (the layer whose input LLaVA takes its features from).
+2. Thumbnail: keep its top ``floor(576 r)`` tokens.
+3. Split the thumbnail's score map into nph x npw regions; S_j = sum (or mean) of region j;
+   sigma = softmax((S - max S) / tau); crop j's ratio r_j = min(r (1 + sigma_j - 1/n), 1).
+4. Inside crop j: s = alpha * l / |l| + (1 - alpha) * g / |g|, with l the crop's own scores and g
+   the thumbnail map bilinearly resized to the unpadded full grid and cut to the crop;
+   keep the top ``floor(N_j r_j)`` tokens (N_j = the crop's tokens left after unpadding).
+5. Kept crop tokens return to their grid positions; newlines per row (see ``newline``).
+
+Modes:
+* ``allocation="exact"`` (default): the total is ``floor(r * N)`` tokens for N original visual
+  tokens (newlines excluded), so the count is a pure function of image size and ratio; the
+  thumbnail keeps ``floor(576 r)`` and the crops share the rest in proportion to
+  ``N_j (1 + sigma_j - 1/n)`` -- the paper's relative allocation -- by largest remainders.
+* ``allocation="paper"``: step 3/4 exactly (count depends on the scores through the clip at 1
+  and the floors). ``GlobalCom2Config.paper()`` also sets the official code's descending-score
+  thumbnail order and its newline per padded row.
+
+Deliberate deviations from the official code: every image of a batch uses its own scores
+(the official code reuses the first image's); features keep the model's dtype (the official
+code casts to float16); ratio 1.0 means "off" (the paper's formula would still drop tokens from
+crops with sigma_j < 1/n). The SigLIP-style score without [CLS] (``score="mean_cos"``:
+-cos(x_i, mean of the view's tokens) on the projected features) is described in the paper but
+absent from its code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..budget import keep_count, split_budget
+from ..config import CompressionConfig, check_choice
+from ..layout import NEWLINE_POLICIES, AnyResLayout
+from ..registry import register_method
+from ..scores import cls_patch_logits
+from ..tokens import ImageTokens, ViewOutput
+
+
+@dataclass
+class GlobalCom2Config(CompressionConfig):
+    """GlobalCom² options. Defaults follow the paper (r=0.25, tau=10, alpha=0.5)."""
+
+    allocation: str = "exact"  # "exact" | "paper"
+    thumbnail_order: str = "spatial"  # "spatial" | "score" (official code)
+    newline: str = "unpadded"  # "unpadded" (stock LLaVA-NeXT) | "padded" (official code) | "none"
+    region_aggregation: str = "sum"  # "sum" (official code) | "mean"
+    alpha: float = 0.5  # weight of the crop's own (local) score against the global one
+    temperature: float = 10.0
+    score: str = "cls"  # "cls" | "mean_cos" (for encoders without [CLS])
+
+    def validate(self) -> None:
+        check_choice("allocation", self.allocation, ("exact", "paper"))
+        check_choice("thumbnail_order", self.thumbnail_order, ("spatial", "score"))
+        check_choice("newline", self.newline, NEWLINE_POLICIES)
+        check_choice("region_aggregation", self.region_aggregation, ("sum", "mean"))
+        check_choice("score", self.score, ("cls", "mean_cos"))
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+    @classmethod
+    def paper(cls, ratio: float = 0.25, **overrides) -> GlobalCom2Config:
+        """The official code's behaviour: paper allocation, score-ordered thumbnail, padded newlines."""
+        opts = dict(allocation="paper", thumbnail_order="score", newline="padded")
+        return cls(ratio=ratio, **{**opts, **overrides})
+
+    def capture_layers(self, score_layer: int, num_layers: int) -> tuple[set[int], set[int]]:
+        return ({score_layer} if self.score == "cls" else set()), set()
+
+
+def token_scores(tokens: ImageTokens, score: str) -> Tensor:
+    """[V, N] per-token importance: [CLS] logits, or -cos to the view mean (no [CLS] needed)."""
+    if score == "cls":
+        return cls_patch_logits(tokens, tokens.score_layer)
+    x = tokens.features.float()
+    return -F.cosine_similarity(x, x.mean(dim=1, keepdim=True), dim=-1)
+
+
+def crop_ratios(
+    thumb_scores: Tensor, rows: int, cols: int, ratio: float, temperature: float, aggregation: str
+) -> Tensor:
+    """Per-crop retention ratios r_j from the thumbnail's score map.
+
+    Args:
+        thumb_scores: [side, side] thumbnail scores.
+    Returns:
+        [rows*cols] float ratios ``min(r (1 + sigma_j - 1/n), 1)``, row-major.
+    """
+    side = thumb_scores.shape[0]
+    ph, pw = max(side // rows, 1), max(side // cols, 1)
+    ri = (torch.arange(side, device=thumb_scores.device) // ph).clamp_max(rows - 1)
+    ci = (torch.arange(side, device=thumb_scores.device) // pw).clamp_max(cols - 1)
+    region = (ri[:, None] * cols + ci[None, :]).flatten()
+    n = rows * cols
+    sums = torch.zeros(n, dtype=torch.float32, device=thumb_scores.device).index_add_(
+        0, region, thumb_scores.flatten().float()
+    )
+    if aggregation == "mean":
+        sums = sums / torch.bincount(region, minlength=n).clamp_min(1)
+    sigma = torch.softmax((sums - sums.max()) / temperature, dim=0)
+    return (ratio * (1 + sigma - 1 / n)).clamp_max(1.0)
+
+
+def crop_scores(
+    local: Tensor, thumb_scores: Tensor, layout: AnyResLayout, alpha: float
+) -> tuple[Tensor, Tensor]:
+    """Combined global+local scores of every crop token.
+
+    Args:
+        local: [n, side*side] crops' own scores. thumb_scores: [side, side].
+    Returns:
+        scores [n, side*side] (invalid tokens -inf) and valid mask [n, side*side].
+    """
+    valid = layout.crop_valid_mask(local.device)
+    (top, bottom), (left, right) = layout.valid_rows, layout.valid_cols
+    s, full_h, full_w = layout.side, layout.rows * layout.side, layout.cols * layout.side
+    resized = F.interpolate(
+        thumb_scores.float()[None, None],
+        size=(bottom - top, right - left),
+        mode="bilinear",
+        align_corners=False,
+    )[0, 0]
+    full = torch.zeros(full_h, full_w, device=local.device)
+    full[top:bottom, left:right] = resized
+    glob = full.view(layout.rows, s, layout.cols, s).permute(0, 2, 1, 3).reshape(-1, s * s)
+    loc = local.float()
+
+    def unit(x: Tensor) -> Tensor:
+        x = torch.where(valid, x, torch.zeros_like(x))
+        return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    combined = alpha * unit(loc) + (1 - alpha) * unit(glob)
+    return combined.masked_fill(~valid, float("-inf")), valid
+
+
+def top_positions(scores: Tensor, k: int, spatial: bool = True) -> Tensor:
+    """Indices of the ``k`` largest scores ([N] -> long [k]); sorted by position if ``spatial``."""
+    idx = torch.topk(scores, k, sorted=True).indices
+    return idx.sort().values if spatial else idx
+
+
+@register_method("globalcom2", GlobalCom2Config, "thumbnail-guided per-crop retention (GlobalCom²)")
+def globalcom2(tokens: ImageTokens, config: GlobalCom2Config) -> list[ViewOutput]:
+    """Compress one anyres image. Returns one ViewOutput per view (thumbnail first)."""
+    layout, feats = tokens.layout, tokens.features
+    scores = token_scores(tokens, config.score)  # [V, N]
+    side, r = layout.side, config.ratio
+    thumb_k = keep_count(layout.view_tokens, r)
+    outs = [
+        ViewOutput.select(feats[0], top_positions(scores[0], thumb_k, config.thumbnail_order == "spatial"))
+    ]
+    if not layout.has_crops:
+        return outs
+    thumb_map = scores[0].view(side, side)
+    ratios = crop_ratios(
+        thumb_map, layout.rows, layout.cols, r, config.temperature, config.region_aggregation
+    )
+    combined, valid = crop_scores(scores[1:], thumb_map, layout, config.alpha)
+    counts = valid.sum(1)
+    if config.allocation == "paper":
+        budgets = [int(torch.floor(c * rj + 1e-9)) for c, rj in zip(counts.tolist(), ratios.tolist())]
+    else:
+        crop_total = keep_count(layout.num_tokens(), r) - thumb_k
+        sigma_weight = ratios / r  # 1 + sigma_j - 1/n, possibly clipped: the paper's relative allocation
+        budgets = split_budget(crop_total, counts.double() * sigma_weight.double(), counts)
+    for j, k in enumerate(budgets):
+        outs.append(ViewOutput.select(feats[j + 1], top_positions(combined[j], min(k, int(counts[j])))))
+    return outs

@@ -1,0 +1,83 @@
+"""Method registry: a new compression method is one file that calls :func:`register_method`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .config import CompressionConfig
+
+_METHODS: dict[str, MethodSpec] = {}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What the registry knows of a method.
+
+    ``compress`` is the pure tensor function ``(ImageTokens, config) -> list[ViewOutput]``
+    (see :mod:`vtcompress.tokens`); ``None`` for methods that act inside the vision tower and
+    are applied by an adapter-specific patch (``tower_patch``).
+    """
+
+    name: str
+    config_cls: type[CompressionConfig]
+    compress: Callable[..., Any] | None
+    description: str = ""
+    tower_patch: Callable[..., Any] | None = None
+
+
+def register_method(
+    name: str,
+    config_cls: type[CompressionConfig],
+    description: str = "",
+    tower_patch: Callable[..., Any] | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator registering ``fn`` as the compressor of method ``name``."""
+
+    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if name in _METHODS and _METHODS[name].compress is not fn:
+            raise ValueError(f"method {name!r} is already registered")
+        config_cls.method = name
+        _METHODS[name] = MethodSpec(name, config_cls, fn, description, tower_patch)
+        return fn
+
+    return decorator
+
+
+def available_methods() -> list[str]:
+    """Names accepted by :func:`vtcompress.compress` and ``load_compressed_llava(method=...)``."""
+    _load_builtin_methods()
+    return sorted(_METHODS)
+
+
+def get_method(name: str) -> MethodSpec:
+    _load_builtin_methods()
+    if name not in _METHODS:
+        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(sorted(_METHODS))}")
+    return _METHODS[name]
+
+
+def make_config(config_or_name: CompressionConfig | str, **kwargs: Any) -> CompressionConfig:
+    """Turn ``"globalcom2", ratio=0.25`` or a config instance (plus overrides) into a config."""
+    if isinstance(config_or_name, CompressionConfig):
+        return config_or_name.replace(**kwargs) if kwargs else config_or_name
+    if not isinstance(config_or_name, str):
+        raise TypeError(
+            f"expected a method name or a CompressionConfig, got {type(config_or_name).__name__}; "
+            f"known methods: {', '.join(available_methods())}"
+        )
+    spec = get_method(config_or_name)
+    known = {f.name for f in fields(spec.config_cls)}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise TypeError(
+            f"{spec.config_cls.__name__} has no option(s) {', '.join(unknown)}; "
+            f"its options are: {', '.join(sorted(known))}"
+        )
+    return spec.config_cls(**kwargs)
+
+
+def _load_builtin_methods() -> None:
+    # Importing the package registers the built-in methods (each module calls register_method).
+    from . import methods  # noqa: F401
