@@ -12,8 +12,6 @@ import string
 import sys
 from pathlib import Path
 
-import datasets
-
 
 def _load_synthetic():
     name = "vtc_offline_synthetic"
@@ -28,26 +26,29 @@ def _load_synthetic():
 
 synthetic = _load_synthetic()
 
-FEATURES = datasets.Features(
-    {
-        "question_id": datasets.Value("string"),
-        "kind": datasets.Value("string"),
-        "image": datasets.Image(),
-        "question": datasets.Value("string"),
-        "answer": datasets.Value("string"),
-        "question_type": datasets.Value("string"),
-    }
-)
 
+def build_docs(spec_rows):
+    """Replace the spec rows ``{kind, count, seed}`` (a ``datasets.Dataset``) by the samples
+    they describe, as a ``datasets.Dataset`` with an Image column."""
+    import datasets  # lmms-eval's dependency; the scoring below needs only the standard library
 
-def build_docs(spec_rows: datasets.Dataset) -> datasets.Dataset:
-    """Replace the spec rows ``{kind, count, seed}`` by the samples they describe."""
+    text = datasets.Value("string")
+    features = datasets.Features(
+        {
+            "question_id": text,
+            "kind": text,
+            "image": datasets.Image(),
+            "question": text,
+            "answer": text,
+            "question_type": text,
+        }
+    )
     records = [
         sample.record()
         for row in spec_rows
         for sample in synthetic.generate(row["kind"], int(row["count"]), int(row["seed"]))
     ]
-    return datasets.Dataset.from_list(records, features=FEATURES)
+    return datasets.Dataset.from_list(records, features=features)
 
 
 def doc_to_visual(doc: dict) -> list:

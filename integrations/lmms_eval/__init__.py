@@ -1,0 +1,30 @@
+"""lmms-eval plugin: compressed models as lmms-eval models, found through entry points.
+
+After ``pip install "vtcompress[eval]"`` lmms-eval lists the model ``vtcompress_llava_next``::
+
+    lmms-eval --model vtcompress_llava_next \
+        --model_args pretrained=llava-hf/llava-v1.6-vicuna-7b-hf,method=globalcom2,ratio=0.25,batch_size=8 \
+        --tasks gqa --log_samples --output_path results/
+
+Registration is the ``lmms_eval.models`` entry point of this distribution, which names
+:func:`model_manifests`. This module imports nothing from lmms-eval at import time, so
+``import vtcompress`` never needs the extra; :mod:`.model` does need it.
+"""
+
+from __future__ import annotations
+
+LLAVA_NEXT_MODEL_ID = "vtcompress_llava_next"
+LLAVA_NEXT_CLASS_PATH = "vtcompress.integrations.lmms_eval.model.CompressedLlavaNext"
+EXTRA_HINT = 'the lmms-eval plugin needs lmms-eval: pip install "vtcompress[eval]"'
+
+
+def model_manifests() -> list:
+    """Entry-point payload: the lmms-eval model manifests this package provides."""
+    try:
+        from lmms_eval.models.registry_v2 import ModelManifest
+    except ImportError as err:  # only lmms-eval calls this, but say what is missing if not
+        raise ImportError(EXTRA_HINT) from err
+    return [ModelManifest(model_id=LLAVA_NEXT_MODEL_ID, simple_class_path=LLAVA_NEXT_CLASS_PATH)]
+
+
+__all__ = ["EXTRA_HINT", "LLAVA_NEXT_CLASS_PATH", "LLAVA_NEXT_MODEL_ID", "model_manifests"]

@@ -1,0 +1,360 @@
+"""``vtcompress_llava_next``: a compressed LLaVA-NeXT as an lmms-eval "simple" model.
+
+model_args (``--model_args k=v,k=v``):
+    pretrained   hub id, local directory, or ``tiny`` (the offline tiny model)
+    method       a name from ``vtcompress.available_methods()`` (default ``globalcom2``)
+    ratio        kept fraction of visual tokens in (0, 1]; ``1.0`` runs the untouched model
+    batch_size   requests per ``generate`` call (model_args win over ``--batch_size``)
+    device       ``cuda``, ``cuda:1``, ``cpu``; default: the rank's GPU if any, else CPU
+    dtype        ``auto`` (checkpoint dtype on GPU, float32 on CPU), ``float16``, ``bfloat16``...
+    device_map   passed to ``from_pretrained`` (e.g. ``auto`` to spread one model over GPUs)
+    attn_implementation, chat_template (a Jinja string; default: the processor's own)
+    any other key (e.g. ``allocation=paper``) is an option of the method's config.
+
+Every answer comes back as an lmms-eval ``GenerationResult`` whose ``token_counts`` carries the
+sample's compression record (see :mod:`.records`): lmms-eval writes it under ``token_counts`` in
+the ``--log_samples`` JSONL. Under ``accelerate launch`` each process takes its rank's share of
+the requests (lmms-eval shards them by rank) and its own device.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from . import EXTRA_HINT
+
+try:
+    from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
+    from lmms_eval.api.model import lmms
+    from lmms_eval.utils import simple_parse_args_string
+except ImportError as err:
+    raise ImportError(EXTRA_HINT) from err
+
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from ...api import get_handle
+from ...flops import decoder_prefill_flops
+from ...layout import AnyResLayout
+from ..llava_next.loader import load_compressed_llava
+from .records import BatchTiming, image_entry, sample_record, uncompressed_image_entry
+
+
+@dataclass
+class CompressionTokenCounts(TokenCounts):
+    """lmms-eval's per-sample token counts plus the vtcompress record, logged together."""
+
+    vtcompress: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "vtcompress": self.vtcompress}
+
+
+class _FirstLogitsClock(LogitsProcessor):
+    """Notes when the first logits exist, i.e. when prefill (with vision and compression) ended."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.time = device, None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.time is None:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.time = time.perf_counter()
+        return scores
+
+
+def _resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype | str:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return "auto" if device.type == "cuda" else torch.float32
+    resolved = getattr(torch, str(dtype), None)
+    if not isinstance(resolved, torch.dtype):
+        raise ValueError(f"dtype must be auto, float32, float16 or bfloat16; got {dtype!r}")
+    return resolved
+
+
+def _cut_at_stops(text: str, stops: list[str]) -> str:
+    for stop in stops:
+        if stop:
+            text = text.split(stop, 1)[0]
+    return text.strip()
+
+
+class CompressedLlavaNext(lmms):
+    """LLaVA-NeXT with vtcompress attached, for lmms-eval's generate_until and loglikelihood."""
+
+    is_simple = True
+
+    def __init__(
+        self,
+        pretrained: str = "llava-hf/llava-v1.6-vicuna-7b-hf",
+        method: str = "globalcom2",
+        ratio: float = 0.25,
+        batch_size: int | str = 1,
+        device: str | None = None,
+        dtype: str | None = "auto",
+        device_map: str | None = None,
+        attn_implementation: str | None = None,
+        chat_template: str | None = None,
+        max_batch_size: int | None = None,  # lmms-eval passes it; batch sizes here are fixed
+        **method_options: Any,
+    ) -> None:
+        super().__init__()
+        from accelerate import Accelerator
+
+        accelerator = Accelerator()
+        if device is None or accelerator.num_processes > 1:
+            if torch.cuda.is_available():
+                device = f"cuda:{accelerator.local_process_index}"
+            elif device is None or device.startswith("cuda"):
+                device = "cpu"
+        self._device = torch.device(device)
+        self.accelerator = accelerator
+        self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
+
+        load_kwargs: dict[str, Any] = {"dtype": _resolve_dtype(dtype, self._device)}
+        if attn_implementation:
+            load_kwargs["attn_implementation"] = attn_implementation
+        if device_map:
+            load_kwargs["device_map"] = device_map
+        self._model, self.processor = load_compressed_llava(
+            pretrained, method, float(ratio), method_options, **load_kwargs
+        )
+        if not device_map:
+            self._model.to(self._device)
+        self.tokenizer = self.processor.tokenizer
+        self.tokenizer.padding_side = "left"  # batched generation continues after the prompt
+        self.handle = get_handle(self._model)
+        self.method, self.ratio = self.handle.config.method, self.handle.config.ratio
+        self.batch_size_per_device = int(batch_size)
+        if self.batch_size_per_device < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.chat_template = chat_template
+        self.pretrained = str(pretrained)
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
+        """Like lmms-eval's, but ``--model_args`` win over the command line's ``--batch_size``
+        and ``--device`` instead of clashing with them."""
+        args = simple_parse_args_string(arg_string)
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in args}
+        return cls(**args, **extra)
+
+    # --- lmms-eval plumbing -----------------------------------------------------------------
+    @property
+    def model(self):
+        return self._model
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch_size_per_device
+
+    @property
+    def eot_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    def _visuals(self, request: Instance) -> list:
+        context, _, doc_to_visual, doc_id, task, split = request.args[:6]
+        visuals = doc_to_visual(self.task_dict[task][split][doc_id]) if doc_to_visual else []
+        flat = []
+        for v in visuals or []:
+            flat.extend(v if isinstance(v, (list, tuple)) else [v])
+        for v in flat:
+            if not hasattr(v, "size") or isinstance(v, str):
+                raise ValueError(f"{self.__class__.__name__} takes images only, got {type(v).__name__}")
+        return [v.convert("RGB") for v in flat]
+
+    def _prompt(self, context: str, num_images: int) -> str:
+        image_token = getattr(self.processor, "image_token", "<image>")
+        parts = [] if image_token in context else [{"type": "image"}] * num_images
+        parts.append({"type": "text", "text": context})
+        template = self.chat_template or getattr(self.processor, "chat_template", None)
+        if template:
+            return self.processor.apply_chat_template(
+                [{"role": "user", "content": parts}],
+                chat_template=template,
+                add_generation_prompt=True,
+                tokenize=False,
+            )
+        images = "".join(f"{image_token}\n" for p in parts if p["type"] == "image")
+        return f"USER: {images}{context} ASSISTANT:"
+
+    def _inputs(self, prompts: list[str], images: list) -> dict[str, Any]:
+        inputs = self.processor(images=images or None, text=prompts, padding=True, return_tensors="pt").to(
+            self._device
+        )
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self._model.dtype)
+        return inputs
+
+    # --- records ----------------------------------------------------------------------------
+    def _image_entries(self, image_sizes: torch.Tensor | None, compressed: bool) -> list[dict[str, Any]]:
+        if image_sizes is None:
+            return []
+        stats = self.handle.last_stats
+        if compressed and stats is not None and len(stats.images) == len(image_sizes):
+            return [image_entry(im) for im in stats.images]
+        cfg = self._model.config
+        entries = []
+        for size in image_sizes.tolist():
+            layout = AnyResLayout.for_image(
+                size, cfg.image_grid_pinpoints, cfg.vision_config.image_size, cfg.vision_config.patch_size
+            )
+            entries.append(uncompressed_image_entry(layout, size))
+        return entries
+
+    def _records(
+        self,
+        inputs: dict[str, Any],
+        images_per_sample: list[int],
+        output_tokens: list[int],
+        timing: BatchTiming,
+    ) -> list[dict[str, Any]]:
+        compressed = self.ratio < 1.0 and "pixel_values" in inputs
+        entries = self._image_entries(inputs.get("image_sizes"), compressed)
+        stats = self.handle.last_stats
+        text_cfg = self._model.config.text_config
+        lengths = inputs["attention_mask"].sum(1).tolist()
+        samples = stats.samples if compressed and stats is not None else []
+        records, cursor = [], 0
+        for b, count in enumerate(images_per_sample):
+            if b < len(samples):
+                s = samples[b]
+                before, after, f0, f1 = (
+                    s.length_before,
+                    s.length_after,
+                    s.prefill_flops_before,
+                    s.prefill_flops_after,
+                )
+            else:
+                before = after = int(lengths[b])
+                f0 = f1 = decoder_prefill_flops(text_cfg, before)
+            records.append(
+                sample_record(
+                    method=self.method,
+                    ratio=self.ratio,
+                    images=entries[cursor : cursor + count],
+                    prompt_tokens_before=int(before),
+                    prompt_tokens_after=int(after),
+                    prefill_flops_before=f0,
+                    prefill_flops_after=f1,
+                    output_tokens=output_tokens[b],
+                    timing=timing,
+                )
+            )
+            cursor += count
+        return records
+
+    # --- generation -------------------------------------------------------------------------
+    def _generation_kwargs(self, gen_kwargs: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        gen = dict(gen_kwargs)
+        until = gen.pop("until", None) or []
+        until = [until] if isinstance(until, str) else list(until)
+        temperature = float(gen.pop("temperature", 0) or 0)
+        out: dict[str, Any] = {
+            "max_new_tokens": int(gen.pop("max_new_tokens", 128)),
+            "num_beams": int(gen.pop("num_beams", 1) or 1),
+            "do_sample": temperature > 0,
+        }
+        if temperature > 0:
+            out["temperature"] = temperature
+            if gen.get("top_p") is not None:
+                out["top_p"] = float(gen["top_p"])
+        return out, until
+
+    def _generate_batch(self, requests: list[Instance]) -> list[GenerationResult]:
+        contexts = [r.args[0] for r in requests]
+        visuals = [self._visuals(r) for r in requests]
+        gen, until = self._generation_kwargs(requests[0].args[1])
+        prompts = [self._prompt(c, len(v)) for c, v in zip(contexts, visuals)]
+        inputs = self._inputs(prompts, [im for v in visuals for im in v])
+        clock = _FirstLogitsClock(self._device)
+        self.handle.last_stats = None
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = self._model.generate(
+                **inputs, **gen, logits_processor=LogitsProcessorList([clock]), pad_token_id=pad
+            )
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+        end = time.perf_counter()
+        new_tokens = out[:, inputs["input_ids"].shape[1] :]
+        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        output_tokens = []
+        for row in new_tokens.tolist():
+            stop = next((i for i, t in enumerate(row) if t == self.eot_token_id), None)
+            output_tokens.append(len(row) if stop is None else stop + 1)
+        stats = self.handle.last_stats
+        timing = BatchTiming(
+            batch_size=len(requests),
+            vision_seconds=stats.vision_seconds if stats else 0.0,
+            compress_seconds=stats.compress_seconds if stats else 0.0,
+            prefill_seconds=(clock.time or end) - start,
+            generate_seconds=end - start,
+        )
+        records = self._records(inputs, [len(v) for v in visuals], output_tokens, timing)
+        results = []
+        for text, record in zip(texts, records):
+            counts = CompressionTokenCounts(
+                input_tokens=record["prompt_tokens_after"],
+                output_tokens=record["output_tokens"],
+                vtcompress=record,
+            )
+            results.append(GenerationResult(text=_cut_at_stops(text, until), token_counts=counts))
+        return results
+
+    def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
+        """Batches of ``batch_size`` requests with equal generation kwargs, longest prompts first."""
+        from tqdm import tqdm
+
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault(json.dumps(r.args[1], sort_keys=True, default=str), []).append(i)
+        results: list[GenerationResult | None] = [None] * len(requests)
+        bar = tqdm(total=len(requests), disable=self.rank != 0, desc="vtcompress generate")
+        for indices in groups.values():
+            indices.sort(key=lambda i: -len(requests[i].args[0]))
+            for k in range(0, len(indices), self.batch_size):
+                chunk = indices[k : k + self.batch_size]
+                for i, result in zip(chunk, self._generate_batch([requests[i] for i in chunk])):
+                    results[i] = result
+                bar.update(len(chunk))
+        bar.close()
+        return results
+
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+        """Log-probability of each continuation after the (compressed) prompt, one request a call."""
+        results = []
+        for request in requests:
+            context, target, _, doc_id, task, split = request.args[:6]
+            continuation = target if isinstance(target, str) else target(self.task_dict[task][split][doc_id])
+            images = self._visuals(request)
+            prompt = self._prompt(context, len(images))
+            n_prompt = self._inputs([prompt], images)["input_ids"].shape[1]
+            inputs = self._inputs([prompt + continuation], images)
+            n_cont = inputs["input_ids"].shape[1] - n_prompt
+            if n_cont <= 0:
+                raise ValueError(f"continuation {continuation!r} adds no token to the prompt")
+            with torch.inference_mode():
+                logits = self._model(**inputs).logits[0]
+            # The adapter shortens the image run only: the continuation stays the last n_cont tokens.
+            cont_ids = inputs["input_ids"][0, -n_cont:]
+            logprobs = torch.log_softmax(logits[-n_cont - 1 : -1].float(), dim=-1)
+            total = logprobs.gather(1, cont_ids[:, None]).sum().item()
+            greedy = bool((logprobs.argmax(-1) == cont_ids).all())
+            results.append((total, greedy))
+        return results
+
+    def generate_until_multi_round(self, requests) -> list[str]:
+        raise NotImplementedError(f"{self.__class__.__name__} does not support multi-round generation")

@@ -1,0 +1,93 @@
+"""Per-sample records of what compression did, as logged next to each lmms-eval answer.
+
+One record per request (sample): its images' visual tokens before and after compression (newline
+tokens excluded, the ``ratio`` convention, and counted apart), prompt lengths, the decoder's
+analytic prefill FLOPs before and after, and the timings of the batch the sample ran in.
+Pure functions of vtcompress stats: no lmms-eval import here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ...layout import AnyResLayout
+from ...stats import ImageStats
+
+
+@dataclass
+class BatchTiming:
+    """Wall-clock seconds of one ``generate`` call, shared by every sample of the batch.
+
+    vision: CLIP tower; compress: the method plus packing; prefill: from the call until the first
+    token's logits (vision and compression included); generate: the whole call.
+    """
+
+    batch_size: int
+    vision_seconds: float = 0.0
+    compress_seconds: float = 0.0
+    prefill_seconds: float = 0.0
+    generate_seconds: float = 0.0
+
+
+def image_entry(stats: ImageStats) -> dict[str, Any]:
+    """One image as the adapter measured it."""
+    return {
+        "image_size": list(stats.image_size),
+        "grid": list(stats.grid),
+        "tokens_before": stats.tokens_before,
+        "tokens_kept": stats.tokens_after,
+        "newlines_before": stats.newlines_before,
+        "newlines_kept": stats.newlines_after,
+        "views_kept": [v.kept for v in stats.views],
+        "compress_seconds": stats.seconds,
+        "passthrough": stats.passthrough,
+    }
+
+
+def uncompressed_image_entry(layout: AnyResLayout, image_size: tuple[int, int]) -> dict[str, Any]:
+    """One image fed whole (ratio 1.0): counts from the same layout rule the adapter uses."""
+    tokens, newlines = layout.num_tokens(), layout.num_newlines("unpadded")
+    return {
+        "image_size": [int(x) for x in image_size],
+        "grid": [layout.rows, layout.cols],
+        "tokens_before": tokens,
+        "tokens_kept": tokens,
+        "newlines_before": newlines,
+        "newlines_kept": newlines,
+        "views_kept": layout.view_counts(),
+        "compress_seconds": 0.0,
+        "passthrough": True,
+    }
+
+
+def sample_record(
+    *,
+    method: str,
+    ratio: float,
+    images: list[dict[str, Any]],
+    prompt_tokens_before: int,
+    prompt_tokens_after: int,
+    prefill_flops_before: float,
+    prefill_flops_after: float,
+    output_tokens: int,
+    timing: BatchTiming,
+) -> dict[str, Any]:
+    """The record of one sample; ``visual_tokens_*`` sum its images (newlines excluded)."""
+    before = sum(im["tokens_before"] for im in images)
+    kept = sum(im["tokens_kept"] for im in images)
+    return {
+        "method": method,
+        "ratio": ratio,
+        "visual_tokens_before": before,
+        "visual_tokens_kept": kept,
+        "newline_tokens_kept": sum(im["newlines_kept"] for im in images),
+        "kept_fraction": kept / before if before else 1.0,
+        "prompt_tokens_before": prompt_tokens_before,
+        "prompt_tokens_after": prompt_tokens_after,
+        "prefill_flops_before": prefill_flops_before,
+        "prefill_flops_after": prefill_flops_after,
+        "output_tokens": output_tokens,
+        "images": images,
+        "timing": asdict(timing),
+    }
