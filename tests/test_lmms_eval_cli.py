@@ -281,3 +281,28 @@ def test_bad_model_args_name_the_fix(workspace):
         CompressedLlavaNext(pretrained=str(workspace[1]), method="globalcom2", ratio=0.5, alpha_typo=1)
     with pytest.raises(ValueError, match=r"ratio must be in \(0, 1\]"):
         CompressedLlavaNext(pretrained=str(workspace[1]), ratio=1.5)
+
+
+@pytest.mark.slow
+def test_loglikelihood_through_the_compressed_model(lmm):
+    import math
+
+    from lmms_eval.api.instance import Instance
+
+    task_dict, _ = _requests(1)
+    lmm.task_dict = task_dict
+    doc = task_dict["t"]["test"][0]
+    requests = [
+        Instance(
+            "loglikelihood",
+            (doc["question"], continuation, lambda d: [d["image"]], 0, "t", "test"),
+            idx=0,
+            metadata={"task": "t", "doc_id": 0, "repeats": 1},
+        )
+        for continuation in (" 3", " 33")
+    ]
+    (short, _), (longer, _) = lmm.loglikelihood(requests)
+    assert math.isfinite(short) and short < 0
+    # The longer continuation extends the shorter one by a token: one more negative log-prob.
+    assert longer < short
+    assert lmm.handle.last_stats.tokens_after == keep_count(lmm.handle.last_stats.tokens_before, RATIO)
