@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from _tokencorr_util import clustered_qk
 from torch import Tensor, nn
 
 from vtcompress.methods.tokencorr import (
@@ -15,8 +16,6 @@ from vtcompress.methods.tokencorr import (
     select_groups,
 )
 from vtcompress.methods.tokencorr_ops import cls_patch_probs, pool_groups
-
-from _tokencorr_util import clustered_qk
 
 GRID = (32, 32)
 GROUPS = 32 * 8

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _tokencorr_util import blank_page, clip_qk, pixels, text_page, tiny_clip
 from PIL import Image
 
 from vtcompress.layout import AnyResLayout
 from vtcompress.methods.tokencorr import TokenCorrConfig
 from vtcompress.registry import get_method
 from vtcompress.tokens import ImageTokens
-
-from _tokencorr_util import blank_page, clip_qk, pixels, text_page, tiny_clip
 
 PX, PATCH = 224, 14
 SIDE = PX // PATCH

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from _tokencorr_util import synthetic_tokens
 
 from vtcompress.budget import keep_count
 from vtcompress.layout import pack_views
@@ -19,8 +20,6 @@ from vtcompress.methods.tokencorr import (
 from vtcompress.methods.tokencorr_ops import cls_patch_probs, information_density, patch_keys, select_view
 from vtcompress.registry import get_method, make_config
 from vtcompress.tokens import keep_all
-
-from _tokencorr_util import synthetic_tokens
 
 LAYERS = (0, 1, 2, 3)
 
@@ -56,8 +55,10 @@ def test_bad_options_raise(kw):
 
 
 def test_capture_layers_resolve_negative_indices():
-    cfg = TokenCorrConfig(low_layer=2, deep_layer=-2)
-    assert cfg.capture_layers(score_layer=23, num_layers=24) == ({2, 22}, set())
+    cfg = TokenCorrConfig(low_layer=3, deep_layer=-2)
+    assert cfg.capture_layers(score_layer=23, num_layers=24) == ({3, 22}, set())
+    assert TokenCorrConfig().resolve_layers(24) == (2, 22)  # default low layer: num_layers // 12
+    assert TokenCorrConfig().resolve_layers(2) == (0, 0)
     assert TokenCorrConfig(low_layer=-24, deep_layer=23).resolve_layers(24) == (0, 23)
     with pytest.raises(ValueError, match="outside a vision tower of 4 layers"):
         TokenCorrConfig(low_layer=4).capture_layers(3, 4)

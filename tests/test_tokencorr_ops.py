@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from _tokencorr_util import clustered_qk, random_qk
 
 from vtcompress.methods.tokencorr_ops import (
     adaptive_budgets,
@@ -20,8 +21,6 @@ from vtcompress.methods.tokencorr_ops import (
     select_view,
     top_indices,
 )
-
-from _tokencorr_util import clustered_qk, random_qk
 
 
 def brute_density(keys: np.ndarray, tau: float, m: int, valid: np.ndarray) -> tuple[float, list[bool]]:

@@ -44,8 +44,8 @@ newline per row. mPLUG-DocOwl1.5: :func:`select_groups` scores the 32x32 patch g
 before it equals selecting its outputs after it); its ``vit_eos`` is always kept
 (:func:`hreducer_keep_index`).
 
-Deviations and choices: a single-view image's only view is always compressed; the
-similarity, IQR and density use only valid (unpadded) tokens while the [CLS] softmax runs over
+Deviations and choices: called directly on a single-view image, the method compresses its
+only view (the LLaVA-NeXT adapter passes such images through untouched); the similarity, IQR and density use only valid (unpadded) tokens while the [CLS] softmax runs over
 every key the tower attended to; zero local attention mass falls back to uniform draws.
 """
 
@@ -83,7 +83,8 @@ class TokenCorrConfig(CompressionConfig):
     scale: [scale] multiplier of ``rho * N`` in adaptive mode; None means ``ratio``.
     low_layer: [l_low] vision layer whose keys give the density and whose [CLS] attention is
         the sampling distribution. A shallow layer: its keys still describe a patch's own
-        appearance. Negative values count from the end (``num_layers + low_layer``).
+        appearance. Negative values count from the end (``num_layers + low_layer``); None
+        (default) means ``num_layers // 12`` (layer 2 of CLIP ViT-L's 24, layer 0 of a tiny tower).
     deep_layer: [l_deep] vision layer whose [CLS] attention finds the global tokens; default -2,
         the penultimate layer.
     key_heads: "concat" (all heads' keys as one vector) or "mean" (keys averaged over heads).
@@ -101,7 +102,7 @@ class TokenCorrConfig(CompressionConfig):
 
     allocation: str = "adaptive"
     scale: float | None = None
-    low_layer: int = 2
+    low_layer: int | None = None
     deep_layer: int = -2
     key_heads: str = "concat"
     tau: float = 0.9
@@ -132,6 +133,8 @@ class TokenCorrConfig(CompressionConfig):
             raise ValueError(f"iqr_k must be >= 0, got {self.iqr_k}")
         for name in ("low_layer", "deep_layer"):
             value = getattr(self, name)
+            if value is None and name == "low_layer":
+                continue
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(
                     f"{name} must be an int layer index (negative counts from the end), got {value!r}"
@@ -152,6 +155,8 @@ class TokenCorrConfig(CompressionConfig):
         out = []
         for name in ("low_layer", "deep_layer"):
             value = getattr(self, name)
+            if value is None:
+                value = num_layers // 12
             layer = value + num_layers if value < 0 else value
             if not 0 <= layer < num_layers:
                 raise ValueError(
