@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _tokencorr_util import synthetic_tokens
 
+from tests._tokencorr_util import synthetic_tokens
 from vtcompress.methods.tokencorr import TokenCorrConfig, tokencorr
 from vtcompress.tokens import ImageTokens, LayerQK
 

@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from _tokencorr_util import clustered_qk
 from torch import Tensor, nn
 
+from tests._tokencorr_util import clustered_qk
 from vtcompress.methods.tokencorr import (
     TokenCorrConfig,
     group_patch_index,
@@ -60,7 +60,7 @@ def test_reducer_on_selected_groups_equals_selecting_its_outputs(qks):
     patches = torch.randn(4, 32 * 32, 8)
     full = reducer(patches, GRID)  # [V, 257, out]
     assert full.shape[1] == GROUPS + 1
-    plans = select_groups(low, deep, TokenCorrConfig(ratio=0.5), GRID, (1, 4))
+    plans = select_groups(low, deep, TokenCorrConfig(allocation="adaptive", ratio=0.5), GRID, (1, 4))
     for v, plan in enumerate(plans):
         idx = group_patch_index(plan.kept, GRID, (1, 4))  # [k, 4]
         assert (idx // 32 == idx[:, :1] // 32).all() and (idx[:, 1:] - idx[:, :-1] == 1).all()
@@ -73,7 +73,7 @@ def test_reducer_on_selected_groups_equals_selecting_its_outputs(qks):
 
 def test_group_scores_pool_patch_attention(qks):
     low, deep = qks
-    cfg = TokenCorrConfig(ratio=0.3, sampling="topk", compress_global=True)
+    cfg = TokenCorrConfig(allocation="adaptive", ratio=0.3, sampling="topk", compress_global=True)
     plans = select_groups(low, deep, cfg, GRID, (1, 4))
     groups_low = pool_groups(cls_patch_probs(low), GRID, (1, 4), "sum")
     groups_deep = pool_groups(cls_patch_probs(deep), GRID, (1, 4), "sum")
@@ -89,7 +89,9 @@ def test_group_scores_pool_patch_attention(qks):
 
 def test_budgets_count_groups_and_keep_one_per_view(qks):
     low, deep = qks
-    plans = select_groups(low, deep, TokenCorrConfig(ratio=0.5, tau=0.9, min_similar=8), GRID, (1, 4))
+    plans = select_groups(
+        low, deep, TokenCorrConfig(allocation="adaptive", ratio=0.5, tau=0.9, min_similar=8), GRID, (1, 4)
+    )
     assert plans[0].compressed is False and plans[0].kept.tolist() == list(range(GROUPS))
     for plan in plans[1:]:
         assert plan.units == GROUPS and plan.compressed
@@ -103,17 +105,19 @@ def test_budgets_count_groups_and_keep_one_per_view(qks):
 
 def test_ratio_one_keeps_all_257_outputs(qks):
     low, deep = qks
-    for plan in select_groups(low, deep, TokenCorrConfig(ratio=1.0), GRID, (1, 4)):
+    for plan in select_groups(low, deep, TokenCorrConfig(allocation="adaptive", ratio=1.0), GRID, (1, 4)):
         assert hreducer_keep_index(plan.kept).tolist() == list(range(GROUPS + 1))
 
 
 def test_without_global_view_every_view_is_compressed(qks):
     low, deep = qks
-    plans = select_groups(low, deep, TokenCorrConfig(ratio=0.5), GRID, (1, 4), global_view=False)
+    plans = select_groups(
+        low, deep, TokenCorrConfig(allocation="adaptive", ratio=0.5), GRID, (1, 4), global_view=False
+    )
     assert all(p.compressed for p in plans)
 
 
 def test_grid_mismatch_is_an_error(qks):
     low, deep = qks
     with pytest.raises(ValueError, match="24x24 grid"):
-        select_groups(low, deep, TokenCorrConfig(ratio=0.5), (24, 24), (1, 4))
+        select_groups(low, deep, TokenCorrConfig(allocation="adaptive", ratio=0.5), (24, 24), (1, 4))

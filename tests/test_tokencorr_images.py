@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _tokencorr_util import blank_page, clip_qk, pixels, text_page, tiny_clip
 from PIL import Image
 
+from tests._tokencorr_util import blank_page, clip_qk, pixels, text_page, tiny_clip
+from vtcompress.budget import keep_count
 from vtcompress.layout import AnyResLayout
 from vtcompress.methods.tokencorr import TokenCorrConfig
 from vtcompress.registry import get_method
@@ -45,7 +46,7 @@ def page_tokens() -> ImageTokens:
 
 def test_dense_crop_keeps_more_tokens(page_tokens):
     compress = get_method("tokencorr").compress
-    outs = compress(page_tokens, TokenCorrConfig(ratio=0.5))
+    outs = compress(page_tokens, TokenCorrConfig(allocation="adaptive", ratio=0.5))
     blank, half, dense = outs[1:]
     assert blank.info["density"] < half.info["density"] < dense.info["density"]
     assert blank.num_kept < half.num_kept < dense.num_kept
@@ -56,13 +57,17 @@ def test_dense_crop_keeps_more_tokens(page_tokens):
 
 def test_exact_mode_moves_budget_to_the_dense_crop(page_tokens):
     compress = get_method("tokencorr").compress
-    outs = compress(page_tokens, TokenCorrConfig(ratio=0.25, allocation="exact"))
+    outs = compress(page_tokens, TokenCorrConfig(ratio=0.5, allocation="exact"))
     kept = [o.num_kept for o in outs[1:]]
-    assert sum(kept) == int(3 * SIDE * SIDE * 0.25)
+    # the whole thumbnail takes its SIDE² tokens out of the image total first
+    assert outs[0].num_kept == SIDE * SIDE
+    assert sum(kept) == keep_count(4 * SIDE * SIDE, 0.5) - SIDE * SIDE
     assert kept[0] < kept[1] < kept[2]
 
 
 def test_features_are_the_towers_at_kept_positions(page_tokens):
-    outs = get_method("tokencorr").compress(page_tokens, TokenCorrConfig(ratio=0.3, sampling="topk"))
+    outs = get_method("tokencorr").compress(
+        page_tokens, TokenCorrConfig(allocation="adaptive", ratio=0.3, sampling="topk")
+    )
     for v, out in enumerate(outs):
         assert torch.equal(out.features, page_tokens.features[v, out.positions])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 import torch
-from _tokencorr_util import blank_page, text_page
 
 import vtcompress
+from tests._tokencorr_util import blank_page, text_page
 from tests.conftest import IMAGE_SIZES, make_image, prompt
 from vtcompress.budget import keep_count
 from vtcompress.integrations.llava_next.tiny import PINPOINTS
@@ -39,7 +39,7 @@ def test_counts_stats_and_sequence_length(model, processor):
     w, h = IMAGE_SIZES["letterbox_tall"]
     layout = AnyResLayout.for_image((h, w), PINPOINTS)
     inputs = inputs_for(processor, [make_image(w, h)])
-    handle = vtcompress.compress(model, "tokencorr", ratio=0.5)
+    handle = vtcompress.compress(model, "tokencorr", allocation="adaptive", ratio=0.5)
     out = logits(model, inputs)
     stats = handle.last_stats.images[0]
     assert stats.tokens_before == layout.num_tokens()
@@ -73,11 +73,11 @@ def test_exact_budget_total(model, processor):
     handle = vtcompress.compress(model, "tokencorr", ratio=0.3, allocation="exact")
     logits(model, inputs_for(processor, [make_image(w, h)]))
     stats = handle.last_stats.images[0]
-    assert stats.tokens_after == 576 + keep_count(layout.num_tokens() - 576, 0.3)
+    assert stats.tokens_after == keep_count(layout.num_tokens(), 0.3)  # the package-wide rule
 
 
 def test_text_page_keeps_more_than_blank_page(model, processor):
-    handle = vtcompress.compress(model, "tokencorr", ratio=0.5)
+    handle = vtcompress.compress(model, "tokencorr", allocation="adaptive", ratio=0.5)
     logits(model, inputs_for(processor, [blank_page(672), text_page(672, font_size=14)]))
     blank, text = handle.last_stats.images
     crops_blank = sum(v.kept for v in blank.views[1:])
@@ -93,7 +93,7 @@ def test_batch_equals_one_by_one(model, processor):
         make_image(*IMAGE_SIZES["tall"]),
     ]
     questions = ["What?", "Read the second line of the page.", "Count the shapes."]
-    handle = vtcompress.compress(model, "tokencorr", ratio=0.4)
+    handle = vtcompress.compress(model, "tokencorr", allocation="adaptive", ratio=0.4)
     batched = logits(model, inputs_for(processor, images, questions))[:, -1]
     kept = [im.tokens_after for im in handle.last_stats.images]
     for i, (image, q) in enumerate(zip(images, questions)):
@@ -103,7 +103,7 @@ def test_batch_equals_one_by_one(model, processor):
 
 
 def test_generate_runs_and_keeps_the_prompt(model, processor):
-    vtcompress.compress(model, "tokencorr", ratio=0.3, sampling="topk")
+    vtcompress.compress(model, "tokencorr", allocation="adaptive", ratio=0.3, sampling="topk")
     inputs = inputs_for(processor, [text_page(500)])
     out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
     assert out.shape == (1, inputs["input_ids"].shape[1] + 3)

@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-from _tokencorr_util import synthetic_tokens
 
+from tests._tokencorr_util import synthetic_tokens
 from vtcompress.budget import keep_count
 from vtcompress.layout import pack_views
 from vtcompress.methods.tokencorr import (
@@ -98,22 +98,22 @@ def test_scale_with_ratio_one_still_compresses():
 
 def test_thumbnail_left_whole_unless_asked():
     tokens = tokens_with_density([1, 1, 1])
-    outs = tokencorr(tokens, TokenCorrConfig(ratio=0.5))
+    outs = tokencorr(tokens, TokenCorrConfig(allocation="adaptive", ratio=0.5))
     assert outs[0].num_kept == 36 and outs[0].info["compressed"] is False
     assert 0.0 <= outs[0].info["density"] <= 1.0  # reported even when uncompressed
-    outs = tokencorr(tokens, TokenCorrConfig(ratio=0.5, compress_global=True))
+    outs = tokencorr(tokens, TokenCorrConfig(allocation="adaptive", ratio=0.5, compress_global=True))
     assert outs[0].num_kept == 1 and outs[0].info["compressed"] is True
 
 
 def test_single_view_image_is_compressed():
     tokens = synthetic_tokens(rows=0, cols=0, side=6, layers=LAYERS, clusters=[1])
-    outs = tokencorr(tokens, TokenCorrConfig(ratio=0.5))
+    outs = tokencorr(tokens, TokenCorrConfig(allocation="adaptive", ratio=0.5))
     assert len(outs) == 1 and outs[0].num_kept == 1
 
 
 def test_dense_crop_keeps_more_and_ratio_bounds_the_total():
     tokens = tokens_with_density([5, 1, 4, 36], rows=1, cols=3)
-    cfg = TokenCorrConfig(ratio=0.5, tau=0.9, min_similar=2)
+    cfg = TokenCorrConfig(allocation="adaptive", ratio=0.5, tau=0.9, min_similar=2)
     outs = tokencorr(tokens, cfg)
     kept = [o.num_kept for o in outs[1:]]
     dens = [o.info["density"] for o in outs[1:]]
@@ -127,8 +127,12 @@ def test_exact_mode_total_is_a_function_of_size_and_ratio():
     for clusters in ([5, 1, 4, 36], [5, 36, 36, 36], [5, 2, 2, 2]):
         tokens = tokens_with_density(clusters, rows=1, cols=3)
         outs = tokencorr(tokens, TokenCorrConfig(ratio=0.3, allocation="exact"))
-        assert sum(o.num_kept for o in outs[1:]) == keep_count(3 * 36, 0.3)
-        assert outs[0].num_kept == 36
+        assert outs[0].num_kept == 36  # the thumbnail stays whole and counts inside the total
+        assert sum(o.num_kept for o in outs) == keep_count(4 * 36, 0.3)
+        assert all(o.num_kept >= 1 for o in outs)
+        # a total too small to keep the thumbnail whole compresses every view
+        outs = tokencorr(tokens, TokenCorrConfig(ratio=0.2, allocation="exact"))
+        assert sum(o.num_kept for o in outs) == keep_count(4 * 36, 0.2) and outs[0].num_kept < 36
         assert all(o.num_kept >= 1 for o in outs)
     tokens = tokens_with_density([5, 1, 4, 36], rows=1, cols=3)
     outs = tokencorr(tokens, TokenCorrConfig(ratio=0.3, allocation="exact", compress_global=True))
@@ -143,7 +147,9 @@ def test_padding_is_never_kept_and_positions_are_raster_order(rows, cols, image_
     tokens = synthetic_tokens(rows=rows, cols=cols, side=6, image_size=image_size, layers=LAYERS)
     valid = tokens.layout.crop_valid_mask()
     assert not valid.all()
-    outs = tokencorr(tokens, TokenCorrConfig(ratio=0.6, tau=1.0))  # tau=1: nothing is alike -> density 1
+    outs = tokencorr(
+        tokens, TokenCorrConfig(allocation="adaptive", ratio=0.6, tau=1.0)
+    )  # tau=1: nothing is alike -> density 1
     for v, out in enumerate(outs[1:], start=1):
         pos = out.positions
         assert pos.tolist() == sorted(set(pos.tolist()))
@@ -156,7 +162,7 @@ def test_padding_is_never_kept_and_positions_are_raster_order(rows, cols, image_
 
 def test_stats_split_global_and_sampled():
     tokens = tokens_with_density([5, 3, 36], rows=1, cols=2)
-    outs = tokencorr(tokens, TokenCorrConfig(ratio=0.7))
+    outs = tokencorr(tokens, TokenCorrConfig(allocation="adaptive", ratio=0.7))
     for out in outs[1:]:
         info = out.info
         glob, sampled = set(info["global"].tolist()), set(info["sampled"].tolist())
@@ -168,19 +174,19 @@ def test_stats_split_global_and_sampled():
 
 def test_seed_reproducible_and_topk_deterministic():
     tokens = tokens_with_density([5, 36, 36], rows=1, cols=2)
-    a = tokencorr(tokens, TokenCorrConfig(ratio=0.4, seed=3))
-    b = tokencorr(tokens, TokenCorrConfig(ratio=0.4, seed=3))
-    c = tokencorr(tokens, TokenCorrConfig(ratio=0.4, seed=4))
+    a = tokencorr(tokens, TokenCorrConfig(allocation="adaptive", ratio=0.4, seed=3))
+    b = tokencorr(tokens, TokenCorrConfig(allocation="adaptive", ratio=0.4, seed=3))
+    c = tokencorr(tokens, TokenCorrConfig(allocation="adaptive", ratio=0.4, seed=4))
     assert all(torch.equal(x.positions, y.positions) for x, y in zip(a, b))
     assert any(not torch.equal(x.positions, y.positions) for x, y in zip(a, c))
-    t1 = tokencorr(tokens, TokenCorrConfig(ratio=0.4, sampling="topk", seed=3))
-    t2 = tokencorr(tokens, TokenCorrConfig(ratio=0.4, sampling="topk", seed=4))
+    t1 = tokencorr(tokens, TokenCorrConfig(allocation="adaptive", ratio=0.4, sampling="topk", seed=3))
+    t2 = tokencorr(tokens, TokenCorrConfig(allocation="adaptive", ratio=0.4, sampling="topk", seed=4))
     assert all(torch.equal(x.positions, y.positions) for x, y in zip(t1, t2))
 
 
 def test_topk_keeps_the_most_attended_local_tokens():
     tokens = tokens_with_density([5, 36, 36], rows=1, cols=2)
-    cfg = TokenCorrConfig(ratio=0.4, sampling="topk")
+    cfg = TokenCorrConfig(allocation="adaptive", ratio=0.4, sampling="topk")
     low, _ = cfg.resolve_layers(tokens.num_layers)
     probs = cls_patch_probs(tokens.qk[low])
     for v, out in enumerate(tokencorr(tokens, cfg)[1:], start=1):
@@ -194,7 +200,7 @@ def test_topk_keeps_the_most_attended_local_tokens():
 
 def test_views_together_equal_views_one_by_one():
     tokens = tokens_with_density([5, 1, 4, 36, 12], rows=2, cols=2, image_size=(50, 60))
-    cfg = TokenCorrConfig(ratio=0.5, compress_global=True)
+    cfg = TokenCorrConfig(allocation="adaptive", ratio=0.5, compress_global=True)
     low, deep = cfg.resolve_layers(tokens.num_layers)
     valid = view_valid_mask(tokens)
     together = plan_views(tokens.qk[low], tokens.qk[deep], cfg, [True] * 5, valid)
@@ -217,7 +223,7 @@ def test_image_alone_equals_image_in_a_batch_of_images():
     a = tokens_with_density([5, 1, 36], rows=1, cols=2, seed=4)
     b = tokens_with_density([5, 1, 36], rows=1, cols=2, seed=4)
     b.index = 3
-    cfg = TokenCorrConfig(ratio=0.5)
+    cfg = TokenCorrConfig(allocation="adaptive", ratio=0.5)
     for x, y in zip(tokencorr(a, cfg), tokencorr(b, cfg)):
         assert torch.equal(x.positions, y.positions) and torch.equal(x.features, y.features)
 
@@ -225,7 +231,7 @@ def test_image_alone_equals_image_in_a_batch_of_images():
 def test_key_heads_choose_the_density_keys():
     tokens = tokens_with_density([5, 3, 36], rows=1, cols=2)
     for heads in ("concat", "mean"):
-        cfg = TokenCorrConfig(ratio=0.5, key_heads=heads, tau=0.5, min_similar=2)
+        cfg = TokenCorrConfig(allocation="adaptive", ratio=0.5, key_heads=heads, tau=0.5, min_similar=2)
         want, _ = information_density(patch_keys(tokens.qk[cfg.resolve_layers(4)[0]], heads), 0.5, 2)
         got = [o.info["density"] for o in tokencorr(tokens, cfg)]
         assert got == pytest.approx(want.tolist())

@@ -25,16 +25,19 @@ D. Keep G and the local tokens in raster order and gather the features the model
    (``ImageTokens.features``, the last layer's after the projector) at those positions.
 
 How ``ratio`` maps to the budget:
-* ``allocation="adaptive"`` (default): ``scale = ratio`` unless ``scale`` is set. ``ratio`` is
+* ``allocation="exact"`` (default): the image keeps ``floor(ratio * N)`` of its N visual tokens,
+  the package-wide rule, so tokencorr compares token for token with every other method. Views
+  left whole (the thumbnail, unless ``compress_global``) take their tokens out of that total
+  first; the compressed views share the rest in proportion to ``rho * N`` (largest remainders,
+  at least one each). When the total cannot even hold the whole views, every view is
+  compressed. The count is a function of image size and ratio only, for static shapes.
+* ``allocation="adaptive"`` (the paper's allocation): ``scale = ratio`` unless ``scale`` is set. ``ratio`` is
   then the share kept by a fully dense view (rho = 1); a view of density rho keeps about
   ``rho * ratio`` of its tokens, so the measured ratio of an image is ``ratio`` times its
   (token-weighted) mean density of compressed views, at most ``ratio`` plus one token per view
   of rounding: sparse pages cost less. Setting ``scale`` overrides ``ratio`` (``scale=1.0`` is
   the paper's ``n = ceil(rho N)``; :meth:`TokenCorrConfig.paper`).
-* ``allocation="exact"``: the compressed views together keep ``floor(ratio * N)`` of their N
-  tokens, split in proportion to ``rho * N`` (largest remainders, at least one each): the count
-  is a function of image size and ratio only, for static shapes.
-Either way an uncompressed thumbnail (the default) keeps all its tokens on top of that budget.
+  In adaptive mode an uncompressed thumbnail (the default) keeps all its tokens on top.
 ``ratio=1.0`` keeps everything (exactly the stock output) unless ``scale`` is set.
 
 Models. LLaVA-NeXT: each crop's 24x24 grid is one view (units = single patches, padding from
@@ -80,8 +83,8 @@ from .tokencorr_ops import (
 class TokenCorrConfig(CompressionConfig):
     """Options of ``tokencorr`` (spec names in brackets). Defaults are untuned choices.
 
-    allocation: "adaptive" (density sets each view's count; default, the paper's point) or
-        "exact" (a fixed total split by density).
+    allocation: "exact" (default: ``floor(ratio * N)`` per image, split across views by density)
+        or "adaptive" (the paper's: density alone sets each view's count).
     scale: [scale] multiplier of ``rho * N`` in adaptive mode; None means ``ratio``.
     low_layer: [l_low] vision layer whose keys give the density and whose [CLS] attention is
         the sampling distribution. A shallow layer: its keys still describe a patch's own
@@ -102,7 +105,7 @@ class TokenCorrConfig(CompressionConfig):
         "sum" (the group's attention mass), "mean" or "max".
     """
 
-    allocation: str = "adaptive"
+    allocation: str = "exact"
     scale: float | None = None
     low_layer: int | None = None
     deep_layer: int = -2
@@ -123,6 +126,8 @@ class TokenCorrConfig(CompressionConfig):
         check_choice("group_pool", self.group_pool, GROUP_POOLS)
         if self.scale is not None and not (isinstance(self.scale, (int, float)) and self.scale > 0):
             raise ValueError(f"scale must be a number > 0 or None (use ratio), got {self.scale!r}")
+        if self.scale is not None and self.allocation != "adaptive":
+            raise ValueError("scale applies to allocation='adaptive'; pass allocation='adaptive' with it")
         if not -1.0 <= self.tau <= 1.0:
             raise ValueError(f"tau is a cosine similarity threshold in [-1, 1], got {self.tau}")
         if (
@@ -145,7 +150,7 @@ class TokenCorrConfig(CompressionConfig):
     @classmethod
     def paper(cls, **overrides: Any) -> TokenCorrConfig:
         """The paper's allocation ``n_c = ceil(rho_c N_c)`` (scale 1, ratio unused)."""
-        return cls(**{"ratio": 1.0, "scale": 1.0, **overrides})
+        return cls(**{"ratio": 1.0, "scale": 1.0, "allocation": "adaptive", **overrides})
 
     @property
     def is_off(self) -> bool:
@@ -260,12 +265,20 @@ def plan_views(
     flags = [bool(c) and not config.is_off for c in compress]
     chosen = [v for v in range(num_views) if flags[v]]
     budgets = units.tolist()
-    if chosen:
-        d, u = density[chosen].cpu(), units[chosen]
-        if config.allocation == "exact":
-            got = exact_budgets(d, u, keep_count(int(u.sum()), config.ratio))
-        else:
-            got = adaptive_budgets(d, u, config.ratio if config.scale is None else float(config.scale))
+    if chosen and config.allocation == "exact":
+        # ratio counts every view: the views left whole take their share of the total first.
+        total = keep_count(int(units.sum()), config.ratio)
+        whole = int(units.sum()) - int(units[chosen].sum())
+        if total - whole < len(chosen):  # too small to leave any view whole: compress them all
+            chosen = [v for v in range(num_views) if int(units[v]) > 0 and not config.is_off]
+            flags = [v in chosen for v in range(num_views)]
+            whole = 0
+        got = exact_budgets(density[chosen].cpu(), units[chosen], total - whole)
+        for v, b in zip(chosen, got):
+            budgets[v] = b
+    elif chosen:
+        scale = config.ratio if config.scale is None else float(config.scale)
+        got = adaptive_budgets(density[chosen].cpu(), units[chosen], scale)
         for v, b in zip(chosen, got):
             budgets[v] = b
 
