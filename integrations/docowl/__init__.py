@@ -5,6 +5,9 @@ from .loading import load_docowl, register_auto_classes
 from .modeling import DocOwlForConditionalGeneration, DocOwlModel
 from .processing import DocOwlImageOptions, DocOwlProcessor, mplug_owl2_prompt, select_anchor
 
+# Lets AutoConfig / AutoTokenizer / AutoModelForCausalLM read `model_type: mplug_docowl` (additive).
+register_auto_classes()
+
 __all__ = [
     "DocOwlConfig",
     "DocOwlForConditionalGeneration",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +47,15 @@ def resolve_checkpoint(model_id_or_path: str | os.PathLike, **hub_kwargs: Any) -
     try:
         from huggingface_hub import snapshot_download
     except ImportError as err:  # pragma: no cover - huggingface_hub ships with transformers
-        raise ImportError(f"{model_id_or_path!r} is not a local folder and huggingface_hub is missing") from err
+        raise ImportError(
+            f"{model_id_or_path!r} is not a local folder and huggingface_hub is missing"
+        ) from err
     return Path(snapshot_download(str(model_id_or_path), allow_patterns=list(_WEIGHT_PATTERNS), **hub_kwargs))
 
 
 def weight_files(folder: Path) -> list[Path]:
     """Weight files of a checkpoint folder: from the index when there is one, safetensors first."""
-    for index_name, ext in (("model.safetensors.index.json", ".safetensors"), ("pytorch_model.bin.index.json", ".bin")):
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         index = folder / index_name
         if index.is_file():
             names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
@@ -90,13 +92,18 @@ def load_config(folder: Path, **overrides: Any) -> DocOwlConfig:
 
 
 def load_official_state_dict(
-    model: DocOwlForConditionalGeneration, files: list[Path], dtype: torch.dtype | None = None
+    model: DocOwlForConditionalGeneration,
+    tensors: Iterable[tuple[str, torch.Tensor]],
+    dtype: torch.dtype | None = None,
 ) -> None:
-    """Load official weights into ``model`` (built on the meta device or not); raise on any mismatch."""
+    """Load official (key, tensor) pairs into ``model`` (built on the meta device or not).
+
+    Raises ValueError naming the keys on any missing or unexpected key or shape mismatch.
+    """
     expected = model.state_dict()
     loaded: dict[str, torch.Tensor] = {}
     unexpected = []
-    for key, tensor in iter_official_tensors(files):
+    for key, tensor in tensors:
         target = map_official_key(key)
         if target is None:
             continue
@@ -104,7 +111,9 @@ def load_official_state_dict(
             unexpected.append(key)
             continue
         if tuple(tensor.shape) != tuple(expected[target].shape):
-            raise ValueError(f"{key}: checkpoint shape {tuple(tensor.shape)} != model {tuple(expected[target].shape)}")
+            raise ValueError(
+                f"{key}: checkpoint shape {tuple(tensor.shape)} != model {tuple(expected[target].shape)}"
+            )
         loaded[target] = tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
     missing = sorted(set(expected) - set(loaded))
     if missing or unexpected:
@@ -139,7 +148,7 @@ def load_docowl(
         dtype = config.dtype if isinstance(config.dtype, torch.dtype) else torch.float32
     with torch.device("meta"):
         model = DocOwlForConditionalGeneration(config)
-    load_official_state_dict(model, weight_files(folder), dtype=dtype)
+    load_official_state_dict(model, iter_official_tensors(weight_files(folder)), dtype=dtype)
     # The rotary tables are non-persistent buffers created on the meta device: rebuild them
     # (in float32, as transformers keeps them).
     model.model.rotary_emb = LlamaRotaryEmbedding(config=config)
@@ -148,7 +157,9 @@ def load_docowl(
     model.eval()
     options = processor_options
     if options is None and not (folder / "docowl_processor_config.json").is_file():
-        options = DocOwlImageOptions(image_size=config.vision_spec.image_size, tokens_per_view=config.tokens_per_view)
+        options = DocOwlImageOptions(
+            image_size=config.vision_spec.image_size, tokens_per_view=config.tokens_per_view
+        )
     processor = DocOwlProcessor.from_pretrained(folder)
     if options is not None:
         processor.options = options

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -40,7 +41,7 @@ from transformers.models.llama.modeling_llama import (
 )
 
 from .configuration import DocOwlConfig
-from .vision import DocOwlVisionModel, HReducer
+from .vision import DocOwlVisionModel, HReducer, VisionEmbeddings
 
 TEXT, IMAGE = 0, 1
 
@@ -141,7 +142,12 @@ class DocOwlDecoderLayer(nn.Module):
 
 
 def additive_causal_mask(
-    attention_mask: Tensor | None, batch: int, q_len: int, past_len: int, dtype: torch.dtype, device: torch.device
+    attention_mask: Tensor | None,
+    batch: int,
+    q_len: int,
+    past_len: int,
+    dtype: torch.dtype,
+    device: torch.device,
 ) -> Tensor:
     """[B, 1, Q, K] additive mask (0 = attend, dtype min = blocked), K = past + Q.
 
@@ -163,7 +169,9 @@ def additive_causal_mask(
     return mask.masked_fill(~allowed[:, None], torch.finfo(dtype).min)
 
 
-def positions_from_mask(attention_mask: Tensor | None, batch: int, q_len: int, past_len: int, device) -> Tensor:
+def positions_from_mask(
+    attention_mask: Tensor | None, batch: int, q_len: int, past_len: int, device
+) -> Tensor:
     """[B, Q] position ids: count of real tokens before each position (left padding aware)."""
     if attention_mask is None:
         return (past_len + torch.arange(q_len, device=device))[None].expand(batch, -1)
@@ -185,23 +193,15 @@ class DocOwlPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
+        # transformers' default covers Linear/Conv/Embedding/norms and rebuilds the rotary tables
+        # (non-persistent buffers) after loading; only DocOwl's own free parameters are added.
+        super()._init_weights(module)
         std = getattr(self.config, "initializer_range", 0.02)
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
-            module.weight.normal_(0.0, std)
-            if module.bias is not None:
-                module.bias.zero_()
-        elif isinstance(module, nn.Embedding):
-            module.weight.normal_(0.0, std)
-        elif isinstance(module, nn.LayerNorm):
-            module.weight.fill_(1.0)
-            module.bias.zero_()
-        elif isinstance(module, LlamaRMSNorm):
-            module.weight.fill_(1.0)
-        elif isinstance(module, HReducer):
-            module.vit_eos.normal_(0.0, std)
-        elif isinstance(module, DocOwlVisionModel):
-            module.embeddings.cls_token.normal_(0.0, std)
-            module.embeddings.position_embedding.normal_(0.0, std)
+        if isinstance(module, HReducer):
+            init.normal_(module.vit_eos, mean=0.0, std=std)
+        elif isinstance(module, VisionEmbeddings):
+            init.normal_(module.cls_token, mean=0.0, std=std)
+            init.normal_(module.position_embedding, mean=0.0, std=std)
 
 
 class DocOwlModel(DocOwlPreTrainedModel):

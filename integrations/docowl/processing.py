@@ -38,14 +38,28 @@ ANCHORS: dict[str, list[tuple[int, int]]] = {
     "grid_4": [(1, 1), (1, 2), (2, 1), (1, 3), (3, 1), (2, 2), (1, 4), (4, 1)],
     "grid_9": [
         (1, 1),
-        (1, 2), (2, 1),
-        (1, 3), (3, 1),
-        (2, 2), (1, 4), (4, 1),
-        (1, 5), (5, 1),
-        (1, 6), (6, 1), (2, 3), (3, 2),
-        (1, 7), (7, 1),
-        (4, 2), (2, 4), (1, 8), (8, 1),
-        (3, 3), (1, 9), (9, 1),
+        (1, 2),
+        (2, 1),
+        (1, 3),
+        (3, 1),
+        (2, 2),
+        (1, 4),
+        (4, 1),
+        (1, 5),
+        (5, 1),
+        (1, 6),
+        (6, 1),
+        (2, 3),
+        (3, 2),
+        (1, 7),
+        (7, 1),
+        (4, 2),
+        (2, 4),
+        (1, 8),
+        (8, 1),
+        (3, 3),
+        (1, 9),
+        (9, 1),
     ],  # fmt: skip
 }
 
@@ -171,7 +185,9 @@ class DocOwlProcessor:
         (path / PROCESSOR_FILE).write_text(json.dumps(data, indent=2))
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, tokenizer: Any = None, **kwargs: Any) -> DocOwlProcessor:
+    def from_pretrained(
+        cls, path: str | os.PathLike, tokenizer: Any = None, **kwargs: Any
+    ) -> DocOwlProcessor:
         """Tokenizer from ``path`` (or the one given); options from its processor file, else official defaults."""
         from transformers import AutoTokenizer
 
@@ -183,7 +199,9 @@ class DocOwlProcessor:
             data = json.loads(cfg.read_text())
         image_token_id = int(data.pop("image_token_id", 0))
         known = set(DocOwlImageOptions.__dataclass_fields__)
-        opts = DocOwlImageOptions(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in known})
+        opts = DocOwlImageOptions(
+            **{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in known}
+        )
         return cls(tokenizer, opts, image_token_id)
 
     # --- text ---------------------------------------------------------------------------------
@@ -244,7 +262,9 @@ class DocOwlProcessor:
             texts = [self._insert_marker(t) for t in texts]
             per_text = [1] * len(texts)
         if sum(per_text) != len(flat):
-            raise ValueError(f"the prompts hold {sum(per_text)} {IMAGE_MARKER} markers for {len(flat)} images")
+            raise ValueError(
+                f"the prompts hold {sum(per_text)} {IMAGE_MARKER} markers for {len(flat)} images"
+            )
         pixel, grids = [], []
         for img in flat:
             views, (r, c) = crop_image(img, self.options)

@@ -98,7 +98,9 @@ def tiny_tokenizer():
     return tok
 
 
-def build_tiny_docowl(seed: int = 0, **config_overrides: Any) -> tuple[DocOwlForConditionalGeneration, DocOwlProcessor]:
+def build_tiny_docowl(
+    seed: int = 0, **config_overrides: Any
+) -> tuple[DocOwlForConditionalGeneration, DocOwlProcessor]:
     """Tiny model (fp32, eval mode, weights drawn from ``seed``) and its processor."""
     config = tiny_config(**config_overrides)
     with torch.random.fork_rng(devices=[]):
@@ -109,7 +111,9 @@ def build_tiny_docowl(seed: int = 0, **config_overrides: Any) -> tuple[DocOwlFor
             # Own draw (not transformers' init) so the weights depend only on the seed; norms
             # get non-trivial gains so the text/image copies of each multiway module differ.
             for name, p in sorted(model.named_parameters()):
-                if name.endswith(("layernorm.weight", "norm.weight")) or (".multiway." in name and p.ndim == 1):
+                if name.endswith(("layernorm.weight", "norm.weight")) or (
+                    ".multiway." in name and p.ndim == 1
+                ):
                     p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
                 else:
                     p.copy_(0.05 * torch.randn(p.shape, generator=gen))
@@ -127,7 +131,7 @@ def official_state_dict(model: DocOwlForConditionalGeneration, with_rotary_buffe
     if with_rotary_buffers:
         inv = model.model.rotary_emb.inv_freq.detach().clone()
         for i in range(model.config.num_hidden_layers):
-            sd[f"model.layers.{i}.self_attn.rotary_emb.inv_freq"] = inv
+            sd[f"model.layers.{i}.self_attn.rotary_emb.inv_freq"] = inv.clone()
     return sd
 
 
@@ -167,7 +171,10 @@ def save_official_format(
         else:
             torch.save(part, path / name)
         weight_map.update(dict.fromkeys(part, name))
-    index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in sd.values())}, "weight_map": weight_map}
+    index = {
+        "metadata": {"total_size": sum(t.numel() * t.element_size() for t in sd.values())},
+        "weight_map": weight_map,
+    }
     (path / f"{prefix}.{ext}.index.json").write_text(json.dumps(index, indent=2))
     if processor is not None:
         processor.save_pretrained(path)

@@ -143,7 +143,9 @@ class HReducer(nn.Module):
             raise ValueError(f"only 1xG H-Reducer kernels are supported, got conv_shape={spec.conv_shape!r}")
         self.group = kw
         self.ln_q = nn.LayerNorm(d, eps=spec.layer_norm_eps)
-        self.reducer_before = nn.Sequential(nn.Conv2d(d, kw * d, (1, kw), stride=(1, kw), bias=True), nn.GELU())
+        self.reducer_before = nn.Sequential(
+            nn.Conv2d(d, kw * d, (1, kw), stride=(1, kw), bias=True), nn.GELU()
+        )
         self.reducer = nn.Conv2d(d, d, (1, kw), stride=(1, kw), bias=True)
         self.visual_fc = nn.Linear(d, text_hidden_size)
         self.vit_eos = nn.Parameter(torch.zeros(1, 1, text_hidden_size))
@@ -159,7 +161,9 @@ class HReducer(nn.Module):
         v, p, d = patches.shape
         grid = int(round(p**0.5))
         if grid * grid != p or grid % self.group:
-            raise ValueError(f"expected a square patch grid with width divisible by {self.group}, got {p} patches")
+            raise ValueError(
+                f"expected a square patch grid with width divisible by {self.group}, got {p} patches"
+            )
         x = patches.transpose(1, 2).reshape(v, d, grid, grid)
         x = self.reducer_before(x)  # [V, G*D, grid, grid/G]; channel g*D + c
         gw = x.shape[-1]
