@@ -1,5 +1,6 @@
 """mPLUG-DocOwl1.5 on current transformers: a native port, its processor, loader and compression."""
 
+from .compression import DocOwlAdapter, DocOwlLayout, load_compressed_docowl
 from .configuration import DocOwlConfig
 from .loading import load_docowl, register_auto_classes
 from .modeling import DocOwlForConditionalGeneration, DocOwlModel
@@ -9,6 +10,9 @@ from .processing import DocOwlImageOptions, DocOwlProcessor, mplug_owl2_prompt, 
 register_auto_classes()
 
 __all__ = [
+    "DocOwlAdapter",
+    "DocOwlLayout",
+    "load_compressed_docowl",
     "DocOwlConfig",
     "DocOwlForConditionalGeneration",
     "DocOwlImageOptions",

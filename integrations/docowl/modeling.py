@@ -255,14 +255,17 @@ class VisualBatch:
     image_grids: long [I, 3] per image (global views 0/1, rows, cols); views are ordered image by
         image, global view first, crops row-major.
     vit_hidden: [V, 1+P, D] ViT output (kept for compressors).
+    image_sizes: long [I, 2] (height, width) of the original images, when known.
     """
 
     features: Tensor
     image_grids: Tensor | None = None
     vit_hidden: Tensor | None = None
+    image_sizes: Tensor | None = None
 
 
-# A view compressor maps the visual batch to per-view LLM tokens: list of [k_v, H] (vit_eos included).
+# A view compressor maps the visual batch to per-view LLM tokens: list of [k_v, H] (vit_eos
+# included). It may also have ``record_lengths(before, after)``: real prompt lengths per sample.
 ViewCompressor = Callable[["DocOwlForConditionalGeneration", VisualBatch], list[Tensor]]
 
 
@@ -287,14 +290,18 @@ class DocOwlForConditionalGeneration(DocOwlPreTrainedModel, GenerationMixin):
         return self.lm_head
 
     # --- images ---------------------------------------------------------------------------------
-    def encode_images(self, pixel_values: Tensor, image_grids: Tensor | None = None) -> VisualBatch:
+    def encode_images(
+        self, pixel_values: Tensor, image_grids: Tensor | None = None, image_sizes: Tensor | None = None
+    ) -> VisualBatch:
         """[V, 3, S, S] views -> :class:`VisualBatch` with [V, 257, H] features."""
         hidden = self.model.vision_model(pixel_values)
-        return VisualBatch(self.model.vision2text(hidden), image_grids, hidden)
+        return VisualBatch(self.model.vision2text(hidden), image_grids, hidden, image_sizes)
 
-    def view_tokens(self, pixel_values: Tensor, image_grids: Tensor | None = None) -> list[Tensor]:
+    def view_tokens(
+        self, pixel_values: Tensor, image_grids: Tensor | None = None, image_sizes: Tensor | None = None
+    ) -> list[Tensor]:
         """Per view, the LLM tokens it contributes ([k_v, H]); all 257 unless a compressor is set."""
-        visual = self.encode_images(pixel_values, image_grids)
+        visual = self.encode_images(pixel_values, image_grids, image_sizes)
         if self.view_compressor is None:
             return list(visual.features.unbind(0))
         return self.view_compressor(self, visual)
@@ -307,6 +314,7 @@ class DocOwlForConditionalGeneration(DocOwlPreTrainedModel, GenerationMixin):
         image_grids: Tensor | None = None,
         modality_indicators: Tensor | None = None,
         labels: Tensor | None = None,
+        image_sizes: Tensor | None = None,
     ) -> dict[str, Tensor | None]:
         """Encode the images once and build the decoder inputs.
 
@@ -316,8 +324,6 @@ class DocOwlForConditionalGeneration(DocOwlPreTrainedModel, GenerationMixin):
         left. Returns inputs_embeds [B, L, H], attention_mask [B, L], modality_indicators [B, L]
         and labels (image positions -100) when given.
         """
-        b, n = input_ids.shape
-        device = input_ids.device
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if modality_indicators is None:
@@ -330,7 +336,23 @@ class DocOwlForConditionalGeneration(DocOwlPreTrainedModel, GenerationMixin):
                 f"the prompt holds {int(image_pos.sum())} image positions but {n_views} views need "
                 f"{n_views} x {per_view}: build inputs with DocOwlProcessor, which expands each <|image|>"
             )
-        views = self.view_tokens(pixel_values, image_grids)
+        views = self.view_tokens(pixel_values, image_grids, image_sizes)
+        merged = self._splice(input_ids, attention_mask, image_pos, views, labels)
+        record = getattr(self.view_compressor, "record_lengths", None)
+        if record is not None:
+            record(attention_mask.sum(1), merged["attention_mask"].sum(1))
+        return merged
+
+    def _splice(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        image_pos: Tensor,
+        views: list[Tensor],
+        labels: Tensor | None,
+    ) -> dict[str, Tensor | None]:
+        """Put each view's tokens at its placeholder run, shortening runs and re-padding if needed."""
+        b, device, per_view = input_ids.shape[0], input_ids.device, self.config.tokens_per_view
         text_embeds = self.model.embed_tokens(input_ids.masked_fill(image_pos, 0))
         if all(v.shape[0] == per_view for v in views):
             # Nothing shortened: splice in place (no re-padding, positions unchanged).
@@ -398,6 +420,7 @@ class DocOwlForConditionalGeneration(DocOwlPreTrainedModel, GenerationMixin):
         modality_indicators: Tensor | None = None,
         labels: Tensor | None = None,
         use_cache: bool | None = None,
+        image_sizes: Tensor | None = None,
         logits_to_keep: int | Tensor = 0,
         cache: Cache | None = None,
         **kwargs: Any,
@@ -414,7 +437,7 @@ class DocOwlForConditionalGeneration(DocOwlPreTrainedModel, GenerationMixin):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         if pixel_values is not None and input_ids is not None:
             merged = self.merge_inputs(
-                input_ids, attention_mask, pixel_values, image_grids, modality_indicators, labels
+                input_ids, attention_mask, pixel_values, image_grids, modality_indicators, labels, image_sizes
             )
             inputs_embeds, attention_mask = merged["inputs_embeds"], merged["attention_mask"]
             modality_indicators, labels = merged["modality_indicators"], merged["labels"]
@@ -448,6 +471,7 @@ class DocOwlForConditionalGeneration(DocOwlPreTrainedModel, GenerationMixin):
         pixel_values: Tensor | None = None,
         image_grids: Tensor | None = None,
         modality_indicators: Tensor | None = None,
+        image_sizes: Tensor | None = None,
         **kwargs: Any,
     ):
         """transformers' ``generate`` with the images encoded (and compressed) once, up front.
@@ -459,7 +483,9 @@ class DocOwlForConditionalGeneration(DocOwlPreTrainedModel, GenerationMixin):
             return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         if input_ids is None:
             raise ValueError("pixel_values need input_ids with image placeholders (use DocOwlProcessor)")
-        merged = self.merge_inputs(input_ids, attention_mask, pixel_values, image_grids, modality_indicators)
+        merged = self.merge_inputs(
+            input_ids, attention_mask, pixel_values, image_grids, modality_indicators, image_sizes=image_sizes
+        )
         out = super().generate(
             inputs_embeds=merged["inputs_embeds"],
             attention_mask=merged["attention_mask"],

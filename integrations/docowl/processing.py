@@ -165,7 +165,7 @@ class DocOwlProcessor:
     ``image_grids`` for :class:`DocOwlForConditionalGeneration`.
 
     ``image_grids`` is long [num_images, 3]: (global views (0 or 1), rows, cols) per image, in the
-    order the images appear in the prompts.
+    order the images appear in the prompts; ``image_sizes`` long [num_images, 2] (height, width).
     """
 
     def __init__(self, tokenizer: Any, options: DocOwlImageOptions | None = None, image_token_id: int = 0):
@@ -265,8 +265,9 @@ class DocOwlProcessor:
             raise ValueError(
                 f"the prompts hold {sum(per_text)} {IMAGE_MARKER} markers for {len(flat)} images"
             )
-        pixel, grids = [], []
+        pixel, grids, sizes = [], [], []
         for img in flat:
+            sizes.append((img.height, img.width))
             views, (r, c) = crop_image(img, self.options)
             pixel.append(views)
             grids.append((int(self.options.add_global_img), r, c))
@@ -289,6 +290,7 @@ class DocOwlProcessor:
         if pixel:
             out["pixel_values"] = torch.cat(pixel)
             out["image_grids"] = torch.tensor(grids, dtype=torch.long)
+            out["image_sizes"] = torch.tensor(sizes, dtype=torch.long)
         return out
 
     @staticmethod

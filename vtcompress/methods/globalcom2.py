@@ -126,8 +126,7 @@ def crop_scores(
     """
     valid = layout.crop_valid_mask(local.device)
     (top, bottom), (left, right) = layout.valid_rows, layout.valid_cols
-    # Views are side x side in LLaVA-NeXT; other layouts (DocOwl's 32x8 tokens) give view_grid.
-    sh, sw = getattr(layout, "view_grid", (layout.side, layout.side))
+    sh, sw = view_grid(layout)
     full_h, full_w = layout.rows * sh, layout.cols * sw
     resized = F.interpolate(
         thumb_scores.float()[None, None],
@@ -148,6 +147,13 @@ def crop_scores(
     return combined.masked_fill(~valid, float("-inf")), valid
 
 
+def view_grid(layout) -> tuple[int, int]:
+    """(rows, cols) of one view's token grid: side x side in LLaVA-NeXT; layouts with other
+    shapes (DocOwl's 32x8 H-Reducer tokens) say so with ``view_grid``."""
+    grid = getattr(layout, "view_grid", None)
+    return tuple(grid) if grid is not None else (layout.side, layout.side)
+
+
 def top_positions(scores: Tensor, k: int, spatial: bool = True) -> Tensor:
     """Indices of the ``k`` largest scores ([N] -> long [k]); sorted by position if ``spatial``."""
     idx = torch.topk(scores, k, sorted=True).indices
@@ -166,7 +172,7 @@ def globalcom2(tokens: ImageTokens, config: GlobalCom2Config) -> list[ViewOutput
     ]
     if not layout.has_crops:
         return outs
-    thumb_map = scores[0].view(getattr(layout, "view_grid", (layout.side, layout.side)))
+    thumb_map = scores[0].view(view_grid(layout))
     ratios = crop_ratios(
         thumb_map, layout.rows, layout.cols, r, config.temperature, config.region_aggregation
     )
