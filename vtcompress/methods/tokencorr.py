@@ -45,13 +45,15 @@ before it equals selecting its outputs after it); its ``vit_eos`` is always kept
 (:func:`hreducer_keep_index`).
 
 Deviations and choices: called directly on a single-view image, the method compresses its
-only view (the LLaVA-NeXT adapter passes such images through untouched); the similarity, IQR and density use only valid (unpadded) tokens while the [CLS] softmax runs over
-every key the tower attended to; zero local attention mass falls back to uniform draws.
+only view (the LLaVA-NeXT adapter passes such images through untouched); similarity, IQR and
+density use only valid (unpadded) tokens, while the [CLS] softmax runs over every key the tower
+attended to; zero local attention mass falls back to uniform draws; in exact mode the
+one-token-per-view floor wins over a total smaller than the number of views.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -179,6 +181,7 @@ class ViewSelection:
         distribution (both empty for an uncompressed view).
     density: rho of the view (computed for every view). units: selectable valid units.
     budget: n_c (units when uncompressed). compressed: whether the view was compressed.
+    redundant: how many valid patches were redundant.
     """
 
     kept: Tensor
@@ -189,7 +192,6 @@ class ViewSelection:
     budget: int
     compressed: bool
     redundant: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def info(self) -> dict[str, Any]:
         """Plain per-view stats (what :attr:`ViewOutput.info` holds)."""
