@@ -29,6 +29,13 @@ def load_compressed_llava(*args: Any, **kwargs: Any):
     return load(*args, **kwargs)
 
 
+def load_compressed_docowl(*args: Any, **kwargs: Any):
+    """See :func:`vtcompress.integrations.docowl.load_compressed_docowl`."""
+    from .integrations.docowl import load_compressed_docowl as load
+
+    return load(*args, **kwargs)
+
+
 __all__ = [
     "AnyResLayout",
     "CompressionConfig",
@@ -46,6 +53,7 @@ __all__ = [
     "compress",
     "compressed",
     "get_handle",
+    "load_compressed_docowl",
     "load_compressed_llava",
     "register_adapter",
     "register_method",
