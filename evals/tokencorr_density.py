@@ -41,8 +41,8 @@ def main() -> None:
     model, processor = build_tiny_llava_next(seed=0)
     pages = {"blank": page(0.0), "quarter text": page(0.25), "half text": page(0.5), "full text": page(1.0)}
     settings = [
-        TokenCorrConfig(ratio=0.25),
-        TokenCorrConfig(ratio=0.5),
+        TokenCorrConfig(ratio=0.25, allocation="adaptive"),
+        TokenCorrConfig(ratio=0.5, allocation="adaptive"),
         TokenCorrConfig(ratio=0.25, allocation="exact"),
         TokenCorrConfig.paper(),
     ]
