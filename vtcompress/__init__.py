@@ -15,6 +15,7 @@ from .config import CompressionConfig
 from .layout import AnyResLayout
 from .methods.baselines import FasterVLMConfig, RandomConfig, UniformConfig
 from .methods.globalcom2 import GlobalCom2Config
+from .methods.tokencorr import TokenCorrConfig
 from .registry import available_methods, register_method
 from .stats import CompressionStats, ImageStats, ViewStats
 from .tokens import ImageTokens, ViewOutput
@@ -46,6 +47,7 @@ __all__ = [
     "ImageStats",
     "ImageTokens",
     "RandomConfig",
+    "TokenCorrConfig",
     "UniformConfig",
     "ViewOutput",
     "ViewStats",
