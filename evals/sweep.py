@@ -24,7 +24,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-MODEL_ID = "vtcompress_llava_next"
+MODELS = ("vtcompress_llava_next", "vtcompress_docowl")
 DEFAULT_INCLUDE = Path(__file__).resolve().parent / "tasks"
 UNCOMPRESSED = "none"
 # The headline metric of each task, as the papers report it; other tasks use their first metric.
@@ -100,7 +100,7 @@ def lmms_eval_command(run: Run, args: argparse.Namespace, out_dir: Path) -> list
         launcher += ["-m", "lmms_eval"]
     else:
         launcher = [sys.executable, "-m", "lmms_eval"]
-    cmd = launcher + ["--model", MODEL_ID, "--model_args", model_args, "--tasks", args.tasks]
+    cmd = launcher + ["--model", args.model, "--model_args", model_args, "--tasks", args.tasks]
     cmd += ["--batch_size", str(args.batch_size), "--output_path", str(out_dir), "--log_samples"]
     if args.include_path:
         cmd += ["--include_path", str(args.include_path)]
@@ -249,7 +249,8 @@ def plot(rows: list[Row], out: Path) -> list[Path]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--pretrained", required=True, help="hub id, local directory, or 'tiny'")
+    p.add_argument("--model", default=MODELS[0], choices=MODELS, help="lmms-eval model of vtcompress")
+    p.add_argument("--pretrained", required=True, help="hub id, local directory, or 'tiny' (LLaVA-NeXT)")
     p.add_argument("--methods", default="globalcom2", help="comma-separated method names")
     p.add_argument("--ratios", default="0.25,1.0", help="comma-separated kept ratios in (0, 1]")
     p.add_argument("--tasks", default="vtc_offline", help="lmms-eval tasks, groups or tags (comma-separated)")

@@ -220,6 +220,7 @@ def lmm(workspace):
 @pytest.mark.slow
 def test_registered_through_the_entry_point():
     from lmms_eval.models import get_model
+
     from vtcompress.integrations.lmms_eval.model import CompressedLlavaNext
 
     assert get_model("vtcompress_llava_next") is CompressedLlavaNext
@@ -247,6 +248,7 @@ def test_loglikelihood_at_ratio_one_equals_the_plain_model(workspace):
     import torch
     from lmms_eval.api.instance import Instance
     from transformers import LlavaNextForConditionalGeneration
+
     from vtcompress.integrations.lmms_eval.model import CompressedLlavaNext
 
     lmm = CompressedLlavaNext(pretrained=str(workspace[1]), ratio=1.0, device="cpu")
@@ -306,3 +308,59 @@ def test_loglikelihood_through_the_compressed_model(lmm):
     # The longer continuation extends the shorter one by a token: one more negative log-prob.
     assert longer < short
     assert lmm.handle.last_stats.tokens_after == keep_count(lmm.handle.last_stats.tokens_before, RATIO)
+
+
+# --- DocOwl1.5 -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_docowl(workspace):
+    from vtcompress.integrations.docowl.tiny import save_tiny_docowl
+
+    return save_tiny_docowl(workspace[0] / "tiny-docowl")
+
+
+def _docowl_views(image_size: tuple[int, int]) -> int:
+    from vtcompress.integrations.docowl.processing import DocOwlImageOptions, select_anchor
+
+    options = DocOwlImageOptions(image_size=112)  # the tiny model's view size
+    rows, cols = select_anchor(image_size, options.anchors, options.image_size)
+    return 1 + rows * cols  # global view + crops
+
+
+@pytest.mark.slow
+def test_docowl_command_line(workspace, tiny_docowl):
+    root = workspace[0]
+    args = sweep_module.parse_args(
+        ["--model", "vtcompress_docowl", "--pretrained", str(tiny_docowl), "--methods", "globalcom2"]
+        + ["--ratios", str(RATIO), "--tasks", "vtc_offline", "--limit", str(LIMIT), "--batch-size", "2"]
+        + ["--out", str(root / "docowl")]
+    )
+    results_file = sweep_module.execute(sweep_module.Run("globalcom2", RATIO), args, root / "docowl")
+    results = json.loads(results_file.read_text())["results"]
+    for task, kind in zip(TASKS, ["document", "shapes"]):
+        assert isinstance(results[task]["anls,none"], float)
+        for sample in _samples(results_file.parent, task):
+            assert _answer(sample).strip()
+            (image,) = sample["token_counts"][0]["vtcompress"]["images"]
+            width, height = synthetic.generate(kind, LIMIT)[sample["doc_id"]].image.size
+            views = _docowl_views((height, width))
+            assert image["tokens_before"] == 16 * views  # 8x2 H-Reducer tokens a view (tiny)
+            assert image["tokens_kept"] == keep_count(16 * views, RATIO) == sum(image["views_kept"])
+            assert image["newlines_kept"] == views  # one vit_eos a view, always kept
+
+
+@pytest.mark.slow
+def test_docowl_uncompressed_records(tiny_docowl):
+    from vtcompress.integrations.lmms_eval.model import CompressedDocOwl
+
+    lmm = CompressedDocOwl(pretrained=str(tiny_docowl), method="globalcom2", ratio=1.0, batch_size=2)
+    task_dict, requests = _requests(3)
+    lmm.task_dict = task_dict
+    results = lmm.generate_until(requests)
+    for result, doc in zip(results, task_dict["t"]["test"]):
+        record = result.token_counts.vtcompress
+        views = _docowl_views((doc["image"].height, doc["image"].width))
+        assert record["visual_tokens_kept"] == record["visual_tokens_before"] == 16 * views
+        assert record["prompt_tokens_before"] == record["prompt_tokens_after"]
+        assert result.text.strip()

@@ -1,6 +1,7 @@
 """lmms-eval plugin: compressed models as lmms-eval models, found through entry points.
 
-After ``pip install "vtcompress[eval]"`` lmms-eval lists the model ``vtcompress_llava_next``::
+After ``pip install "vtcompress[eval]"`` lmms-eval lists the models ``vtcompress_llava_next`` and
+``vtcompress_docowl`` (mPLUG-DocOwl1.5)::
 
     lmms-eval --model vtcompress_llava_next \
         --model_args pretrained=llava-hf/llava-v1.6-vicuna-7b-hf,method=globalcom2,ratio=0.25,batch_size=8 \
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 LLAVA_NEXT_MODEL_ID = "vtcompress_llava_next"
 LLAVA_NEXT_CLASS_PATH = "vtcompress.integrations.lmms_eval.model.CompressedLlavaNext"
+DOCOWL_MODEL_ID = "vtcompress_docowl"
+DOCOWL_CLASS_PATH = "vtcompress.integrations.lmms_eval.model.CompressedDocOwl"
 EXTRA_HINT = 'the lmms-eval plugin needs lmms-eval: pip install "vtcompress[eval]"'
 
 
@@ -24,7 +27,17 @@ def model_manifests() -> list:
         from lmms_eval.models.registry_v2 import ModelManifest
     except ImportError as err:  # only lmms-eval calls this, but say what is missing if not
         raise ImportError(EXTRA_HINT) from err
-    return [ModelManifest(model_id=LLAVA_NEXT_MODEL_ID, simple_class_path=LLAVA_NEXT_CLASS_PATH)]
+    return [
+        ModelManifest(model_id=LLAVA_NEXT_MODEL_ID, simple_class_path=LLAVA_NEXT_CLASS_PATH),
+        ModelManifest(model_id=DOCOWL_MODEL_ID, simple_class_path=DOCOWL_CLASS_PATH),
+    ]
 
 
-__all__ = ["EXTRA_HINT", "LLAVA_NEXT_CLASS_PATH", "LLAVA_NEXT_MODEL_ID", "model_manifests"]
+__all__ = [
+    "DOCOWL_CLASS_PATH",
+    "DOCOWL_MODEL_ID",
+    "EXTRA_HINT",
+    "LLAVA_NEXT_CLASS_PATH",
+    "LLAVA_NEXT_MODEL_ID",
+    "model_manifests",
+]

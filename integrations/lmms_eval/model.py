@@ -1,14 +1,16 @@
-"""``vtcompress_llava_next``: a compressed LLaVA-NeXT as an lmms-eval "simple" model.
+"""Compressed models as lmms-eval "simple" models: ``vtcompress_llava_next``, ``vtcompress_docowl``.
 
 model_args (``--model_args k=v,k=v``):
-    pretrained   hub id, local directory, or ``tiny`` (the offline tiny model)
-    method       a name from ``vtcompress.available_methods()`` (default ``globalcom2``)
+    pretrained   hub id or local directory (LLaVA-NeXT also takes ``tiny``, the offline tiny model)
+    method       a name from ``vtcompress.available_methods()`` (LLaVA-NeXT default ``globalcom2``,
+                 DocOwl default ``tokencorr``)
     ratio        kept fraction of visual tokens in (0, 1]; ``1.0`` runs the untouched model
     batch_size   requests per ``generate`` call (model_args win over ``--batch_size``)
     device       ``cuda``, ``cuda:1``, ``cpu``; default: the rank's GPU if any, else CPU
     dtype        ``auto`` (checkpoint dtype on GPU, float32 on CPU), ``float16``, ``bfloat16``...
-    device_map   passed to ``from_pretrained`` (e.g. ``auto`` to spread one model over GPUs)
-    attn_implementation, chat_template (a Jinja string; default: the processor's own)
+    device_map   LLaVA-NeXT: passed to ``from_pretrained`` (e.g. ``auto`` to spread one model)
+    attn_implementation; chat_template (LLaVA-NeXT: a Jinja string; default: the processor's own;
+                 DocOwl always uses its official ``mplug_owl2`` conversation)
     any other key (e.g. ``allocation=paper``) is an option of the method's config.
 
 Every answer comes back as an lmms-eval ``GenerationResult`` whose ``token_counts`` carries the
@@ -39,9 +41,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from ...api import get_handle
 from ...flops import decoder_prefill_flops
-from ...layout import AnyResLayout
-from ..llava_next.loader import load_compressed_llava
-from .records import BatchTiming, image_entry, sample_record, uncompressed_image_entry
+from .records import BatchTiming, image_entry, sample_record
 
 
 @dataclass
@@ -86,24 +86,28 @@ def _cut_at_stops(text: str, stops: list[str]) -> str:
     return text.strip()
 
 
-class CompressedLlavaNext(lmms):
-    """LLaVA-NeXT with vtcompress attached, for lmms-eval's generate_until and loglikelihood."""
+class CompressedModel(lmms):
+    """What every compressed lmms-eval model shares: devices, batching, records, scoring.
+
+    A subclass loads its model (:meth:`_load`), writes prompts (:meth:`_prompt`), builds model
+    inputs (:meth:`_inputs`) and counts an uncompressed image's tokens (:meth:`_uncompressed_images`).
+    """
 
     is_simple = True
+    default_method = "globalcom2"
+    default_ratio = 0.25
 
     def __init__(
         self,
-        pretrained: str = "llava-hf/llava-v1.6-vicuna-7b-hf",
-        method: str = "globalcom2",
-        ratio: float = 0.25,
+        pretrained: str,
+        method: str | None = None,
+        ratio: float | None = None,
         batch_size: int | str = 1,
         device: str | None = None,
         dtype: str | None = "auto",
-        device_map: str | None = None,
         attn_implementation: str | None = None,
-        chat_template: str | None = None,
         max_batch_size: int | None = None,  # lmms-eval passes it; batch sizes here are fixed
-        **method_options: Any,
+        **options: Any,
     ) -> None:
         super().__init__()
         from accelerate import Accelerator
@@ -117,26 +121,18 @@ class CompressedLlavaNext(lmms):
         self._device = torch.device(device)
         self.accelerator = accelerator
         self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
-
-        load_kwargs: dict[str, Any] = {"dtype": _resolve_dtype(dtype, self._device)}
-        if attn_implementation:
-            load_kwargs["attn_implementation"] = attn_implementation
-        if device_map:
-            load_kwargs["device_map"] = device_map
-        self._model, self.processor = load_compressed_llava(
-            pretrained, method, float(ratio), method_options, **load_kwargs
-        )
-        if not device_map:
-            self._model.to(self._device)
-        self.tokenizer = self.processor.tokenizer
-        self.tokenizer.padding_side = "left"  # batched generation continues after the prompt
-        self.handle = get_handle(self._model)
-        self.method, self.ratio = self.handle.config.method, self.handle.config.ratio
         self.batch_size_per_device = int(batch_size)
         if self.batch_size_per_device < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.chat_template = chat_template
         self.pretrained = str(pretrained)
+        method = method or self.default_method
+        ratio = float(self.default_ratio if ratio is None else ratio)
+        self._model, self.processor = self._load(
+            self.pretrained, method, ratio, _resolve_dtype(dtype, self._device), attn_implementation, options
+        )
+        self.tokenizer = self.processor.tokenizer
+        self.handle = get_handle(self._model)
+        self.method, self.ratio = self.handle.config.method, self.handle.config.ratio
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
@@ -145,6 +141,24 @@ class CompressedLlavaNext(lmms):
         args = simple_parse_args_string(arg_string)
         extra = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in args}
         return cls(**args, **extra)
+
+    # --- what a model class provides ---------------------------------------------------------
+    def _load(self, pretrained, method, ratio, dtype, attn_implementation, options) -> tuple[Any, Any]:
+        """Return (compressed model on self.device, processor); ``options`` are the leftover model_args."""
+        raise NotImplementedError
+
+    def _prompt(self, context: str, num_images: int) -> str:
+        raise NotImplementedError
+
+    def _inputs(self, prompts: list[str], images: list) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _uncompressed_images(self, inputs: dict[str, Any]) -> list[dict[str, Any]]:
+        """Per image of the batch, its record when nothing is compressed (ratio 1.0)."""
+        raise NotImplementedError
+
+    def _text_config(self):
+        return self._model.config.text_config
 
     # --- lmms-eval plumbing -----------------------------------------------------------------
     @property
@@ -164,55 +178,17 @@ class CompressedLlavaNext(lmms):
         return self.tokenizer.eos_token_id
 
     def _visuals(self, request: Instance) -> list:
-        context, _, doc_to_visual, doc_id, task, split = request.args[:6]
+        _, _, doc_to_visual, doc_id, task, split = request.args[:6]
         visuals = doc_to_visual(self.task_dict[task][split][doc_id]) if doc_to_visual else []
         flat = []
         for v in visuals or []:
             flat.extend(v if isinstance(v, (list, tuple)) else [v])
         for v in flat:
-            if not hasattr(v, "size") or isinstance(v, str):
+            if not hasattr(v, "convert"):
                 raise ValueError(f"{self.__class__.__name__} takes images only, got {type(v).__name__}")
         return [v.convert("RGB") for v in flat]
 
-    def _prompt(self, context: str, num_images: int) -> str:
-        image_token = getattr(self.processor, "image_token", "<image>")
-        parts = [] if image_token in context else [{"type": "image"}] * num_images
-        parts.append({"type": "text", "text": context})
-        template = self.chat_template or getattr(self.processor, "chat_template", None)
-        if template:
-            return self.processor.apply_chat_template(
-                [{"role": "user", "content": parts}],
-                chat_template=template,
-                add_generation_prompt=True,
-                tokenize=False,
-            )
-        images = "".join(f"{image_token}\n" for p in parts if p["type"] == "image")
-        return f"USER: {images}{context} ASSISTANT:"
-
-    def _inputs(self, prompts: list[str], images: list) -> dict[str, Any]:
-        inputs = self.processor(images=images or None, text=prompts, padding=True, return_tensors="pt").to(
-            self._device
-        )
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self._model.dtype)
-        return inputs
-
     # --- records ----------------------------------------------------------------------------
-    def _image_entries(self, image_sizes: torch.Tensor | None, compressed: bool) -> list[dict[str, Any]]:
-        if image_sizes is None:
-            return []
-        stats = self.handle.last_stats
-        if compressed and stats is not None and len(stats.images) == len(image_sizes):
-            return [image_entry(im) for im in stats.images]
-        cfg = self._model.config
-        entries = []
-        for size in image_sizes.tolist():
-            layout = AnyResLayout.for_image(
-                size, cfg.image_grid_pinpoints, cfg.vision_config.image_size, cfg.vision_config.patch_size
-            )
-            entries.append(uncompressed_image_entry(layout, size))
-        return entries
-
     def _records(
         self,
         inputs: dict[str, Any],
@@ -220,25 +196,23 @@ class CompressedLlavaNext(lmms):
         output_tokens: list[int],
         timing: BatchTiming,
     ) -> list[dict[str, Any]]:
-        compressed = self.ratio < 1.0 and "pixel_values" in inputs
-        entries = self._image_entries(inputs.get("image_sizes"), compressed)
         stats = self.handle.last_stats
-        text_cfg = self._model.config.text_config
+        compressed = stats is not None and sum(images_per_sample) > 0
+        if compressed:
+            entries = [image_entry(im) for im in stats.images]
+        else:
+            entries = self._uncompressed_images(inputs) if sum(images_per_sample) else []
         lengths = inputs["attention_mask"].sum(1).tolist()
-        samples = stats.samples if compressed and stats is not None else []
+        samples = stats.samples if compressed else []
         records, cursor = [], 0
         for b, count in enumerate(images_per_sample):
             if b < len(samples):
                 s = samples[b]
-                before, after, f0, f1 = (
-                    s.length_before,
-                    s.length_after,
-                    s.prefill_flops_before,
-                    s.prefill_flops_after,
-                )
+                before, after = s.length_before, s.length_after
+                f0, f1 = s.prefill_flops_before, s.prefill_flops_after
             else:
                 before = after = int(lengths[b])
-                f0 = f1 = decoder_prefill_flops(text_cfg, before)
+                f0 = f1 = decoder_prefill_flops(self._text_config(), before)
             records.append(
                 sample_record(
                     method=self.method,
@@ -273,13 +247,12 @@ class CompressedLlavaNext(lmms):
         return out, until
 
     def _generate_batch(self, requests: list[Instance]) -> list[GenerationResult]:
-        contexts = [r.args[0] for r in requests]
         visuals = [self._visuals(r) for r in requests]
         gen, until = self._generation_kwargs(requests[0].args[1])
-        prompts = [self._prompt(c, len(v)) for c, v in zip(contexts, visuals)]
+        prompts = [self._prompt(r.args[0], len(v)) for r, v in zip(requests, visuals)]
         inputs = self._inputs(prompts, [im for v in visuals for im in v])
         clock = _FirstLogitsClock(self._device)
-        self.handle.last_stats = None
+        self.handle.last_stats = None  # set again by this call only if it compresses
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
         start = time.perf_counter()
         with torch.inference_mode():
@@ -289,6 +262,7 @@ class CompressedLlavaNext(lmms):
         if self._device.type == "cuda":
             torch.cuda.synchronize(self._device)
         end = time.perf_counter()
+        # Both adapters return the caller's prompt ids followed by the new tokens.
         new_tokens = out[:, inputs["input_ids"].shape[1] :]
         texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         output_tokens = []
@@ -348,7 +322,7 @@ class CompressedLlavaNext(lmms):
                 raise ValueError(f"continuation {continuation!r} adds no token to the prompt")
             with torch.inference_mode():
                 logits = self._model(**inputs).logits[0]
-            # The adapter shortens the image run only: the continuation stays the last n_cont tokens.
+            # Compression shortens image runs only: the continuation stays the last n_cont tokens.
             cont_ids = inputs["input_ids"][0, -n_cont:]
             logprobs = torch.log_softmax(logits[-n_cont - 1 : -1].float(), dim=-1)
             total = logprobs.gather(1, cont_ids[:, None]).sum().item()
@@ -358,3 +332,124 @@ class CompressedLlavaNext(lmms):
 
     def generate_until_multi_round(self, requests) -> list[str]:
         raise NotImplementedError(f"{self.__class__.__name__} does not support multi-round generation")
+
+
+class CompressedLlavaNext(CompressedModel):
+    """``vtcompress_llava_next``: LLaVA-NeXT (transformers) with vtcompress attached."""
+
+    default_method, default_ratio = "globalcom2", 0.25
+
+    def __init__(
+        self,
+        pretrained: str = "llava-hf/llava-v1.6-vicuna-7b-hf",
+        device_map: str | None = None,
+        chat_template: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.device_map, self.chat_template = device_map, chat_template
+        super().__init__(pretrained, **kwargs)
+
+    def _load(self, pretrained, method, ratio, dtype, attn_implementation, options):
+        from ..llava_next.loader import load_compressed_llava
+
+        load_kwargs: dict[str, Any] = {"dtype": dtype}
+        if attn_implementation:
+            load_kwargs["attn_implementation"] = attn_implementation
+        if self.device_map:
+            load_kwargs["device_map"] = self.device_map
+        model, processor = load_compressed_llava(pretrained, method, ratio, options, **load_kwargs)
+        if not self.device_map:
+            model.to(self._device)
+        processor.tokenizer.padding_side = "left"  # batched generation continues after the prompt
+        return model, processor
+
+    def _prompt(self, context: str, num_images: int) -> str:
+        image_token = getattr(self.processor, "image_token", "<image>")
+        parts = [] if image_token in context else [{"type": "image"}] * num_images
+        parts.append({"type": "text", "text": context})
+        template = self.chat_template or getattr(self.processor, "chat_template", None)
+        if template:
+            return self.processor.apply_chat_template(
+                [{"role": "user", "content": parts}],
+                chat_template=template,
+                add_generation_prompt=True,
+                tokenize=False,
+            )
+        images = "".join(f"{image_token}\n" for p in parts if p["type"] == "image")
+        return f"USER: {images}{context} ASSISTANT:"
+
+    def _inputs(self, prompts: list[str], images: list) -> dict[str, Any]:
+        inputs = self.processor(images=images or None, text=prompts, padding=True, return_tensors="pt").to(
+            self._device
+        )
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self._model.dtype)
+        return inputs
+
+    def _uncompressed_images(self, inputs: dict[str, Any]) -> list[dict[str, Any]]:
+        from ...layout import AnyResLayout
+        from .records import uncompressed_image_entry
+
+        cfg = self._model.config
+        entries = []
+        for size in inputs["image_sizes"].tolist():
+            layout = AnyResLayout.for_image(
+                size, cfg.image_grid_pinpoints, cfg.vision_config.image_size, cfg.vision_config.patch_size
+            )
+            grid = (layout.rows, layout.cols)
+            entries.append(
+                uncompressed_image_entry(size, grid, layout.view_counts(), layout.num_newlines("unpadded"))
+            )
+        return entries
+
+
+class CompressedDocOwl(CompressedModel):
+    """``vtcompress_docowl``: the mPLUG-DocOwl1.5 port with vtcompress attached.
+
+    ``pretrained``: an official checkpoint (``mPLUG/DocOwl1.5-Chat``...) or a local folder in its
+    format. Prompts follow the official ``mplug_owl2`` conversation. Tokens are counted as the
+    DocOwl adapter does: 256 H-Reducer tokens per view (newlines column: one ``vit_eos`` a view).
+    """
+
+    default_method, default_ratio = "tokencorr", 0.5
+
+    def __init__(self, pretrained: str = "mPLUG/DocOwl1.5-Chat", **kwargs: Any) -> None:
+        super().__init__(pretrained, **kwargs)
+
+    def _load(self, pretrained, method, ratio, dtype, attn_implementation, options):
+        from ..docowl import load_compressed_docowl
+
+        load_kwargs: dict[str, Any] = {"dtype": None if dtype == "auto" else dtype, "device": self._device}
+        if attn_implementation:
+            load_kwargs["attn_implementation"] = attn_implementation
+        return load_compressed_docowl(pretrained, method, ratio, options, **load_kwargs)
+
+    def _prompt(self, context: str, num_images: int) -> str:
+        from ..docowl.processing import IMAGE_MARKER, mplug_owl2_prompt
+
+        if num_images == 0 or IMAGE_MARKER in context:
+            return mplug_owl2_prompt(context, with_image=False)
+        return mplug_owl2_prompt(IMAGE_MARKER * (num_images - 1) + context)
+
+    def _inputs(self, prompts: list[str], images: list) -> dict[str, Any]:
+        inputs = {
+            k: v.to(self._device) for k, v in self.processor(images=images or None, text=prompts).items()
+        }
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self._model.dtype)
+        return inputs
+
+    def _text_config(self):
+        return self._model.config
+
+    def _uncompressed_images(self, inputs: dict[str, Any]) -> list[dict[str, Any]]:
+        from .records import uncompressed_image_entry
+
+        per_view = self._model.config.tokens_per_view - 1  # vit_eos apart
+        entries = []
+        for (global_views, rows, cols), size in zip(
+            inputs["image_grids"].tolist(), inputs["image_sizes"].tolist()
+        ):
+            views = global_views + rows * cols
+            entries.append(uncompressed_image_entry(size, (rows, cols), [per_view] * views, views))
+        return entries

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ...layout import AnyResLayout
 from ...stats import ImageStats
 
 
@@ -45,17 +44,23 @@ def image_entry(stats: ImageStats) -> dict[str, Any]:
     }
 
 
-def uncompressed_image_entry(layout: AnyResLayout, image_size: tuple[int, int]) -> dict[str, Any]:
-    """One image fed whole (ratio 1.0): counts from the same layout rule the adapter uses."""
-    tokens, newlines = layout.num_tokens(), layout.num_newlines("unpadded")
+def uncompressed_image_entry(
+    image_size: tuple[int, int], grid: tuple[int, int], view_counts: list[int], newlines: int
+) -> dict[str, Any]:
+    """One image fed whole (ratio 1.0): counts from the layout rule the model's adapter uses.
+
+    ``view_counts``: visual tokens per view (newlines excluded); ``newlines``: the image's
+    separator tokens (LLaVA-NeXT's row newlines, DocOwl's per-view ``vit_eos``).
+    """
+    tokens = sum(view_counts)
     return {
         "image_size": [int(x) for x in image_size],
-        "grid": [layout.rows, layout.cols],
+        "grid": [int(x) for x in grid],
         "tokens_before": tokens,
         "tokens_kept": tokens,
         "newlines_before": newlines,
         "newlines_kept": newlines,
-        "views_kept": layout.view_counts(),
+        "views_kept": list(view_counts),
         "compress_seconds": 0.0,
         "passthrough": True,
     }
