@@ -207,7 +207,7 @@ def _requests(count: int):
 
 @pytest.fixture(scope="module")
 def lmm(workspace):
-    from vtcompress.integrations.lmms_eval.model import CompressedLlavaNext
+    from vtcompress.integrations.lmms_eval.llava_next_model import CompressedLlavaNext
 
     model = CompressedLlavaNext.create_from_arg_string(
         f"pretrained={workspace[1]},method=globalcom2,ratio={RATIO},batch_size=3,allocation=exact",
@@ -221,9 +221,11 @@ def lmm(workspace):
 def test_registered_through_the_entry_point():
     from lmms_eval.models import get_model
 
-    from vtcompress.integrations.lmms_eval.model import CompressedLlavaNext
+    from vtcompress.integrations.lmms_eval.docowl_model import CompressedDocOwl
+    from vtcompress.integrations.lmms_eval.llava_next_model import CompressedLlavaNext
 
     assert get_model("vtcompress_llava_next") is CompressedLlavaNext
+    assert get_model("vtcompress_docowl") is CompressedDocOwl
 
 
 @pytest.mark.slow
@@ -249,7 +251,7 @@ def test_loglikelihood_at_ratio_one_equals_the_plain_model(workspace):
     from lmms_eval.api.instance import Instance
     from transformers import LlavaNextForConditionalGeneration
 
-    from vtcompress.integrations.lmms_eval.model import CompressedLlavaNext
+    from vtcompress.integrations.lmms_eval.llava_next_model import CompressedLlavaNext
 
     lmm = CompressedLlavaNext(pretrained=str(workspace[1]), ratio=1.0, device="cpu")
     task_dict, _ = _requests(1)
@@ -277,7 +279,7 @@ def test_loglikelihood_at_ratio_one_equals_the_plain_model(workspace):
 
 
 def test_bad_model_args_name_the_fix(workspace):
-    from vtcompress.integrations.lmms_eval.model import CompressedLlavaNext
+    from vtcompress.integrations.lmms_eval.llava_next_model import CompressedLlavaNext
 
     with pytest.raises(TypeError, match="options are"):
         CompressedLlavaNext(pretrained=str(workspace[1]), method="globalcom2", ratio=0.5, alpha_typo=1)
@@ -352,7 +354,7 @@ def test_docowl_command_line(workspace, tiny_docowl):
 
 @pytest.mark.slow
 def test_docowl_uncompressed_records(tiny_docowl):
-    from vtcompress.integrations.lmms_eval.model import CompressedDocOwl
+    from vtcompress.integrations.lmms_eval.docowl_model import CompressedDocOwl
 
     lmm = CompressedDocOwl(pretrained=str(tiny_docowl), method="globalcom2", ratio=1.0, batch_size=2)
     task_dict, requests = _requests(3)

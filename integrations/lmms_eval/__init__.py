@@ -9,15 +9,16 @@ After ``pip install "vtcompress[eval]"`` lmms-eval lists the models ``vtcompress
 
 Registration is the ``lmms_eval.models`` entry point of this distribution, which names
 :func:`model_manifests`. This module imports nothing from lmms-eval at import time, so
-``import vtcompress`` never needs the extra; :mod:`.model` does need it.
+``import vtcompress`` never needs the extra; the model modules (:mod:`.model`,
+:mod:`.llava_next_model`, :mod:`.docowl_model`) do need it.
 """
 
 from __future__ import annotations
 
 LLAVA_NEXT_MODEL_ID = "vtcompress_llava_next"
-LLAVA_NEXT_CLASS_PATH = "vtcompress.integrations.lmms_eval.model.CompressedLlavaNext"
+LLAVA_NEXT_CLASS_PATH = "vtcompress.integrations.lmms_eval.llava_next_model.CompressedLlavaNext"
 DOCOWL_MODEL_ID = "vtcompress_docowl"
-DOCOWL_CLASS_PATH = "vtcompress.integrations.lmms_eval.model.CompressedDocOwl"
+DOCOWL_CLASS_PATH = "vtcompress.integrations.lmms_eval.docowl_model.CompressedDocOwl"
 EXTRA_HINT = 'the lmms-eval plugin needs lmms-eval: pip install "vtcompress[eval]"'
 
 
