@@ -256,6 +256,9 @@ class LlavaNextAdapter:
                     [divmod(p, layout.side) for p in pos],
                     out.sizes.tolist() if out.sizes is not None else None,
                     dict(out.info) if out.info else {},
+                    sources=[[divmod(int(p), layout.side) for p in src.tolist()] for src in out.sources]
+                    if out.sources is not None
+                    else None,
                 )
             )
         after = sum(o.num_kept for o in outs)
