@@ -35,6 +35,19 @@ def test_a_checkpoint_that_cannot_be_loaded_is_reported(tmp_path, capsys, monkey
     assert "could not load a LLaVA-NeXT checkpoint" in err and "missing" in err
 
 
+def test_a_port_in_use_is_reported(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("gradio", reason='gradio is not installed: pip install "vtcompress[demo]"')
+    from vtcompress.integrations.llava_next.tiny import save_tiny_llava_next
+
+    checkpoint = save_tiny_llava_next(tmp_path / "checkpoint")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert demo_cli.main(["--model", str(checkpoint), "--port", str(port)]) == 2
+    assert f"cannot serve on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
 def _env(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
     env["VTCOMPRESS_CACHE"] = str(tmp_path / "cache")

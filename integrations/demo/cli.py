@@ -70,15 +70,20 @@ def run(args: argparse.Namespace) -> int:
     app = build_app(engine, concurrency=args.concurrency)
     # SIGTERM (service managers, `kill`) takes the same clean path as Ctrl+C.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    status = 0
     try:
         launch(app, host=args.host, port=args.port, block=True)
     except KeyboardInterrupt:
         pass
+    except OSError as err:  # port taken, address not available here
+        print(f"error: cannot serve on {args.host}:{args.port}: {err}", file=sys.stderr)
+        status = 2
     finally:
         app.close()
         signal.signal(signal.SIGTERM, previous)
-    print("Demo stopped.", flush=True)
-    return 0
+    if status == 0:
+        print("Demo stopped.", flush=True)
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
