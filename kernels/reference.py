@@ -149,8 +149,10 @@ def cls_attention_logits(
     """
     check_qk(q_cls, keys)
     rows = DEFAULT_CHUNK_KEYS if chunk_size is None else _rows(chunk_size)
-    q = q_cls.float().unsqueeze(-1)  # [B, H, dh, 1]
     t = keys.shape[1]
+    if t <= rows:  # one block: the naive expression is the chunked one
+        return naive_cls_attention_logits(q_cls, keys, scale)
+    q = q_cls.float().unsqueeze(-1)  # [B, H, dh, 1]
     out = torch.empty(keys.shape[0], keys.shape[2], t, dtype=torch.float32, device=keys.device)
     for s in range(0, t, rows):
         e = min(s + rows, t)
