@@ -137,7 +137,8 @@ def cls_attention_logits(
     """Pre-softmax attention logits of the [CLS] query against every key.
 
     Processes ``chunk_size`` keys at a time so that half-precision keys are never copied to float32
-    as a whole (the naive version's largest intermediate is a float32 copy of ``keys``).
+    as a whole (the naive version's largest intermediate is a float32 copy of ``keys``); float32
+    keys need no copy and go in one matmul.
 
     Args:
         q_cls: [B, H, dh] query of token 0 per head.
@@ -150,7 +151,8 @@ def cls_attention_logits(
     check_qk(q_cls, keys)
     rows = DEFAULT_CHUNK_KEYS if chunk_size is None else _rows(chunk_size)
     t = keys.shape[1]
-    if t <= rows:  # one block: the naive expression is the chunked one
+    if t <= rows or keys.dtype == torch.float32:
+        # One block, or float32 keys (no copy to bound): the naive expression is the chunked one.
         return naive_cls_attention_logits(q_cls, keys, scale)
     q = q_cls.float().unsqueeze(-1)  # [B, H, dh, 1]
     out = torch.empty(keys.shape[0], keys.shape[2], t, dtype=torch.float32, device=keys.device)
@@ -192,7 +194,7 @@ def cosine_topk(
         sim = F.normalize(a[:, s:e].float(), dim=-1) @ bn_t  # [B, rows, Nb]
         if mask_b is not None:
             sim.masked_fill_(~mask_b[:, None, :], float("-inf"))
-        torch.topk(sim, k, dim=-1, out=(scores[:, s:e], idx[:, s:e]))
+        scores[:, s:e], idx[:, s:e] = sim.topk(k, dim=-1)
     if mask_a is not None:
         scores.masked_fill_(~mask_a[..., None], float("-inf"))
         idx.masked_fill_(~mask_a[..., None], 0)
