@@ -340,6 +340,11 @@ INTERPRETED = not isinstance(_cosine_topk_kernel, triton.runtime.JITFunction)
 # vtcompress.kernels check and dispatch.
 
 
+# Explicit, so results do not depend on TRITON_DEFAULT_FP_FUSION (and triton 3.9 does not warn that
+# its default will change). Fused multiply-adds match what the BLAS behind the torch reference does.
+_COMPILE_OPTIONS = {"enable_fp_fusion": True}
+
+
 def _dot_precision(dtype: torch.dtype) -> str:
     # IEEE float32 dots for float32 inputs (TF32 would drift from the reference by ~1e-3);
     # half-precision inputs multiply exactly into the float32 accumulator anyway.
@@ -372,6 +377,7 @@ def _tiles(
         "BLOCK_N": block_n or 64,
         "BLOCK_K": block_k or max(16, min(64 if half else 32, triton.next_power_of_2(d))),
         "num_warps": num_warps or (4 if half else 8),
+        **_COMPILE_OPTIONS,
     }
     if min(cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]) < 16:
         raise ValueError(f"tl.dot needs tiles of at least 16, got {cfg}")
@@ -393,7 +399,7 @@ def _inv_norms(x: Tensor) -> Tensor:
     block_r = 32
     _inv_norm_kernel[(triton.cdiv(n, block_r), bsz)](
         x, out, n, d, x.stride(0), x.stride(1), x.stride(2),
-        BLOCK_R=block_r, BLOCK_D=max(16, min(128, triton.next_power_of_2(d))),
+        BLOCK_R=block_r, BLOCK_D=max(16, min(128, triton.next_power_of_2(d))), **_COMPILE_OPTIONS,
     )  # fmt: skip
     return out
 
@@ -509,6 +515,6 @@ def cls_attention_logits(
         q_cls, keys, out, t, h, dh, float(scale),
         q_cls.stride(0), q_cls.stride(1), q_cls.stride(2),
         keys.stride(0), keys.stride(1), keys.stride(2), keys.stride(3),
-        BLOCK_T=block_t, BLOCK_D=block_d,
+        BLOCK_T=block_t, BLOCK_D=block_d, **_COMPILE_OPTIONS,
     )  # fmt: skip
     return out

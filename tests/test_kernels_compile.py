@@ -32,7 +32,9 @@ def _compile(fn, signature: dict, constexprs: dict, num_warps: int):
 
     full = {**signature, **{name: "constexpr" for name in constexprs}}
     src = ASTSource(fn=fn, signature=full, constexprs=constexprs)
-    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
+    compiled = triton.compile(
+        src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, "enable_fp_fusion": True}
+    )
     assert compiled.asm.get("cubin"), f"{fn.__name__}: no cubin"
 
 
