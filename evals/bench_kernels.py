@@ -43,6 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
 from vtcompress.kernels import reference
 
 MiB = 2**20

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
-import vtcompress.kernels as K
-from vtcompress.kernels import reference
 
-sys.path.insert(0, str(Path(__file__).parent))
-from kernels_checks import (  # noqa: E402
+import vtcompress.kernels as K
+from tests._kernels_checks import (
     assert_energy_equivalent,
     assert_redundancy_equivalent,
     assert_topk_equivalent,
     random_mask,
     tokens,
 )
+from vtcompress.kernels import reference
 
 pytestmark = [
     pytest.mark.gpu,

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
-from vtcompress.kernels import reference as ref
 
-sys.path.insert(0, str(Path(__file__).parent))
-from kernels_checks import (  # noqa: E402
+from tests._kernels_checks import (
     assert_energy_equivalent,
     assert_redundancy_equivalent,
     assert_topk_equivalent,
     random_mask,
     tokens,
 )
+from vtcompress.kernels import reference as ref
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 # (batch, Na, Nb, D): odd sizes, Na != Nb, a single token, and more rows than any chunk below.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
 from vtcompress.kernels.reference import naive_cosine_topk, naive_energy_score, naive_redundancy_count
 
 # Half-precision inputs are exact in float32 once loaded, so every path sees the same values; the

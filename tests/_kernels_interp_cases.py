@@ -4,7 +4,7 @@ Not collected by the normal test run: TRITON_INTERPRET=1 must be set before trit
 imported and would then route every CPU call of the session through the (slow) interpreter.
 ``test_kernels_triton.py`` runs this file in its own process; to run it by hand:
 
-    TRITON_INTERPRET=1 python -m pytest tests/kernels_interp_cases.py
+    TRITON_INTERPRET=1 python -m pytest tests/_kernels_interp_cases.py
 
 Shapes are small (the interpreter runs each program in numpy) and deliberately not multiples of the
 tile sizes; 16-wide tiles make every case span several row, column and feature tiles.
@@ -13,9 +13,7 @@ tile sizes; 16-wide tiles make every case span several row, column and feature t
 from __future__ import annotations
 
 import os
-import sys
 import warnings
-from pathlib import Path
 
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton
 
@@ -25,16 +23,14 @@ import torch  # noqa: E402
 pytest.importorskip("triton", reason='triton is not installed: pip install "vtcompress[kernels]"')
 
 import vtcompress.kernels as K  # noqa: E402
-from vtcompress.kernels import reference, triton_ops  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).parent))
-from kernels_checks import (  # noqa: E402
+from tests._kernels_checks import (  # noqa: E402
     assert_energy_equivalent,
     assert_redundancy_equivalent,
     assert_topk_equivalent,
     random_mask,
     tokens,
 )
+from vtcompress.kernels import reference, triton_ops  # noqa: E402
 
 if not triton_ops.INTERPRETED:
     pytest.skip("triton was imported before TRITON_INTERPRET=1 was set", allow_module_level=True)
