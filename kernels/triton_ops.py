@@ -20,6 +20,8 @@ above it.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -392,6 +394,11 @@ def _common(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     return a.to(dtype), b.to(dtype)
 
 
+def _on_device(t: Tensor) -> contextlib.AbstractContextManager:
+    """Triton launches on the current CUDA device: make it the tensors' device."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
 def _inv_norms(x: Tensor) -> Tensor:
     """[B, N] float32 inverse row norms of x [B, N, D] (O(N) extra memory)."""
     bsz, n, d = x.shape
@@ -432,13 +439,14 @@ def cosine_topk(
         return scores, idx
     cfg = _tiles(a.dtype, d, block_m, block_n, block_k, num_warps)
     grid = (triton.cdiv(n_a, cfg["BLOCK_M"]), bsz)
-    _cosine_topk_kernel[grid](
-        a, b, _inv_norms(a), _inv_norms(b), _mask_arg(mask_a, scores), _mask_arg(mask_b, scores), scores, idx,
-        n_a, n_b, d, a.stride(0), a.stride(1), a.stride(2), b.stride(0), b.stride(1), b.stride(2),
-        HAS_MASK_A=mask_a is not None, HAS_MASK_B=mask_b is not None,
-        K=k, KP=triton.next_power_of_2(k), DOT_PRECISION=_dot_precision(a.dtype), UPCAST=_upcast(a.dtype),
-        **cfg,
-    )  # fmt: skip
+    with _on_device(a):
+        _cosine_topk_kernel[grid](
+            a, b, _inv_norms(a), _inv_norms(b), _mask_arg(mask_a, scores), _mask_arg(mask_b, scores), scores, idx,
+            n_a, n_b, d, a.stride(0), a.stride(1), a.stride(2), b.stride(0), b.stride(1), b.stride(2),
+            HAS_MASK_A=mask_a is not None, HAS_MASK_B=mask_b is not None,
+            K=k, KP=triton.next_power_of_2(k), DOT_PRECISION=_dot_precision(a.dtype), UPCAST=_upcast(a.dtype),
+            **cfg,
+        )  # fmt: skip
     return scores, idx
 
 
@@ -462,11 +470,12 @@ def energy_score(
         return out
     cfg = _tiles(x.dtype, d, block_m, block_n, block_k, num_warps)
     grid = (triton.cdiv(n, cfg["BLOCK_M"]), bsz)
-    _energy_kernel[grid](
-        x, _inv_norms(x), _mask_arg(mask, out), out, n, d, x.stride(0), x.stride(1), x.stride(2),
-        float(margin), 1.0 / float(temperature), HAS_MASK=mask is not None,
-        DOT_PRECISION=_dot_precision(x.dtype), UPCAST=_upcast(x.dtype), **cfg,
-    )  # fmt: skip
+    with _on_device(x):
+        _energy_kernel[grid](
+            x, _inv_norms(x), _mask_arg(mask, out), out, n, d, x.stride(0), x.stride(1), x.stride(2),
+            float(margin), 1.0 / float(temperature), HAS_MASK=mask is not None,
+            DOT_PRECISION=_dot_precision(x.dtype), UPCAST=_upcast(x.dtype), **cfg,
+        )  # fmt: skip
     return out
 
 
@@ -489,11 +498,12 @@ def redundancy_count(
         return out
     cfg = _tiles(x.dtype, d, block_m, block_n, block_k, num_warps)
     grid = (triton.cdiv(n, cfg["BLOCK_M"]), bsz)
-    _redundancy_kernel[grid](
-        x, _inv_norms(x), _mask_arg(mask, out), out, n, d, x.stride(0), x.stride(1), x.stride(2),
-        float(threshold), HAS_MASK=mask is not None,
-        DOT_PRECISION=_dot_precision(x.dtype), UPCAST=_upcast(x.dtype), **cfg,
-    )  # fmt: skip
+    with _on_device(x):
+        _redundancy_kernel[grid](
+            x, _inv_norms(x), _mask_arg(mask, out), out, n, d, x.stride(0), x.stride(1), x.stride(2),
+            float(threshold), HAS_MASK=mask is not None,
+            DOT_PRECISION=_dot_precision(x.dtype), UPCAST=_upcast(x.dtype), **cfg,
+        )  # fmt: skip
     return out
 
 
@@ -511,10 +521,11 @@ def cls_attention_logits(
     if block_d is None:
         block_d = min(128, triton.next_power_of_2(dh))
     grid = (triton.cdiv(t, block_t), bsz * h)
-    _cls_logits_kernel[grid](
-        q_cls, keys, out, t, h, dh, float(scale),
-        q_cls.stride(0), q_cls.stride(1), q_cls.stride(2),
-        keys.stride(0), keys.stride(1), keys.stride(2), keys.stride(3),
-        BLOCK_T=block_t, BLOCK_D=block_d, **_COMPILE_OPTIONS,
-    )  # fmt: skip
+    with _on_device(keys):
+        _cls_logits_kernel[grid](
+            q_cls, keys, out, t, h, dh, float(scale),
+            q_cls.stride(0), q_cls.stride(1), q_cls.stride(2),
+            keys.stride(0), keys.stride(1), keys.stride(2), keys.stride(3),
+            BLOCK_T=block_t, BLOCK_D=block_d, **_COMPILE_OPTIONS,
+        )  # fmt: skip
     return out
