@@ -369,8 +369,9 @@ def _tiles(
 ) -> dict:
     """Tile sizes and warps: explicit arguments win, else defaults per input dtype.
 
-    The defaults compile for sm_90 without register spills (checked with ptxas -v): float32 IEEE dots run on FMA units and need 8 warps for a 64 x 64 x 32 tile; half
-    precision uses tensor cores with 64 x 64 x 64 tiles and 4 warps. They are not tuned on hardware.
+    The defaults compile for sm_90 without register spills (checked with ptxas -v): float32 IEEE
+    dots run on FMA units and need 8 warps for a 64 x 64 x 32 tile; half precision uses tensor
+    cores with 64 x 64 x 64 tiles and 4 warps. They are not tuned on hardware.
     """
     half = dtype != torch.float32
     cfg = {
