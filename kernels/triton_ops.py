@@ -1,15 +1,14 @@
 """Triton kernels for the compression ops (CUDA tensors; CPU tensors under ``TRITON_INTERPRET=1``).
 
 Importing this module imports ``triton`` (``pip install "vtcompress[kernels]"``); the dispatching ops in
-:mod:`vtcompress.kernels` import it only when a Triton path is usable, so ``import vtcompress`` never
-needs it.
+:mod:`vtcompress.kernels` import it lazily, so ``import vtcompress`` never needs it.
 
 Every similarity kernel walks the [Na, Nb] cosine matrix tile by tile (BLOCK_M rows x BLOCK_N columns,
 the feature dimension in BLOCK_K slices) and reduces each tile at once, so only the [B, Na, k] /
 [B, N] results are written: no N x N matrix, O(N) extra memory. Inputs may be float32, bfloat16 or
 float16; products are accumulated in float32 (float32 inputs use IEEE float32 dots, never TF32, to
-match the torch reference). Row norms are accumulated in the same pass as the dot products, so the
-inputs are read once per tile and never normalised into a copy.
+match the torch reference). A first small kernel writes each row's inverse norm (one float per
+token); the tiles scale raw dot products by them, so the inputs are never normalised into a copy.
 
 Top-k keeps, per row, a running list of the ``k`` best (score, column) pairs in registers. Each tile is
 merged into it in ``k`` rounds of "tile max beats the list's min"; columns arrive in increasing
