@@ -1,0 +1,52 @@
+"""vtcompress: training-free visual-token compression for multimodal LLMs.
+
+import vtcompress as vtc
+model, processor = vtc.load_compressed_llava("llava-hf/llava-v1.6-vicuna-7b-hf", ratio=0.25)
+handle = vtc.compress(model, "globalcom2", ratio=0.25)
+handle.remove()
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .api import CompressionHandle, compress, compressed, get_handle, register_adapter
+from .config import CompressionConfig
+from .layout import AnyResLayout
+from .methods.baselines import FasterVLMConfig, RandomConfig, UniformConfig
+from .methods.globalcom2 import GlobalCom2Config
+from .registry import available_methods, register_method
+from .stats import CompressionStats, ImageStats, ViewStats
+from .tokens import ImageTokens, ViewOutput
+
+__version__ = "0.1.0"
+
+
+def load_compressed_llava(*args: Any, **kwargs: Any):
+    """See :func:`vtcompress.integrations.llava_next.load_compressed_llava`."""
+    from .integrations.llava_next import load_compressed_llava as load
+
+    return load(*args, **kwargs)
+
+
+__all__ = [
+    "AnyResLayout",
+    "CompressionConfig",
+    "CompressionHandle",
+    "CompressionStats",
+    "FasterVLMConfig",
+    "GlobalCom2Config",
+    "ImageStats",
+    "ImageTokens",
+    "RandomConfig",
+    "UniformConfig",
+    "ViewOutput",
+    "ViewStats",
+    "available_methods",
+    "compress",
+    "compressed",
+    "get_handle",
+    "load_compressed_llava",
+    "register_adapter",
+    "register_method",
+]

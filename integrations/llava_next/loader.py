@@ -1,0 +1,62 @@
+"""``load_compressed_llava``: a LLaVA-NeXT checkpoint and its processor, compressed, in one call."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ...api import compress
+from ...config import CompressionConfig
+
+DEFAULT_MODEL = "llava-hf/llava-v1.6-vicuna-7b-hf"
+TINY = "tiny"
+
+
+def resolve_model_path(model: str | os.PathLike) -> str:
+    """``"tiny"`` -> the offline tiny model (built and cached on first use); else unchanged."""
+    if str(model) == TINY:
+        from .tiny import default_tiny_path, save_tiny_llava_next
+
+        path = default_tiny_path()
+        if not (path / "config.json").exists():
+            save_tiny_llava_next(path)
+        return str(path)
+    return str(model)
+
+
+def load_compressed_llava(
+    model: str | os.PathLike = DEFAULT_MODEL,
+    method: str | CompressionConfig = "globalcom2",
+    ratio: float | None = 0.25,
+    method_options: dict[str, Any] | None = None,
+    **from_pretrained_kwargs: Any,
+):
+    """Load a LLaVA-NeXT checkpoint (hub id or local path; ``"tiny"`` for the offline tiny model)
+    and compress it.
+
+    Args:
+        model: e.g. "llava-hf/llava-v1.6-mistral-7b-hf", a local directory, or "tiny".
+        method: a name from ``vtcompress.available_methods()`` or a config instance.
+        ratio: kept fraction of visual tokens, in (0, 1]; None keeps the config's own ratio.
+        method_options: other options of the method's config, e.g. ``{"allocation": "paper"}``.
+        **from_pretrained_kwargs: passed to ``from_pretrained`` (``dtype``, ``device_map``, ...).
+    Returns:
+        ``(model, processor)``; ``vtcompress.get_handle(model)`` is the compression handle.
+    """
+    from transformers import AutoProcessor, LlavaNextForConditionalGeneration
+
+    options = dict(method_options or {})
+    if ratio is not None:
+        options["ratio"] = ratio
+    path = resolve_model_path(model)
+    try:
+        llava = LlavaNextForConditionalGeneration.from_pretrained(path, **from_pretrained_kwargs)
+    except OSError as err:
+        raise OSError(
+            f"could not load LLaVA-NeXT weights from {path!r}: {err}\n"
+            "Give a local directory or a hub id reachable from here, or model='tiny' for the offline tiny model."
+        ) from err
+    processor = AutoProcessor.from_pretrained(path)
+    llava.eval()
+    compress(llava, method, **options)
+    return llava, processor

@@ -1,0 +1,108 @@
+"""Shortening each sample's image-placeholder runs after compression, and re-padding the batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class ShortenedBatch:
+    """Result of :func:`shorten_placeholder_runs`.
+
+    input_ids: [B, L'] with each image's run cut to its new length; attention_mask: [B, L'];
+    extras: the same cut applied to every [B, L, ...] tensor given (labels, position_ids, ...);
+    keep: bool [B, L] which original positions survive.
+    """
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    extras: dict[str, Tensor]
+    keep: Tensor
+
+
+_PAD_VALUES = {"labels": -100, "position_ids": 1}
+
+
+def assign_images_to_samples(placeholders_per_sample: list[int], lengths: list[int]) -> list[list[int]]:
+    """Which images (in batch order) each sample's placeholders belong to.
+
+    Images are consumed in order: sample b owns the next images whose lengths add up to its
+    placeholder count. Raises ValueError when they cannot add up.
+    """
+    owners, cursor = [], 0
+    for b, count in enumerate(placeholders_per_sample):
+        mine, total = [], 0
+        while total < count and cursor < len(lengths):
+            mine.append(cursor)
+            total += lengths[cursor]
+            cursor += 1
+        if total != count:
+            raise ValueError(
+                f"sample {b} has {count} image placeholder tokens, which do not match its images' "
+                f"feature counts {[lengths[i] for i in mine]}: pass the processor's unmodified input_ids"
+            )
+        owners.append(mine)
+    if cursor != len(lengths):
+        raise ValueError(f"{len(lengths) - cursor} image(s) have no placeholder run in input_ids")
+    return owners
+
+
+def shorten_placeholder_runs(
+    input_ids: Tensor,
+    image_token_id: int,
+    old_lengths: list[int],
+    new_lengths: list[int],
+    attention_mask: Tensor | None = None,
+    extras: dict[str, Tensor] | None = None,
+    pad_token_id: int = 0,
+) -> ShortenedBatch:
+    """Cut image ``i``'s placeholder run from ``old_lengths[i]`` to ``new_lengths[i]`` tokens.
+
+    Args:
+        input_ids: long [B, L] from the processor (images' runs in batch order).
+        old_lengths / new_lengths: per image, in batch order.
+        attention_mask: optional [B, L]; its padding side (left when every row ends with a real
+            token) is kept.
+        extras: other [B, L, ...] tensors to cut alike. ``position_ids`` are renumbered so each
+            row stays contiguous (a kept token moves down by the tokens removed before it).
+    Returns:
+        ShortenedBatch, re-padded to the longest new row.
+    """
+    B, L = input_ids.shape
+    device = input_ids.device
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    extras = dict(extras or {})
+    is_ph = input_ids == image_token_id
+    owners = assign_images_to_samples(is_ph.sum(1).tolist(), old_lengths)
+    keep = torch.ones(B, L, dtype=torch.bool, device=device)
+    for b, images in enumerate(owners):
+        pos = is_ph[b].nonzero().squeeze(1)
+        start = 0
+        for i in images:
+            # Keep the first new_len placeholders of this image's run, drop the rest.
+            keep[b, pos[start + new_lengths[i] : start + old_lengths[i]]] = False
+            start += old_lengths[i]
+    if "position_ids" in extras:
+        extras["position_ids"] = extras["position_ids"] - torch.cumsum(~keep, dim=1).to(
+            extras["position_ids"].dtype
+        )
+
+    lengths = keep.sum(1)
+    new_len = int(lengths.max())
+    left = bool((attention_mask[:, -1] != 0).all())
+    new_ids = input_ids.new_full((B, new_len), pad_token_id)
+    new_mask = attention_mask.new_zeros((B, new_len))
+    new_extras = {k: v.new_full((B, new_len, *v.shape[2:]), _PAD_VALUES.get(k, 0)) for k, v in extras.items()}
+    for b in range(B):
+        n = int(lengths[b])
+        dst = slice(new_len - n, new_len) if left else slice(0, n)
+        new_ids[b, dst] = input_ids[b, keep[b]]
+        new_mask[b, dst] = attention_mask[b, keep[b]]
+        for k, v in extras.items():
+            new_extras[k][b, dst] = v[b, keep[b]]
+    # Rows whose padding got longer: if the batch was left-padded, the cut rows now start later.
+    return ShortenedBatch(new_ids, new_mask, new_extras, keep)
