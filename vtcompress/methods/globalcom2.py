@@ -33,6 +33,7 @@ absent from its code.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -170,7 +171,7 @@ def globalcom2(tokens: ImageTokens, config: GlobalCom2Config) -> list[ViewOutput
     combined, valid = crop_scores(scores[1:], thumb_map, layout, config.alpha)
     counts = valid.sum(1)
     if config.allocation == "paper":
-        budgets = [int(torch.floor(c * rj + 1e-9)) for c, rj in zip(counts.tolist(), ratios.tolist())]
+        budgets = [math.floor(c * rj + 1e-9) for c, rj in zip(counts.tolist(), ratios.tolist())]
     else:
         crop_total = keep_count(layout.num_tokens(), r) - thumb_k
         sigma_weight = ratios / r  # 1 + sigma_j - 1/n, possibly clipped: the paper's relative allocation
