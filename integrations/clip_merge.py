@@ -27,7 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..merge import MergeMode, MergePlan, initial_owner, merge_owner, merge_sizes, merge_tokens, proportional_attention_qkv
+from ..merge import (
+    MergeMode,
+    MergePlan,
+    initial_owner,
+    merge_owner,
+    merge_sizes,
+    merge_tokens,
+    proportional_attention_qkv,
+)
 
 PlanFn = Callable[[Tensor, int, int], MergePlan]
 """``(metric [B, 1+T, C] with [CLS], r, layer) -> MergePlan`` over the T patch tokens."""
@@ -134,11 +142,17 @@ class TowerMerge:
         def split(t: Tensor) -> Tensor:
             return t.view(batch, length, heads, head_dim).transpose(1, 2)
 
-        q, k, v = split(attn.q_proj(hidden_states)), split(attn.k_proj(hidden_states)), split(attn.v_proj(hidden_states))
+        q, k, v = (
+            split(attn.q_proj(hidden_states)),
+            split(attn.k_proj(hidden_states)),
+            split(attn.v_proj(hidden_states)),
+        )
         sizes = torch.cat([self.sizes.new_ones(batch, 1), self.sizes], dim=1)  # [CLS] has size 1
         q, k, v = proportional_attention_qkv(q, k, v, sizes, attn.scale)
         if getattr(attn.config, "_attn_implementation", "eager") == "eager":
-            weights = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * attn.scale, dim=-1, dtype=torch.float32)
+            weights = torch.softmax(
+                torch.matmul(q, k.transpose(-1, -2)) * attn.scale, dim=-1, dtype=torch.float32
+            )
             out = torch.matmul(weights.to(q.dtype), v)
         else:
             out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)

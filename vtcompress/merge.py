@@ -28,7 +28,7 @@ Schedules: :func:`margin_schedule` (HF CLIP: 0.9 (1 - l/L), timm: 0.75 (1 - l/L)
 Deliberate deviations from the official code:
 * ties in the energy sort are broken by token index (stable sort), so results do not depend
   on the sort kernel;
-* merged features are accumulated in float32 and cast back; tokens that merge with nothing are
+* merged features are accumulated in float32 (float64 stays float64) and cast back; tokens that merge with nothing are
   copied bit for bit (never ``x * s / s``);
 * ``r`` is clamped to what a step can merge (``r <= T // 2``) in every step.
 """
@@ -223,13 +223,14 @@ def merge_tokens(
     if body.shape[1] != plan.num_in:
         raise ValueError(f"plan expects {plan.num_in} tokens, got {body.shape[1]}")
     batch, _, channels = body.shape
+    acc = torch.promote_types(body.dtype, torch.float32)  # bf16/fp16 sums lose precision
     if mode == "weighted" and sizes is not None:
-        weight = sizes.to(torch.float32)
+        weight = sizes.to(acc)
     else:
-        weight = torch.ones(body.shape[:2], dtype=torch.float32, device=body.device)
-    total = body.new_zeros(batch, plan.num_out, channels, dtype=torch.float32)
-    total.scatter_add_(1, plan.assign[..., None].expand(-1, -1, channels), body.float() * weight[..., None])
-    wsum = torch.zeros(batch, plan.num_out, dtype=torch.float32, device=body.device)
+        weight = torch.ones(body.shape[:2], dtype=acc, device=body.device)
+    total = body.new_zeros(batch, plan.num_out, channels, dtype=acc)
+    total.scatter_add_(1, plan.assign[..., None].expand(-1, -1, channels), body.to(acc) * weight[..., None])
+    wsum = torch.zeros(batch, plan.num_out, dtype=acc, device=body.device)
     wsum.scatter_add_(1, plan.assign, weight)
     count = torch.zeros(batch, plan.num_out, dtype=torch.long, device=body.device)
     count.scatter_add_(1, plan.assign, torch.ones_like(plan.assign))

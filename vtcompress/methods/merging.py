@@ -49,7 +49,7 @@ from ..merge import (
     token_sources,
 )
 from ..tokens import ImageTokens, ViewOutput
-from .baselines import uniform_view_budgets, view_valid_positions
+from .baselines import uniform_view_budgets
 
 PLACEMENTS = ("projector", "tower")
 SCHEDULES = ("exact", "paper")
@@ -85,7 +85,9 @@ class TokenMergingConfig(CompressionConfig):
         check_choice("metric", self.metric, METRICS)
         check_choice("newline", self.newline, NEWLINE_POLICIES)
         if self.layer_ratio is not None and not 0.5 <= self.layer_ratio <= 1.0:
-            raise ValueError(f"layer_ratio must be in [0.5, 1] (a layer at most halves), got {self.layer_ratio}")
+            raise ValueError(
+                f"layer_ratio must be in [0.5, 1] (a layer at most halves), got {self.layer_ratio}"
+            )
         if self.placement == "projector" and (self.schedule == "paper" or self.proportional_attention):
             raise ValueError(
                 "schedule='paper' and proportional_attention act inside the vision tower: "
@@ -122,11 +124,26 @@ class TokenMergingConfig(CompressionConfig):
         keep = keep_count(patches, self.ratio)
         steps = max(merge_layers, math.ceil(math.log2(patches / keep)) if keep < patches else 0)
         counts = iter(exact_token_schedule(patches, keep, steps))
-        per_layer = [steps // merge_layers + int(layer < steps % merge_layers) for layer in range(merge_layers)]
+        per_layer = [
+            steps // merge_layers + int(layer < steps % merge_layers) for layer in range(merge_layers)
+        ]
         return [[next(counts) for _ in range(n)] for n in per_layer]
 
 
 # --- projector placement -------------------------------------------------------------------------
+def valid_positions(tokens: ImageTokens) -> list[Tensor]:
+    """Per view, long grid positions of the patches left after unpadding (raster order).
+
+    From the layout alone: after in-tower merging ``features`` no longer has one row per patch.
+    """
+    device = tokens.features.device
+    out = [torch.arange(tokens.layout.view_tokens, device=device)]
+    if tokens.layout.has_crops:
+        valid = tokens.layout.crop_valid_mask(device)
+        out += [valid[j].nonzero().squeeze(1) for j in range(valid.shape[0])]
+    return out
+
+
 def merge_view(
     features: Tensor, metric: Tensor, keep: int, config: TokenMergingConfig, layer: int, num_layers: int
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -175,13 +192,17 @@ def compress_projector(tokens: ImageTokens, config: TokenMergingConfig) -> list[
     layer = max(tokens.score_layer - 1, 0)
     if config.metric == "vision":
         if tokens.score_layer not in tokens.hidden:
-            raise KeyError(f"hidden state {tokens.score_layer} was not captured; captured: {sorted(tokens.hidden)}")
+            raise KeyError(
+                f"hidden state {tokens.score_layer} was not captured; captured: {sorted(tokens.hidden)}"
+            )
         metric = tokens.hidden[tokens.score_layer][:, 1:]  # drop [CLS]
     else:
         metric = tokens.features
     outs = []
-    for v, (pos, keep) in enumerate(zip(view_valid_positions(tokens), uniform_view_budgets(tokens, config.ratio))):
-        feats, _, owner = merge_view(tokens.features[v, pos], metric[v, pos], keep, config, layer, tokens.num_layers)
+    for v, (pos, keep) in enumerate(zip(valid_positions(tokens), uniform_view_budgets(tokens, config.ratio))):
+        feats, _, owner = merge_view(
+            tokens.features[v, pos], metric[v, pos], keep, config, layer, tokens.num_layers
+        )
         outs.append(_view_output(feats, owner, pos))
     return outs
 
@@ -196,7 +217,7 @@ def compress_tower_output(tokens: ImageTokens) -> list[ViewOutput]:
     if tokens.sources is None:
         raise ValueError("the vision tower did not merge tokens (tokens.sources is None)")
     outs = []
-    for v, pos in enumerate(view_valid_positions(tokens)):
+    for v, pos in enumerate(valid_positions(tokens)):
         outs.append(_view_output(tokens.features[v], tokens.sources[v, pos], pos))
     return outs
 
