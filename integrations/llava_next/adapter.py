@@ -268,6 +268,8 @@ class LlavaNextAdapter:
                     out.num_kept,
                     [divmod(p, layout.side) for p in pos],
                     out.sizes.tolist() if out.sizes is not None else None,
+                    # merging methods: the view-grid positions each token holds (to draw regions)
+                    {"sources": [s.tolist() for s in out.sources]} if out.sources is not None else {},
                 )
             )
         after = sum(o.num_kept for o in outs)
