@@ -137,6 +137,44 @@ def _time(fn) -> float:
     return time.process_time() - start
 
 
+def llava_share(ratios: list[float], tower_flops_per_view: dict[str, float]) -> None:
+    """Analytic prefill FLOPs of LLaVA-NeXT-7B on one 672x672 image (5 views, 2880 visual tokens,
+    40 text tokens): both placements give the LLM the same tokens; the tower placement also
+    shrinks the CLIP tower (its FLOPs per view as measured above)."""
+    from transformers import LlamaConfig
+
+    from vtcompress.budget import keep_count
+    from vtcompress.flops import decoder_prefill_flops
+    from vtcompress.layout import AnyResLayout
+
+    layout = AnyResLayout.from_grid(2, 2, 24, (672, 672))
+    text = LlamaConfig(
+        hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32
+    )
+    prompt, views, newlines = 40, layout.num_views, layout.num_newlines()
+
+    def llm(visual: int) -> float:
+        return decoder_prefill_flops(text, prompt + visual + newlines)
+
+    llm0, tower0 = llm(layout.num_tokens()), views * tower_flops_per_view["none"]
+    print("\n# LLaVA-NeXT-7B prefill, one 672x672 image (5 views), analytic TFLOPs (decoder + CLIP tower)")
+    print(
+        f"{'ratio':<8}{'projector placement':>21}{'tower placement':>17}{'tower / projector':>19}{'CLIP share (proj.)':>20}"
+    )
+    print(
+        f"{1.0:<8}{(llm0 + tower0) / 1e12:>21.2f}{(llm0 + tower0) / 1e12:>17.2f}{1.0:>19.3f}{tower0 / (llm0 + tower0):>20.1%}"
+    )
+    for ratio in ratios:
+        # The image has no letterbox: the tower placement keeps floor(576 r) tokens in every view.
+        merged_tower = views * tower_flops_per_view[f"pitome r={ratio:g}"]
+        projector = llm(keep_count(layout.num_tokens(), ratio)) + tower0
+        tower = llm(views * keep_count(layout.view_tokens, ratio)) + merged_tower
+        print(
+            f"{ratio:<8g}{projector / 1e12:>21.2f}{tower / 1e12:>17.2f}{tower / projector:>19.3f}"
+            f"{tower0 / projector:>20.1%}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -199,6 +237,8 @@ def main() -> None:
     print(
         f"# speedup = CPU-time ratio to 'none'; wall-clock ratio of the same runs: 'none' {base_wall:.2f} s"
     )
+
+    llava_share(args.ratios, {name: flops_of(name, config) / args.views for name, config in settings})
 
     print("\n# one merge step at 576 patches, r = 28 (5%), vs one encoder layer")
     print(f"{'operation':<40}{'cpu ms':>9}{'GFLOPs':>9}")
