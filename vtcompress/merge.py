@@ -136,7 +136,9 @@ def pitome_plan(metric: Tensor, r: int, margin: float, temperature: float = 1.0)
     return _plan_from_groups(tokens, order[:, 2 * r :], b_idx, a_idx, best[..., 0])
 
 
-def _bipartite(metric: Tensor, a_idx: Tensor, b_idx: Tensor, r: int, mask_a: Tensor | None = None):
+def _bipartite(
+    metric: Tensor, a_idx: Tensor, b_idx: Tensor, r: int, mask_a: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """ToMe matching of A onto B: the r A tokens with the best partner score merge.
 
     Returns (unmerged A in descending score order, merged A, their partner's index into B).

@@ -28,10 +28,12 @@ Either way every kept token carries ``sizes`` (original valid patches it holds) 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..budget import keep_count
 from ..config import CompressionConfig, check_choice
@@ -50,6 +52,9 @@ from ..merge import (
 )
 from ..tokens import ImageTokens, ViewOutput
 from .baselines import uniform_view_budgets
+
+if TYPE_CHECKING:
+    from ..integrations.clip_merge import TowerMerge
 
 PLACEMENTS = ("projector", "tower")
 SCHEDULES = ("exact", "paper")
@@ -229,7 +234,13 @@ def compress_merging(tokens: ImageTokens, config: TokenMergingConfig) -> list[Vi
     return compress_projector(tokens, config)
 
 
-def make_tower_patch(layers, config: TokenMergingConfig, score_layer: int, num_layers: int, enabled):
+def make_tower_patch(
+    layers: Sequence[nn.Module],
+    config: TokenMergingConfig,
+    score_layer: int,
+    num_layers: int,
+    enabled: Callable[[], bool],
+) -> TowerMerge | None:
     """``tower_patch`` of ``pitome`` / ``tome``: hooks merging after layers ``0 .. score_layer-1``.
 
     Returns a :class:`vtcompress.integrations.clip_merge.TowerMerge` (``.owner`` after each run,
@@ -237,7 +248,7 @@ def make_tower_patch(layers, config: TokenMergingConfig, score_layer: int, num_l
     """
     if config.placement != "tower" or config.ratio >= 1.0 or score_layer < 1:
         return None
-    from ..integrations.clip_merge import TowerMerge
+    from ..integrations.clip_merge import TowerMerge  # at call time: keeps import vtcompress light
 
     def plan(metric: Tensor, r: int, layer: int) -> MergePlan:
         return config.plan(metric, r, layer, num_layers, class_token=True)
