@@ -128,7 +128,13 @@ def test_hook_logits_equal_eager_attention(processor):
 
     seen = {}
 
-    @register_method("_record", vtcompress.FasterVLMConfig)
+    class RecordConfig(vtcompress.FasterVLMConfig):
+        pass
+
+    with pytest.raises(ValueError, match="subclass it"):
+        register_method("_record", vtcompress.FasterVLMConfig)(lambda tokens, config: [])
+
+    @register_method("_record", RecordConfig)
     def record(tokens, config):
         seen["logits"] = cls_logits(tokens, tokens.score_layer)
         from vtcompress.tokens import keep_all

@@ -71,7 +71,8 @@ def check_views(stats, layout):
         assert flat == sorted(set(flat))  # first source, raster order, no duplicates
         assert set(flat) <= cells
         assert sum(view.sizes) == view.original == len(cells)
-        sources = view.info["sources"]  # what a demo draws: the patches each token holds
+        # What a demo draws: the patches each token holds.
+        sources = [[r * layout.side + c for r, c in src] for src in view.sources]
         assert [len(src) for src in sources] == view.sizes
         assert [min(src) for src in sources] == flat
         assert sorted(p for src in sources for p in src) == sorted(cells)

@@ -16,6 +16,7 @@ from .layout import AnyResLayout
 from .methods.baselines import FasterVLMConfig, RandomConfig, UniformConfig
 from .methods.globalcom2 import GlobalCom2Config
 from .methods.pitome import PiToMeConfig
+from .methods.tokencorr import TokenCorrConfig
 from .methods.tome import ToMeConfig
 from .registry import available_methods, register_method
 from .stats import CompressionStats, ImageStats, ViewStats
@@ -27,6 +28,13 @@ __version__ = "0.1.0"
 def load_compressed_llava(*args: Any, **kwargs: Any):
     """See :func:`vtcompress.integrations.llava_next.load_compressed_llava`."""
     from .integrations.llava_next import load_compressed_llava as load
+
+    return load(*args, **kwargs)
+
+
+def load_compressed_docowl(*args: Any, **kwargs: Any):
+    """See :func:`vtcompress.integrations.docowl.load_compressed_docowl`."""
+    from .integrations.docowl import load_compressed_docowl as load
 
     return load(*args, **kwargs)
 
@@ -43,6 +51,7 @@ __all__ = [
     "PiToMeConfig",
     "RandomConfig",
     "ToMeConfig",
+    "TokenCorrConfig",
     "UniformConfig",
     "ViewOutput",
     "ViewStats",
@@ -50,6 +59,7 @@ __all__ = [
     "compress",
     "compressed",
     "get_handle",
+    "load_compressed_docowl",
     "load_compressed_llava",
     "register_adapter",
     "register_method",

@@ -197,8 +197,9 @@ def compress_projector(tokens: ImageTokens, config: TokenMergingConfig) -> list[
     layer = max(tokens.score_layer - 1, 0)
     if config.metric == "vision":
         if tokens.score_layer not in tokens.hidden:
-            raise KeyError(
-                f"hidden state {tokens.score_layer} was not captured; captured: {sorted(tokens.hidden)}"
+            raise ValueError(
+                f"metric='vision' needs the vision hidden state {tokens.score_layer}, which this model's "
+                "adapter did not capture; use metric='projected'"
             )
         metric = tokens.hidden[tokens.score_layer][:, 1:]  # drop [CLS]
     else:
@@ -220,7 +221,10 @@ def compress_tower_output(tokens: ImageTokens) -> list[ViewOutput]:
     original patch). Each token stands at its first valid source patch; padding-only tokens drop.
     """
     if tokens.sources is None:
-        raise ValueError("the vision tower did not merge tokens (tokens.sources is None)")
+        raise ValueError(
+            "placement='tower' needs an adapter that merges inside the vision tower (LLaVA-NeXT); "
+            "this one did not, so use placement='projector'"
+        )
     outs = []
     for v, pos in enumerate(valid_positions(tokens)):
         outs.append(_view_output(tokens.features[v], tokens.sources[v, pos], pos))
