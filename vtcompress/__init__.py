@@ -15,7 +15,9 @@ from .config import CompressionConfig
 from .layout import AnyResLayout
 from .methods.baselines import FasterVLMConfig, RandomConfig, UniformConfig
 from .methods.globalcom2 import GlobalCom2Config
+from .methods.pitome import PiToMeConfig
 from .methods.tokencorr import TokenCorrConfig
+from .methods.tome import ToMeConfig
 from .registry import available_methods, register_method
 from .stats import CompressionStats, ImageStats, ViewStats
 from .tokens import ImageTokens, ViewOutput
@@ -46,7 +48,9 @@ __all__ = [
     "GlobalCom2Config",
     "ImageStats",
     "ImageTokens",
+    "PiToMeConfig",
     "RandomConfig",
+    "ToMeConfig",
     "TokenCorrConfig",
     "UniformConfig",
     "ViewOutput",

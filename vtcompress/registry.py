@@ -18,6 +18,13 @@ class MethodSpec:
     ``compress`` is the pure tensor function ``(ImageTokens, config) -> list[ViewOutput]``
     (see :mod:`vtcompress.tokens`); ``None`` for methods that act inside the vision tower and
     are applied by an adapter-specific patch (``tower_patch``).
+
+    ``tower_patch(layers, config, score_layer, num_layers, enabled)`` (optional) installs hooks
+    on the vision encoder's ``layers`` that change the token count inside the tower, active only
+    while ``enabled()`` is true; it returns None (nothing to do for this config) or a handle with
+    ``remove()`` and ``owner``: long [views, side*side] after a run, the index of the token that
+    holds each original patch in the features the adapter reads. The adapter passes it to
+    ``compress`` as ``ImageTokens.sources``.
     """
 
     name: str

@@ -11,7 +11,9 @@ class ViewStats:
 
     original: tokens the uncompressed model sees in this view (after unpadding);
     kept: tokens after compression; positions: (row, col) in the view's side x side grid of each
-    kept token; sizes: original patches per token (merging methods) or None.
+    kept token; sizes: original patches per token (merging methods) or None; sources: per kept
+    token, the (row, col) of every original patch merged into it (merging methods that report
+    them) or None.
     """
 
     name: str
@@ -20,6 +22,7 @@ class ViewStats:
     positions: list[tuple[int, int]]
     sizes: list[int] | None = None
     info: dict = field(default_factory=dict)
+    sources: list[list[tuple[int, int]]] | None = None
 
 
 @dataclass

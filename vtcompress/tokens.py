@@ -39,6 +39,9 @@ class ImageTokens:
     index: position of the image in its batch (for stats).
     score_layer: the vision layer whose input is ``features`` before projection (the layer whose
         [CLS] attention scores those features); num_layers: depth of the vision tower.
+    sources: long [V, side*side] when the vision tower merged tokens (a method's ``tower_patch``):
+        for every original patch of a view, the index (0..K-1) of the token in ``features``
+        [V, K, D] that holds it. None when the tower kept every patch (K = side*side).
     """
 
     features: Tensor
@@ -48,6 +51,7 @@ class ImageTokens:
     index: int = 0
     score_layer: int = -1
     num_layers: int = 0
+    sources: Tensor | None = None
 
     @property
     def num_views(self) -> int:

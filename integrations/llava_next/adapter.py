@@ -5,6 +5,9 @@ What it installs (all instance attributes or hook handles, all undone by ``remov
   pre-hooks for hidden states it asks for (never ``output_attentions``: SDPA stays on);
 * ``pack_image_features`` on the inner ``LlavaNextModel``: the point where per-view projected
   features exist; it calls the method and packs kept tokens (newlines per the method's policy);
+* the method's ``tower_patch``, if it has one (in-tower merging): hooks that change the token
+  count inside the vision tower and report, per view, which token holds each original patch
+  (``ImageTokens.sources``); the method then places merged tokens in the grid;
 * ``get_image_features`` (signature kept, generate() selects arguments by it): turns capture on
   and returns features already computed for the same pixels in this call;
 * ``forward`` and ``generate`` of the outer model: encode + compress first, then shorten each
@@ -79,6 +82,12 @@ class LlavaNextAdapter:
         self.vision_start = 0.0
         self.hooks: list[Any] = []
         self.patched: list[tuple[nn.Module, str]] = []
+        # In-tower methods: removable hooks with ``.owner`` (long [views, side*side]) after a run.
+        self.tower = None
+        if self.method.tower_patch is not None and not self.off:
+            self.tower = self.method.tower_patch(
+                self.layers, config, self.score_layer, self.num_layers, lambda: self.capturing
+            )
         self._install(vision)
 
     # --- installation -------------------------------------------------------------------------
@@ -118,6 +127,9 @@ class LlavaNextAdapter:
             self._patch(outer, "generate", self._wrap_generate(outer.generate))
 
     def remove(self) -> None:
+        if self.tower is not None:
+            self.tower.remove()
+            self.tower = None
         for h in self.hooks:
             h.remove()
         for module, name in reversed(self.patched):
@@ -196,7 +208,8 @@ class LlavaNextAdapter:
             q, k = q[views], k[views]
             qk[i] = LayerQK(q.view(q.shape[0], heads, -1), k.view(*k.shape[:2], heads, -1), attn.scale)
         hidden = {i: h[views] for i, h in self.captured_hidden.items()}
-        return ImageTokens(features, layout, qk, hidden, index, self.score_layer, self.num_layers)
+        sources = self.tower.owner[views] if self.tower is not None else None
+        return ImageTokens(features, layout, qk, hidden, index, self.score_layer, self.num_layers, sources)
 
     def _pack_image_features(
         self, image_features, image_sizes, vision_feature_select_strategy, image_newline=None
@@ -209,7 +222,7 @@ class LlavaNextAdapter:
         policy = getattr(self.config, "newline", "unpadded")
         packed, offset = [], 0
         for idx, feats in enumerate(image_features):
-            if feats.shape[1] != self.side * self.side:
+            if self.tower is None and feats.shape[1] != self.side * self.side:
                 raise ValueError(f"expected {self.side**2} tokens per view, got {feats.shape[1]}")
             layout = self._layout(image_sizes[idx])
             if feats.shape[0] == 1:
@@ -218,7 +231,7 @@ class LlavaNextAdapter:
             offset += feats.shape[0]
             _sync(feats.device)
             start = time.perf_counter()
-            if layout.has_crops:
+            if layout.has_crops or tokens.sources is not None:  # the tower merged every view
                 outs = self.method.compress(tokens, self.config)
                 note, view_policy = "", policy
             else:  # nothing to guide: LLaVA-NeXT's single-view images pass through
@@ -256,6 +269,9 @@ class LlavaNextAdapter:
                     [divmod(p, layout.side) for p in pos],
                     out.sizes.tolist() if out.sizes is not None else None,
                     dict(out.info) if out.info else {},
+                    sources=[[divmod(int(p), layout.side) for p in src.tolist()] for src in out.sources]
+                    if out.sources is not None
+                    else None,
                 )
             )
         after = sum(o.num_kept for o in outs)

@@ -1,0 +1,185 @@
+"""The Gradio page of the demo (imported only when gradio is installed)."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+try:
+    import gradio as gr
+except ImportError as err:  # pragma: no cover - exercised by the CLI's message
+    raise ImportError('the vtcompress demo needs gradio: pip install "vtcompress[demo]"') from err
+
+from ...registry import available_methods
+from .engine import Comparison, DemoEngine, InputError, format_flops
+from .examples import write_examples
+
+log = logging.getLogger(__name__)
+
+DEFAULT_METHOD = "globalcom2"
+DEFAULT_RATIO = 0.25
+MAX_UPLOAD = "50mb"
+
+
+def tolerant_image(**kwargs: Any) -> gr.Image:
+    """A gr.Image input that hands undecodable uploads to the engine instead of failing in gradio.
+
+    gr.Image decodes uploads before the event function runs, so a text file renamed .png would
+    end as a bare "Error" toast; passing its path on lets the engine say what is wrong. The
+    instance's method is wrapped rather than the class subclassed: gradio writes a .pyi stub next
+    to the source of every Component subclass, i.e. into the installed package.
+    """
+    image = gr.Image(**kwargs)
+    decode = image.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        try:
+            return decode(payload)
+        except Exception:  # any decoding failure: the engine reports it in the page
+            return str(payload.path) if getattr(payload, "path", None) else None
+
+    image.preprocess = preprocess
+    return image
+
+
+def _stats_markdown(c: Comparison) -> str:
+    pct = 100 * c.tokens_after / c.tokens_before if c.tokens_before else 100.0
+    saved = 100 * c.flops_saved / c.flops_before if c.flops_before else 0.0
+    h, w = c.image_size
+    u, k = c.uncompressed, c.compressed
+    rows = [
+        "| | uncompressed | compressed |",
+        "|---|---:|---:|",
+        f"| visual tokens (newlines excluded) | {c.tokens_before} | **{c.tokens_after}** ({pct:.1f}%) |",
+        f"| newline tokens | {c.newlines_before} | {c.newlines_after} |",
+        f"| prompt length seen by the language model | {u.prompt_tokens} | {k.prompt_tokens} |",
+        f"| time to first token (vision + compression + prefill) | {u.first_token_seconds:.3f} s "
+        f"| {k.first_token_seconds:.3f} s |",
+        f"| decoder prefill, estimated | {format_flops(c.flops_before)} | {format_flops(c.flops_after)} |",
+    ]
+    lines = [
+        f"**{c.method}** at ratio **{c.ratio:g}** on a {w}x{h} px image: "
+        f"**{c.tokens_before} → {c.tokens_after}** visual tokens; estimated prefill FLOPs saved: "
+        f"**{format_flops(c.flops_saved)} ({saved:.1f}%)**; compression took {c.compress_seconds * 1e3:.1f} ms.",
+        "",
+        *rows,
+        "",
+        "FLOPs: analytic count for the language model's layers only (vision tower and LM head left "
+        "out). Times: this machine, one request at a time, not a benchmark.",
+    ]
+    if c.note:
+        lines += ["", f"*{c.note}*"]
+    return "\n".join(lines)
+
+
+def make_handler(engine: DemoEngine):
+    """The page's event function: (image, question, method, ratio) -> page outputs. Never raises."""
+
+    def compare(image: Any, question: str, method: str, ratio: float):
+        try:
+            c = engine.compare(image, question, method, ratio)
+        except InputError as err:
+            return f"**Problem:** {err}", "", "", "", [], ""
+        except Exception as err:  # a page must answer, whatever broke; the log keeps the traceback
+            log.exception("demo request failed")
+            return f"**Problem:** something went wrong: {type(err).__name__}: {err}", "", "", "", [], ""
+        gallery = [(v.image, f"{v.name}: {v.kept} / {v.original} tokens") for v in c.views]
+        return "**Done.**", c.compressed.answer, c.uncompressed.answer, _stats_markdown(c), gallery, c.legend
+
+    return compare
+
+
+def _header(engine: DemoEngine) -> str:
+    lines = [
+        "# vtcompress: what does visual-token compression keep?",
+        "Upload an image, ask a question, pick a method and a ratio (kept fraction of visual tokens). "
+        "The same model answers twice, without and with compression; below, each view the vision "
+        "tower saw (thumbnail and crops) shows which tokens reached the language model.",
+        "",
+        f"Model: **{engine.name}** on {engine.model.device}.",
+    ]
+    if engine.random_weights:
+        lines += [
+            "",
+            "> **This is the offline tiny model. Its weights are random, so its answers are "
+            "meaningless characters.** Token counts, overlays, timings and FLOPs are real. For real "
+            "answers start the demo with a checkpoint: `vtcompress demo --model "
+            "llava-hf/llava-v1.6-mistral-7b-hf` (or a local directory).",
+        ]
+    return "\n".join(lines)
+
+
+def build_app(engine: DemoEngine, concurrency: int = 4, examples_dir: str | Path | None = None) -> gr.Blocks:
+    """The demo page around ``engine`` (one model shared by every user; calls take turns)."""
+    methods = [m for m in available_methods() if not m.startswith("_")]  # "_name": private/test methods
+    default = DEFAULT_METHOD if DEFAULT_METHOD in methods else methods[0]
+    examples_dir = Path(examples_dir or Path(tempfile.gettempdir()) / "vtcompress-demo-examples")
+    examples = write_examples(examples_dir)
+    handler = make_handler(engine)
+
+    # delete_cache: overlay PNGs of past requests are removed after an hour (long-running servers).
+    with gr.Blocks(title="vtcompress demo", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
+        gr.Markdown(_header(engine), elem_id="header")
+        with gr.Row():
+            with gr.Column(scale=2):
+                image = tolerant_image(
+                    type="filepath",
+                    image_mode=None,
+                    label="Image",
+                    sources=["upload", "clipboard"],
+                    elem_id="image",
+                )
+                question = gr.Textbox(label="Question", lines=2, elem_id="question")
+                with gr.Row():
+                    method = gr.Dropdown(methods, value=default, label="Method", elem_id="method")
+                    ratio = gr.Slider(
+                        0.05,
+                        1.0,
+                        value=DEFAULT_RATIO,
+                        step=0.05,
+                        label="Ratio (kept tokens)",
+                        elem_id="ratio",
+                    )
+                submit = gr.Button("Compare", variant="primary", elem_id="submit")
+                gr.Examples(
+                    [[path, q, default, DEFAULT_RATIO] for path, q in examples],
+                    inputs=[image, question, method, ratio],
+                )
+            with gr.Column(scale=3):
+                message = gr.Markdown(elem_id="message")
+                with gr.Row():
+                    answer_c = gr.Textbox(
+                        label="Answer with compression", lines=3, elem_id="answer-compressed"
+                    )
+                    answer_u = gr.Textbox(label="Answer without compression", lines=3, elem_id="answer-full")
+                stats = gr.Markdown(elem_id="stats")
+                gallery = gr.Gallery(
+                    label="Kept tokens per view", columns=3, height="auto", format="png", elem_id="overlays"
+                )
+                legend = gr.Markdown(elem_id="legend")
+        outputs = [message, answer_c, answer_u, stats, gallery, legend]
+        inputs = [image, question, method, ratio]
+        submit.click(handler, inputs, outputs, api_name="compare", concurrency_limit=concurrency)
+        question.submit(handler, inputs, outputs, api_name=False, concurrency_limit=concurrency)
+    app.queue(max_size=64)
+    app.vtcompress_examples_dir = str(examples_dir)
+    return app
+
+
+def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, block: bool = True) -> str:
+    """Start serving; returns the local URL. ``block=False`` returns at once (tests, notebooks)."""
+    app.launch(
+        server_name=host,
+        server_port=port,
+        prevent_thread_lock=not block,
+        share=False,
+        ssr_mode=False,
+        quiet=not block,
+        show_error=True,
+        max_file_size=MAX_UPLOAD,
+        allowed_paths=[app.vtcompress_examples_dir],
+        footer_links=["api", "settings"],
+    )
+    return app.local_url

@@ -1,0 +1,384 @@
+"""The demo's model side: one LLaVA-NeXT loaded once, asked twice (compressed and not) per request.
+
+Compression hooks belong to the model object, so every generate call runs under one lock: while
+a compressed run holds the hooks, no other request may run uncompressed on the same model.
+Checking the input, drawing overlays and formatting happen outside the lock.
+
+No gradio here: :class:`DemoEngine` is usable (and tested) on its own.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ...api import compressed, get_handle
+from ...flops import decoder_prefill_flops
+from ...layout import AnyResLayout
+from ...registry import available_methods, make_config
+from ...stats import CompressionStats, ImageStats
+from . import overlay
+
+
+class InputError(ValueError):
+    """Bad user input; ``str(err)`` is the message to show on the page."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the demo accepts. Extreme aspect ratios break LLaVA-NeXT's own unpadding."""
+
+    min_side: int = 28  # two 14-px patches
+    max_pixels: int = 36_000_000
+    max_aspect: float = 20.0
+    max_question_chars: int = 2000
+
+
+@dataclass
+class RunResult:
+    """One generate call. prompt_tokens: length of the prompt the language model saw."""
+
+    answer: str
+    prompt_tokens: int
+    new_tokens: int
+    first_token_seconds: float
+    total_seconds: float
+
+
+@dataclass
+class ViewPicture:
+    name: str
+    original: int
+    kept: int
+    image: Image.Image
+
+
+@dataclass
+class Comparison:
+    """Everything the page shows for one question."""
+
+    method: str
+    ratio: float
+    image_size: tuple[int, int]  # (height, width)
+    compressed: RunResult
+    uncompressed: RunResult
+    tokens_before: int
+    tokens_after: int
+    newlines_before: int
+    newlines_after: int
+    compress_seconds: float
+    flops_before: float
+    flops_after: float
+    views: list[ViewPicture] = field(default_factory=list)
+    legend: str = ""
+    note: str = ""
+
+    @property
+    def flops_saved(self) -> float:
+        return self.flops_before - self.flops_after
+
+
+class _FirstTokenTimer:
+    """generate() streamer: the first ``put`` is the prompt, the second the first new token."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.first_token: float | None = None
+        self.prompt_tokens = 0
+        self.calls = 0
+
+    def put(self, value: torch.Tensor) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            self.prompt_tokens = int(value.shape[-1])
+        elif self.first_token is None:
+            self.first_token = time.perf_counter() - self.start
+
+    def end(self) -> None:
+        pass
+
+
+def _printable(text: str) -> str:
+    # A model with random weights emits arbitrary bytes; keep the page readable.
+    return "".join(ch if ch.isprintable() or ch in "\n\t" else "\ufffd" for ch in text).strip()
+
+
+class DemoEngine:
+    """A LLaVA-NeXT model and processor shared by every request of the demo.
+
+    Args:
+        model: an uncompressed ``LlavaNextForConditionalGeneration`` (eval mode).
+        processor: its ``LlavaNextProcessor``.
+        name: shown on the page.
+        random_weights: True for the offline tiny model (the page says its answers mean nothing).
+        max_new_tokens: answer length limit.
+        limits: accepted images and questions.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        name: str = "model",
+        random_weights: bool = False,
+        max_new_tokens: int = 48,
+        limits: Limits | None = None,
+    ) -> None:
+        if get_handle(model) is not None:
+            raise ValueError("DemoEngine needs an uncompressed model (call handle.remove() first)")
+        self.model = model.eval()
+        self.processor = processor
+        self.name = name
+        self.random_weights = random_weights
+        self.max_new_tokens = max_new_tokens
+        self.limits = limits or Limits()
+        self.lock = threading.Lock()
+        cfg = model.config
+        self.view_px = cfg.vision_config.image_size
+        self.patch_px = cfg.vision_config.patch_size
+        self.side = self.view_px // self.patch_px
+        self.pinpoints = cfg.image_grid_pinpoints
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike = "tiny",
+        device: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        **kwargs: Any,
+    ) -> DemoEngine:
+        """Load a LLaVA-NeXT checkpoint: ``"tiny"`` (offline, random weights), a hub id or a path."""
+        from transformers import AutoProcessor, LlavaNextForConditionalGeneration
+
+        from ..llava_next.loader import resolve_model_path
+        from ..llava_next.tiny import is_random_tiny
+
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if dtype is None or dtype == "auto":
+            dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
+        elif isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        path = resolve_model_path(model)
+        try:
+            llava = LlavaNextForConditionalGeneration.from_pretrained(path, dtype=dtype)
+            processor = AutoProcessor.from_pretrained(path)
+        except OSError as err:
+            raise OSError(
+                f"could not load a LLaVA-NeXT checkpoint from {str(model)!r}: {err}\n"
+                "Give a local directory or a hub id reachable from here (e.g. "
+                "llava-hf/llava-v1.6-mistral-7b-hf), or leave --model out for the offline tiny model."
+            ) from err
+        random_weights = Path(path).is_dir() and is_random_tiny(path)
+        name = "tiny LLaVA-NeXT (random weights)" if random_weights else str(model)
+        return cls(llava.to(device), processor, name, random_weights, **kwargs)
+
+    # --- input checks -------------------------------------------------------------------------
+    def load_image(self, image: Image.Image | str | os.PathLike | None) -> Image.Image:
+        """Open and check an uploaded image; raises :class:`InputError` with a message to show."""
+        if image is None or (isinstance(image, str) and not image.strip()):
+            raise InputError("Please upload an image (or pick one of the examples below).")
+        if not isinstance(image, Image.Image):
+            image = self._open(Path(image))
+        self._check_size(image.size)
+        return image.convert("RGB")
+
+    def _open(self, path: Path) -> Image.Image:
+        unreadable = (
+            f"Could not read {path.name!r} as an image. Please upload a PNG, JPEG, WebP, GIF or BMP file."
+        )
+        try:
+            opened = Image.open(path)
+        except Image.DecompressionBombError as err:
+            raise InputError(
+                f"{path.name!r} is far too large to decode safely; please upload an image of at most "
+                f"{self.limits.max_pixels / 1e6:.0f} megapixels."
+            ) from err
+        except (UnidentifiedImageError, OSError) as err:
+            raise InputError(unreadable) from err
+        with opened:
+            self._check_size(opened.size)  # before decoding the pixels
+            try:
+                opened.load()
+                return ImageOps.exif_transpose(opened)
+            except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt file
+                raise InputError(unreadable) from err
+
+    def _check_size(self, size: tuple[int, int]) -> None:
+        w, h = size
+        lim = self.limits
+        if min(w, h) < lim.min_side:
+            raise InputError(
+                f"The image is {w}x{h} px, too small: the demo needs at least {lim.min_side} px on each "
+                f"side (the vision encoder reads {self.patch_px}-px patches)."
+            )
+        if w * h > lim.max_pixels:
+            raise InputError(
+                f"The image is {w}x{h} px ({w * h / 1e6:.1f} megapixels); the demo accepts up to "
+                f"{lim.max_pixels / 1e6:.0f} megapixels. Please downscale it (the model sees at most "
+                f"a few crops of {self.view_px} px anyway)."
+            )
+        if max(w, h) / min(w, h) > lim.max_aspect:
+            raise InputError(
+                f"The image is {w}x{h} px, an aspect ratio above {lim.max_aspect:g}:1 that LLaVA-NeXT "
+                "cannot tile. Please crop it to a less extreme shape."
+            )
+
+    def check_question(self, question: str | None) -> str:
+        question = (question or "").strip()
+        if not question:
+            raise InputError("Please type a question about the image.")
+        if len(question) > self.limits.max_question_chars:
+            raise InputError(
+                f"The question has {len(question)} characters; please keep it under "
+                f"{self.limits.max_question_chars}."
+            )
+        return question
+
+    def check_method(self, method: str | None, ratio: Any) -> tuple[str, float]:
+        methods = available_methods()
+        if method not in methods:
+            raise InputError(f"Unknown method {method!r}; choose one of: {', '.join(methods)}.")
+        try:
+            ratio = float(ratio)
+            make_config(method, ratio=ratio)
+        except (TypeError, ValueError) as err:
+            raise InputError(f"Invalid setting: {err}") from err
+        return method, ratio
+
+    # --- running ------------------------------------------------------------------------------
+    def prompt(self, question: str) -> str:
+        conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        if getattr(self.processor, "chat_template", None):
+            return self.processor.apply_chat_template(conversation, add_generation_prompt=True)
+        return f"USER: <image>\n{question} ASSISTANT:"
+
+    def _generate(self, inputs: dict[str, Any]) -> RunResult:
+        timer = _FirstTokenTimer()
+        with torch.inference_mode():
+            out = self.model.generate(
+                **inputs, max_new_tokens=self.max_new_tokens, do_sample=False, streamer=timer
+            )
+        total = time.perf_counter() - timer.start
+        new = out[0, inputs["input_ids"].shape[1] :]
+        answer = _printable(self.processor.tokenizer.decode(new, skip_special_tokens=True))
+        first = timer.first_token if timer.first_token is not None else total
+        return RunResult(answer or "(empty answer)", timer.prompt_tokens, int(new.numel()), first, total)
+
+    def compare(
+        self, image: Image.Image | str | os.PathLike | None, question: str | None, method: str, ratio: Any
+    ) -> Comparison:
+        """Answer ``question`` about ``image`` without and with compression.
+
+        Raises :class:`InputError` (message for the user) on bad input.
+        """
+        image = self.load_image(image)
+        question = self.check_question(question)
+        method, ratio = self.check_method(method, ratio)
+        inputs = self.processor(images=image, text=self.prompt(question), return_tensors="pt")
+        inputs = inputs.to(self.model.device)
+        if torch.is_floating_point(inputs["pixel_values"]):
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        with self.lock:
+            full = self._generate(inputs)
+            with compressed(self.model, method, ratio=ratio) as handle:
+                small = self._generate(inputs)
+                stats = handle.last_stats
+        return self._comparison(image, inputs, method, ratio, full, small, stats)
+
+    # --- presentation -------------------------------------------------------------------------
+    def _layout(self, image_size: tuple[int, int], num_views: int) -> AnyResLayout:
+        if num_views == 1:
+            return AnyResLayout.single_view(self.side)
+        return AnyResLayout.for_image(image_size, self.pinpoints, self.view_px, self.patch_px)
+
+    def _view_pixels(self, pixel_values: torch.Tensor) -> list[np.ndarray]:
+        ip = self.processor.image_processor
+        views = pixel_values.float().cpu().numpy()
+        if not getattr(ip, "do_normalize", True):
+            return [np.clip(v.transpose(1, 2, 0) / ip.rescale_factor, 0, 255).astype(np.uint8) for v in views]
+        return [overlay.unnormalize(v, ip.image_mean, ip.image_std, ip.rescale_factor) for v in views]
+
+    def _comparison(
+        self,
+        image: Image.Image,
+        inputs: Any,
+        method: str,
+        ratio: float,
+        full: RunResult,
+        small: RunResult,
+        stats: CompressionStats | None,
+    ) -> Comparison:
+        image_size = (image.height, image.width)
+        pixel_values = inputs["pixel_values"][0]
+        layout = self._layout(image_size, pixel_values.shape[0])
+        pixel_values = pixel_values[: layout.num_views]
+        im: ImageStats | None = stats.images[0] if stats is not None and stats.images else None
+        valid = [None] + (
+            [m.view(self.side, self.side).numpy() for m in layout.crop_valid_mask()]
+            if layout.has_crops
+            else []
+        )
+        names = ["thumbnail"] + [
+            f"crop {j // layout.cols},{j % layout.cols}" for j in range(layout.num_views - 1)
+        ]
+        counts = layout.view_counts()
+        views, has_sizes, has_sources = [], False, False
+        for v, pixels in enumerate(self._view_pixels(pixel_values)):
+            if im is not None:
+                vs = im.views[v]
+                kept, sizes, sources = vs.positions, vs.sizes, vs.sources
+            else:  # compression off (ratio 1.0): every valid token stays
+                ok = np.ones((self.side, self.side), bool) if valid[v] is None else valid[v]
+                kept, sizes, sources = [tuple(p) for p in np.argwhere(ok).tolist()], None, None
+            has_sizes |= sizes is not None
+            has_sources |= sources is not None
+            picture = overlay.render_view(pixels, self.side, kept, valid[v], sizes, sources)
+            views.append(ViewPicture(names[v], counts[v], len(kept), picture))
+
+        before = layout.num_tokens()
+        newlines = layout.num_newlines("unpadded")
+        sample = stats.samples[0] if stats is not None and stats.samples else None
+        text_cfg = self.model.config.text_config
+        flops_before = (
+            sample.prefill_flops_before if sample else decoder_prefill_flops(text_cfg, full.prompt_tokens)
+        )
+        flops_after = sample.prefill_flops_after if sample else flops_before
+        note = ""
+        if im is None:
+            note = "Ratio 1.0 switches compression off: both runs are the same model, token for token."
+        elif im.note:
+            note = im.note
+        return Comparison(
+            method=method,
+            ratio=ratio,
+            image_size=image_size,
+            compressed=small,
+            uncompressed=full,
+            tokens_before=before,
+            tokens_after=im.tokens_after if im else before,
+            newlines_before=newlines,
+            newlines_after=im.newlines_after if im else newlines,
+            compress_seconds=stats.compress_seconds if stats else 0.0,
+            flops_before=flops_before,
+            flops_after=flops_after,
+            views=views,
+            legend=overlay.legend(has_sizes, has_sources),
+            note=note,
+        )
+
+
+def format_flops(flops: float) -> str:
+    if flops <= 0 or not math.isfinite(flops):
+        return "0 FLOPs"
+    exp = min(int(math.log10(flops) // 3), 5)
+    unit = ["", "k", "M", "G", "T", "P"][exp]
+    return f"{flops / 10 ** (3 * exp):.3g} {unit}FLOPs"
