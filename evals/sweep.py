@@ -212,6 +212,8 @@ def write_table(rows: list[Row], out: Path) -> None:
 
 def plot(rows: list[Row], out: Path) -> list[Path]:
     """score vs ratio and score vs prefill FLOPs, one panel per task, one line per method."""
+    if not rows:
+        return []
     import matplotlib
 
     matplotlib.use("Agg")
