@@ -6,7 +6,7 @@
 #
 # Separate from the main test venv because lmms-eval needs torchvision, and torchvision must match
 # torch exactly (evals/constraints-eval.txt): on x86_64 this takes torch 2.14.1 + torchvision 0.29.1.
-# Measured on the 2-core CI machine with no pip cache: 2.5 to 3.7 minutes (the machine's load
+# Measured on the 2-core CI machine with no pip cache: 2.6 to 3.8 minutes (the machine's load
 # decides), 7.0 GB in VENV_DIR (torch 2.14.1 is a CUDA build; most of it is CUDA libraries).
 # A VENV_DIR that already imports lmms-eval only gets this checkout's vtcompress re-linked (seconds).
 set -euo pipefail
