@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
-# Install vtcompress with its test dependencies into ./.venv (created if missing), then run the
-# whole test suite. Extra pytest arguments are passed through: bash scripts/test.sh -k globalcom2
+# Install vtcompress with everything its tests use into ./.venv (created if missing), then run
+# the whole test suite. Extra pytest arguments are passed through: bash scripts/test.sh -k globalcom2
+#
+# - torch: the CPU build 2.13.0 (any torch >= 2.4 works; this one installs without CUDA libraries).
+# - extras dev (pytest, ruff, playwright), demo (gradio), kernels (triton: its kernels are tested
+#   on the CPU in Triton's interpreter).
+# - Debian's chromium for the demo's browser test, installed when running as root with apt-get;
+#   elsewhere that test skips and says so.
+# - The lmms-eval tests need their own environment (lmms-eval needs torchvision, which must match
+#   torch exactly): .ci/eval-setup.sh builds .venv-eval, and those tests run there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
-# The CPU build of torch first, so that no CUDA build is pulled in by the dependencies.
-python -m pip install -q "torch==2.13.0" || python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
-python -m pip install -q -e ".[dev]"
+python -m pip install -q "torch==2.13.0"
+python -m pip install -q -e ".[dev,demo,kernels]"
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+        || echo "note: could not install chromium; the browser test will skip"
+fi
 python -m pytest "$@"
