@@ -8,6 +8,11 @@ floating-point tolerance, same indices except between tied scores):
 - every tensor argument is on a CUDA device (or, with ``TRITON_INTERPRET=1`` set before triton was
   imported, on the CPU: Triton's interpreter, for debugging and tests);
 - every floating-point input is float32, bfloat16 or float16 (others, e.g. float64, use the reference);
+- on a GPU, the inputs are half precision (bfloat16, float16): on an H200 the Triton kernels ran
+  5-7x faster than the naive torch path in bfloat16 but 4-5x slower in float32 (they compute
+  exact float32 products, no TF32, while cuBLAS is faster there), so float32 CUDA tensors take the
+  chunked reference, which matched the naive time at a fraction of its memory
+  (evals/results/h200_bench_kernels_cuda.txt);
 - no input needs a gradient (the kernels have no backward);
 - ``k <= MAX_TOPK`` (16) for :func:`cosine_topk`;
 - ``triton`` imports (``pip install "vtcompress[kernels]"``).
@@ -108,6 +113,8 @@ def backend_for(*tensors: Tensor | None, k: int | None = None) -> str:
         return "reference"
     if len({t.device for t in present}) != 1:
         return "reference"  # let torch raise its usual device-mismatch error
+    if any(t.is_cuda and t.dtype == torch.float32 for t in present):
+        return "reference"  # measured faster on GPUs (module docstring)
     if not triton_available():
         _warn_missing_triton()
         return "reference"
