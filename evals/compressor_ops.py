@@ -133,7 +133,9 @@ def image_tokens(name: str, ratio: float, wrap) -> tuple[ImageTokens, object, to
     """A 672x672 image's ImageTokens (5 views, 7B width) for ``name``, tensors passed through ``wrap``."""
     spec = get_method(name)
     config = spec.config_cls(ratio=ratio)
-    layout = AnyResLayout.for_image((672, 672), [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]])
+    layout = AnyResLayout.for_image(
+        (672, 672), [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+    )
     gen = torch.Generator().manual_seed(0)
     views, n, d, heads, dh, width, depth = layout.num_views, layout.view_tokens, 4096, 16, 64, 1024, 24
     score_layer = depth - 2  # hidden state -2 feeds LLaVA: scored by layer 22's [CLS] query
@@ -187,9 +189,7 @@ def cuda_counts(name: str, ratio: float, repeats: int = 20) -> dict:
         run_image(name, tokens, config, newline)
         torch.cuda.synchronize()
     kinds = collections.Counter(e.device_type for e in prof.events())
-    kernels = sum(
-        1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
-    )
+    kernels = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
     torch.cuda.set_sync_debug_mode("warn")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -215,7 +215,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     methods = [m for m in args.methods.split(",") if m]
-    print(f"one 672x672 image = 5 views x 576 tokens, D=4096 bf16, ratio {args.ratio}; torch {torch.__version__}")
+    print(
+        f"one 672x672 image = 5 views x 576 tokens, D=4096 bf16, ratio {args.ratio}; torch {torch.__version__}"
+    )
     with force_reference():
         if args.cuda:
             print(f"device: {torch.cuda.get_device_name()}")
@@ -226,7 +228,9 @@ def main() -> None:
                 print(f"| {name} | {c['kernels']} | {c['syncs']} | {c['ms']:.3f} |")
             return
         print("device: emulated accelerator on CPU (counts, not times)")
-        print("| method | device ops | syncs | h2d | host ops | profiler aten ops (all CPU) | top device ops |")
+        print(
+            "| method | device ops | syncs | h2d | host ops | profiler aten ops (all CPU) | top device ops |"
+        )
         print("|---|---|---|---|---|---|---|")
         for name in methods:
             try:
