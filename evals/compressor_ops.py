@@ -188,7 +188,6 @@ def cuda_counts(name: str, ratio: float, repeats: int = 20) -> dict:
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         run_image(name, tokens, config, newline)
         torch.cuda.synchronize()
-    kinds = collections.Counter(e.device_type for e in prof.events())
     kernels = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
     torch.cuda.set_sync_debug_mode("warn")
     with warnings.catch_warnings(record=True) as caught:
@@ -203,7 +202,6 @@ def cuda_counts(name: str, ratio: float, repeats: int = 20) -> dict:
         run_image(name, tokens, config, newline)
         torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    del kinds
     return dict(kernels=kernels, syncs=syncs, ms=1e3 * statistics.median(times))
 
 
