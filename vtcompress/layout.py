@@ -9,6 +9,7 @@ with one ``image_newline`` after each row.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -91,21 +92,12 @@ class AnyResLayout:
         return (self.valid_rows[1] - self.valid_rows[0], self.valid_cols[1] - self.valid_cols[0])
 
     def crop_valid_mask(self, device: torch.device | str | None = None) -> Tensor:
-        """[rows*cols, side*side] bool: which tokens of each crop survive unpadding."""
-        s = self.side
-        r = torch.arange(self.rows * s, device=device)
-        c = torch.arange(self.cols * s, device=device)
-        full = ((r >= self.valid_rows[0]) & (r < self.valid_rows[1]))[:, None] & (
-            (c >= self.valid_cols[0]) & (c < self.valid_cols[1])
-        )[None, :]
-        # [rows*s, cols*s] -> [rows, s, cols, s] -> [rows, cols, s, s]
-        return full.view(self.rows, s, self.cols, s).permute(0, 2, 1, 3).reshape(self.rows * self.cols, s * s)
+        """[rows*cols, side*side] bool: which tokens of each crop survive unpadding (a fresh copy)."""
+        return _crop_valid_mask(self).to(device, copy=True)
 
     def view_counts(self) -> list[int]:
         """Tokens per view that the uncompressed model sees (no newlines)."""
-        if not self.has_crops:
-            return [self.view_tokens]
-        return [self.view_tokens, *self.crop_valid_mask().sum(1).tolist()]
+        return list(_view_counts(self))
 
     def num_tokens(self) -> int:
         """Visual tokens of the uncompressed image, newlines excluded."""
@@ -126,6 +118,69 @@ class AnyResLayout:
         crop = view - 1
         cr, cc = divmod(crop, self.cols)
         return cr * self.side + index // self.side, cc * self.side + index % self.side
+
+
+# Cached tensors are built outside inference mode: an inference tensor could not be used later
+# in a computation that autograd records.
+@functools.lru_cache(maxsize=256)
+@torch.inference_mode(False)
+def _crop_valid_mask(layout: AnyResLayout) -> Tensor:
+    """CPU [rows*cols, side*side] bool mask, computed once per layout (callers copy it)."""
+    s = layout.side
+    r = torch.arange(layout.rows * s)
+    c = torch.arange(layout.cols * s)
+    full = ((r >= layout.valid_rows[0]) & (r < layout.valid_rows[1]))[:, None] & (
+        (c >= layout.valid_cols[0]) & (c < layout.valid_cols[1])
+    )[None, :]
+    # [rows*s, cols*s] -> [rows, s, cols, s] -> [rows, cols, s, s]
+    return (
+        full.view(layout.rows, s, layout.cols, s)
+        .permute(0, 2, 1, 3)
+        .reshape(layout.rows * layout.cols, s * s)
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _view_counts(layout: AnyResLayout) -> tuple[int, ...]:
+    if not layout.has_crops:
+        return (layout.view_tokens,)
+    return (layout.view_tokens, *_crop_valid_mask(layout).sum(1).tolist())
+
+
+def _cached(fn, layout):
+    """``fn(layout)`` through its per-layout cache when the layout is hashable (frozen dataclasses)."""
+    try:
+        return fn(layout)
+    except TypeError:  # unhashable layout type: compute afresh
+        return fn.__wrapped__(layout)
+
+
+@functools.lru_cache(maxsize=256)
+@torch.inference_mode(False)
+def _view_positions(layout) -> tuple[Tensor, ...]:
+    out = [torch.arange(layout.view_tokens)]
+    if layout.has_crops:
+        valid = layout.crop_valid_mask()
+        out += [valid[j].nonzero().squeeze(1) for j in range(valid.shape[0])]
+    return tuple(out)
+
+
+def view_positions(layout) -> list[Tensor]:
+    """Per view, CPU long positions of the tokens that exist after unpadding (raster order).
+
+    Cached per layout: treat the tensors as read-only. Works for any layout with ``view_tokens``,
+    ``has_crops`` and ``crop_valid_mask`` (AnyResLayout, DocOwl's layout).
+    """
+    return list(_cached(_view_positions, layout))
+
+
+def _grid_keys(layout: AnyResLayout, views: Tensor, index: Tensor, width: int) -> Tensor:
+    """Raster keys ``row * (width + 1) + col`` in the full crop grid of token ``index`` of crop
+    ``views`` (>= 1), both long CPU tensors of the same length."""
+    crop = views - 1
+    row = (crop // layout.cols) * layout.side + index // layout.side
+    col = (crop % layout.cols) * layout.side + index % layout.side
+    return row * (width + 1) + col
 
 
 def pack_views(
@@ -152,23 +207,38 @@ def pack_views(
             return thumb
         return torch.cat([thumb, newline[None].to(thumb)], dim=0)
 
+    # The order is worked out on the CPU from the (small) positions; the features then move
+    # once: one cat of every kept row (newline last) and one gather in packing order.
     dtype, device = thumb.dtype, thumb.device
     width = layout.cols * layout.side
-    keys, feats = [], []
-    for view in range(1, layout.num_views):
-        r, c = layout.full_grid_position(view, positions[view].to(device))
-        keys.append(r * (width + 1) + c)
-        feats.append(features[view])
-    crop_keys = torch.cat(keys) if keys else torch.empty(0, dtype=torch.long, device=device)
-    crop_feats = torch.cat(feats) if feats else thumb.new_zeros(0, thumb.shape[-1])
+    pos = _to_cpu(positions)
+    counts = [len(p) for p in pos]
+    crop_index = torch.cat(pos[1:]) if len(pos) > 1 else torch.empty(0, dtype=torch.long)
+    crop_views = torch.repeat_interleave(
+        torch.arange(1, len(pos)), torch.tensor(counts[1:], dtype=torch.long)
+    )
+    crop_keys = _grid_keys(layout, crop_views, crop_index.long(), width)
+    rows_out = torch.arange(counts[0], len(crop_keys) + counts[0])  # rows in the cat of features
+    rows = []
+    table = list(features)
     if newline is not None and policy != "none":
         rows = (
-            torch.arange(*layout.valid_rows, device=device)
+            torch.arange(*layout.valid_rows)
             if policy == "unpadded"
-            else torch.arange(layout.rows * layout.side, device=device)
+            else torch.arange(layout.rows * layout.side)
         )
-        # A row's newline sorts after every token of that row.
+        # A row's newline sorts after every token of that row; every newline reads the last row.
         crop_keys = torch.cat([crop_keys, rows * (width + 1) + width])
-        crop_feats = torch.cat([crop_feats, newline.to(device, dtype)[None].expand(len(rows), -1)])
+        rows_out = torch.cat([rows_out, torch.full((len(rows),), sum(counts), dtype=torch.long)])
+        table.append(newline.to(device, dtype)[None])
     order = torch.argsort(crop_keys, stable=True)
-    return torch.cat([thumb, crop_feats[order]], dim=0)
+    index = torch.cat([torch.arange(counts[0]), rows_out[order]])
+    return torch.cat(table, dim=0).index_select(0, index.to(device))
+
+
+def _to_cpu(positions: list[Tensor]) -> list[Tensor]:
+    """The positions on the CPU, with at most one device -> host copy for all views."""
+    if all(p.device.type == "cpu" for p in positions):
+        return list(positions)
+    flat = torch.cat([p.reshape(-1).long() for p in positions]).cpu()
+    return list(flat.split([p.numel() for p in positions]))

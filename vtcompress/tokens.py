@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .layout import AnyResLayout
+from .layout import AnyResLayout, view_positions
 
 
 @dataclass
@@ -63,7 +63,9 @@ class ViewOutput:
     """Kept (or merged) tokens of one view.
 
     positions: long [k] positions in the view's side x side grid; for a merged token, the
-        position that stands for it (its first source patch in raster order).
+        position that stands for it (its first source patch in raster order). May live on the
+        CPU while ``features`` live on the accelerator (selection methods work out positions on
+        the CPU so that reading them costs no device sync).
     features: [k, D].
     sizes: optional long [k], how many original patches each token holds (merging methods).
     sources: optional long [k, N]-free form: list of source position tensors per token, for display.
@@ -87,15 +89,25 @@ class ViewOutput:
         return int(self.positions.numel())
 
 
+def select_views(features: Tensor, positions: list[Tensor]) -> list[ViewOutput]:
+    """Keep ``features[v, positions[v]]`` of every view with one gather.
+
+    Args:
+        features: [V, N, D]; positions: per view, long [k_v] CPU positions (kept as given).
+    Returns:
+        one ViewOutput per view; its features are rows of one [sum k_v, D] gather (one host ->
+        device copy of the index, one index_select over the flattened [V*N, D] features).
+    """
+    v, n, d = features.shape
+    flat = torch.cat([p.long() + i * n for i, p in enumerate(positions)])
+    rows = features.reshape(v * n, d).index_select(0, flat.to(features.device))
+    chunks = rows.split([len(p) for p in positions])
+    return [ViewOutput(positions=p, features=f) for p, f in zip(positions, chunks)]
+
+
 def keep_all(tokens: ImageTokens) -> list[ViewOutput]:
     """Every valid token of every view, in stock order (what ratio 1.0 means)."""
-    outs = [
-        ViewOutput.select(
-            tokens.features[0], torch.arange(tokens.features.shape[1], device=tokens.features.device)
-        )
-    ]
+    positions = [torch.arange(tokens.features.shape[1])]
     if tokens.layout.has_crops:
-        valid = tokens.layout.crop_valid_mask(tokens.features.device)
-        for v in range(1, tokens.num_views):
-            outs.append(ViewOutput.select(tokens.features[v], valid[v - 1].nonzero().squeeze(1)))
-    return outs
+        positions += [p.clone() for p in view_positions(tokens.layout)[1 : tokens.num_views]]
+    return select_views(tokens.features, positions)

@@ -20,18 +20,20 @@ from torch import Tensor
 
 from ..budget import keep_count, split_budget
 from ..config import CompressionConfig
+from ..layout import view_positions
 from ..registry import register_method
 from ..scores import cls_patch_attention
-from ..tokens import ImageTokens, ViewOutput
+from ..tokens import ImageTokens, ViewOutput, select_views
 
 
 def view_valid_positions(tokens: ImageTokens) -> list[Tensor]:
-    """Per view, long positions of the tokens that exist after unpadding (raster order)."""
-    n, device = tokens.features.shape[1], tokens.features.device
-    out = [torch.arange(n, device=device)]
+    """Per view, long CPU positions of the tokens that exist after unpadding (raster order).
+
+    Cached per layout (read-only tensors); the thumbnail spans ``features.shape[1]`` tokens.
+    """
+    out = [torch.arange(tokens.features.shape[1])]
     if tokens.layout.has_crops:
-        valid = tokens.layout.crop_valid_mask(device)
-        out += [valid[j].nonzero().squeeze(1) for j in range(valid.shape[0])]
+        out += view_positions(tokens.layout)[1 : tokens.num_views]
     return out
 
 
@@ -64,13 +66,11 @@ class FasterVLMConfig(CompressionConfig):
 @register_method("random", RandomConfig, "seeded random drop (baseline)")
 def random_drop(tokens: ImageTokens, config: RandomConfig) -> list[ViewOutput]:
     gen = torch.Generator().manual_seed(config.seed)
-    outs = []
-    for v, (pos, k) in enumerate(
-        zip(view_valid_positions(tokens), uniform_view_budgets(tokens, config.ratio))
-    ):
-        pick = torch.randperm(len(pos), generator=gen)[:k].to(pos.device)
-        outs.append(ViewOutput.select(tokens.features[v], pos[pick].sort().values))
-    return outs
+    positions = []
+    for pos, k in zip(view_valid_positions(tokens), uniform_view_budgets(tokens, config.ratio)):
+        pick = torch.randperm(len(pos), generator=gen)[:k]
+        positions.append(pos[pick].sort().values)
+    return select_views(tokens.features, positions)
 
 
 def evenly_spaced(n: int, k: int, device: torch.device | None = None) -> Tensor:
@@ -80,21 +80,20 @@ def evenly_spaced(n: int, k: int, device: torch.device | None = None) -> Tensor:
 
 @register_method("uniform", UniformConfig, "evenly spaced spatial subsampling (baseline)")
 def uniform(tokens: ImageTokens, config: UniformConfig) -> list[ViewOutput]:
-    outs = []
-    for v, (pos, k) in enumerate(
-        zip(view_valid_positions(tokens), uniform_view_budgets(tokens, config.ratio))
-    ):
-        outs.append(ViewOutput.select(tokens.features[v], pos[evenly_spaced(len(pos), k, pos.device)]))
-    return outs
+    positions = [
+        pos[evenly_spaced(len(pos), k)]
+        for pos, k in zip(view_valid_positions(tokens), uniform_view_budgets(tokens, config.ratio))
+    ]
+    return select_views(tokens.features, positions)
 
 
 @register_method("fastervlm", FasterVLMConfig, "per-view [CLS] attention top-k (FasterVLM-style baseline)")
 def fastervlm(tokens: ImageTokens, config: FasterVLMConfig) -> list[ViewOutput]:
-    attn = cls_patch_attention(tokens, tokens.score_layer)  # [V, N]
-    outs = []
+    attn = cls_patch_attention(tokens, tokens.score_layer).cpu()  # [V, N]: the one device sync
+    positions = []
     for v, (pos, k) in enumerate(
         zip(view_valid_positions(tokens), uniform_view_budgets(tokens, config.ratio))
     ):
         top = torch.topk(attn[v, pos], k).indices
-        outs.append(ViewOutput.select(tokens.features[v], pos[top].sort().values))
-    return outs
+        positions.append(pos[top].sort().values)
+    return select_views(tokens.features, positions)

@@ -45,7 +45,7 @@ from ..config import CompressionConfig, check_choice
 from ..layout import NEWLINE_POLICIES, AnyResLayout
 from ..registry import register_method
 from ..scores import cls_patch_logits
-from ..tokens import ImageTokens, ViewOutput
+from ..tokens import ImageTokens, ViewOutput, select_views
 
 
 @dataclass
@@ -164,14 +164,14 @@ def top_positions(scores: Tensor, k: int, spatial: bool = True) -> Tensor:
 def globalcom2(tokens: ImageTokens, config: GlobalCom2Config) -> list[ViewOutput]:
     """Compress one anyres image. Returns one ViewOutput per view (thumbnail first)."""
     layout, feats = tokens.layout, tokens.features
-    scores = token_scores(tokens, config.score)  # [V, N]
+    # The [V, N] scores come to the CPU once (the only device sync); every choice below is made
+    # there on small tensors, and the kept features move in one gather (select_views).
+    scores = token_scores(tokens, config.score).cpu()  # [V, N]
     r = config.ratio
     thumb_k = keep_count(layout.view_tokens, r)
-    outs = [
-        ViewOutput.select(feats[0], top_positions(scores[0], thumb_k, config.thumbnail_order == "spatial"))
-    ]
+    positions = [top_positions(scores[0], thumb_k, config.thumbnail_order == "spatial")]
     if not layout.has_crops:
-        return outs
+        return select_views(feats[:1], positions)
     thumb_map = scores[0].view(view_grid(layout))
     ratios = crop_ratios(
         thumb_map, layout.rows, layout.cols, r, config.temperature, config.region_aggregation
@@ -184,6 +184,6 @@ def globalcom2(tokens: ImageTokens, config: GlobalCom2Config) -> list[ViewOutput
         crop_total = keep_count(layout.num_tokens(), r) - thumb_k
         sigma_weight = ratios / r  # 1 + sigma_j - 1/n, possibly clipped: the paper's relative allocation
         budgets = split_budget(crop_total, counts.double() * sigma_weight.double(), counts)
-    for j, k in enumerate(budgets):
-        outs.append(ViewOutput.select(feats[j + 1], top_positions(combined[j], min(k, int(counts[j])))))
-    return outs
+    for j, (k, n) in enumerate(zip(budgets, counts.tolist())):
+        positions.append(top_positions(combined[j], min(k, n)))
+    return select_views(feats, positions)
