@@ -19,12 +19,30 @@ import torch
 def build(device: str, dtype: torch.dtype, layers: int):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
 
-    vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                              image_size=336, patch_size=14, projection_dim=768)
-    text = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=layers, num_attention_heads=32,
-                       num_key_value_heads=32, vocab_size=32064, max_position_embeddings=8192)
-    cfg = LlavaNextConfig(vision_config=vision, text_config=text, image_token_index=32000,
-                          image_grid_pinpoints=[[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]])
+    vision = CLIPVisionConfig(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        image_size=336,
+        patch_size=14,
+        projection_dim=768,
+    )
+    text = LlamaConfig(
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=layers,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        vocab_size=32064,
+        max_position_embeddings=8192,
+    )
+    cfg = LlavaNextConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=32000,
+        image_grid_pinpoints=[[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]],
+    )
     cfg._attn_implementation = "sdpa"
     with torch.device(device):
         model = LlavaNextForConditionalGeneration(cfg)
@@ -50,10 +68,13 @@ def main() -> None:
     n_img = layout.num_tokens() + layout.num_newlines()
     prompt = 40
     ids = torch.randint(0, 32000, (1, prompt + n_img), device=args.device)
-    ids[0, 5:5 + n_img] = 32000
-    inputs = dict(input_ids=ids, attention_mask=torch.ones_like(ids),
-                  pixel_values=torch.randn(1, 5, 3, 336, 336, device=args.device, dtype=dtype),
-                  image_sizes=torch.tensor([[672, 672]], device=args.device))
+    ids[0, 5 : 5 + n_img] = 32000
+    inputs = dict(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        pixel_values=torch.randn(1, 5, 3, 336, 336, device=args.device, dtype=dtype),
+        image_sizes=torch.tensor([[672, 672]], device=args.device),
+    )
     lm = model.model.language_model
     stamps: dict[str, float] = {}
 
@@ -83,13 +104,21 @@ def main() -> None:
                 out.append((time.perf_counter() - t0, stamps["lm1"] - stamps["lm0"]))
         return statistics.median(o[0] for o in out), statistics.median(o[1] for o in out)
 
-    name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
-    print(f"device: {name}; torch {torch.__version__}; dtype {dtype}; decoder 4096x{args.layers} layers "
-          f"(FLOPs counted for these layers); CLIP-L/14-336 24 layers; image 672x672 = {layout.num_tokens()} visual tokens")
+    name = (
+        torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
+    )
+    print(
+        f"device: {name}; torch {torch.__version__}; dtype {dtype}; decoder 4096x{args.layers} layers "
+        f"(FLOPs counted for these layers); CLIP-L/14-336 24 layers; image 672x672 = {layout.num_tokens()} visual tokens"
+    )
     base_total, base_lm = measure()
     base_len = ids.shape[1]
-    print(f"uncompressed: prefill total {base_total * 1e3:.1f} ms, decoder {base_lm * 1e3:.1f} ms, {base_len} tokens")
-    print("| method | ratio | tokens | decoder time ratio | analytic FLOPs ratio | diff | compressor / vision tower |")
+    print(
+        f"uncompressed: prefill total {base_total * 1e3:.1f} ms, decoder {base_lm * 1e3:.1f} ms, {base_len} tokens"
+    )
+    print(
+        "| method | ratio | tokens | decoder time ratio | analytic FLOPs ratio | diff | compressor / vision tower |"
+    )
     print("|---|---|---|---|---|---|---|")
     for method in args.methods.split(","):
         for r in (float(x) for x in args.ratios.split(",")):
@@ -102,7 +131,9 @@ def main() -> None:
             fr = decoder_prefill_flops(text_cfg, n_after) / decoder_prefill_flops(text_cfg, base_len)
             tr = lm_time / base_lm
             share = st.compress_seconds / st.vision_seconds if st.vision_seconds else float("nan")
-            print(f"| {method} | {r} | {st.tokens_after} | {tr:.3f} | {fr:.3f} | {abs(tr - fr) / fr:+.0%} | {share:.2%} |")
+            print(
+                f"| {method} | {r} | {st.tokens_after} | {tr:.3f} | {fr:.3f} | {abs(tr - fr) / fr:+.0%} | {share:.2%} |"
+            )
             handle.remove()
 
 

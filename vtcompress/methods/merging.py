@@ -42,13 +42,11 @@ from ..merge import (
     MERGE_MODES,
     MergePlan,
     exact_token_schedule,
-    first_source,
     initial_owner,
     merge_owner,
     merge_sizes,
     merge_tokens,
     paper_token_schedule,
-    token_sources,
 )
 from ..tokens import ImageTokens, ViewOutput
 from .baselines import uniform_view_budgets
@@ -179,16 +177,24 @@ def _view_output(features: Tensor, owner: Tensor, positions: Tensor) -> ViewOutp
 
     features: [K, D]; owner: long [n] token index of each valid patch; positions: long [n] the
     grid positions of those patches (ascending). Tokens holding no valid patch are dropped.
+    The bookkeeping (a few hundred integers) runs on the CPU: one copy instead of a GPU launch
+    per token.
     """
     k = features.shape[0]
-    first = first_source(owner[None], k)[0]  # index into positions; n = no valid patch
-    present = (first < owner.shape[0]).nonzero().squeeze(1)
+    owner_cpu, pos_cpu = owner.cpu(), positions.cpu()
+    n = owner_cpu.shape[0]
+    counts = torch.bincount(owner_cpu, minlength=k)
+    first = torch.full((k,), n, dtype=torch.long).scatter_reduce_(0, owner_cpu, torch.arange(n), "amin")
+    present = (counts > 0).nonzero().squeeze(1)
     order = present[torch.argsort(first[present])]
-    groups = token_sources(owner[None], k)[0]
-    sources = [positions[groups[t]] for t in order.tolist()]
-    sizes = torch.tensor([len(s) for s in sources], dtype=torch.long, device=features.device)
+    # positions ascend, so a stable sort by owner keeps each token's sources in raster order
+    groups = torch.split(pos_cpu[torch.argsort(owner_cpu, stable=True)], counts.tolist())
+    sources = [groups[t] for t in order.tolist()]
     return ViewOutput(
-        positions=positions[first[order]], features=features[order], sizes=sizes, sources=sources
+        positions=pos_cpu[first[order]],
+        features=features.index_select(0, order.to(features.device)),
+        sizes=counts[order],
+        sources=sources,
     )
 
 
