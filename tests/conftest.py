@@ -57,3 +57,15 @@ def processor(tiny):
 
 def prompt(question: str = "What is in the image?") -> str:
     return f"USER: <image>\n{question} ASSISTANT:"
+
+
+def inputs_for(processor, sizes, questions=None):
+    """Processor output for images of ``sizes`` ((width, height), image i drawn with seed i)."""
+    images = [make_image(w, h, seed=i) for i, (w, h) in enumerate(sizes)]
+    texts = [prompt(q) for q in (questions or ["What is in the image?"] * len(sizes))]
+    return processor(images=images, text=texts, return_tensors="pt", padding=True)
+
+
+@torch.no_grad()
+def logits(model, inputs):
+    return model(**inputs).logits

@@ -4,22 +4,11 @@ import pytest
 import torch
 
 import vtcompress
-from tests.conftest import IMAGE_SIZES, make_image, prompt
+from tests.conftest import IMAGE_SIZES, inputs_for, logits, make_image, prompt
 from vtcompress.budget import keep_count
 from vtcompress.integrations.llava_next.tiny import PINPOINTS
 from vtcompress.layout import AnyResLayout
 from vtcompress.registry import _METHODS, register_method
-
-
-def inputs_for(processor, sizes, questions=None):
-    images = [make_image(w, h, seed=i) for i, (w, h) in enumerate(sizes)]
-    texts = [prompt(q) for q in (questions or ["What is in the image?"] * len(sizes))]
-    return processor(images=images, text=texts, return_tensors="pt", padding=True)
-
-
-@torch.no_grad()
-def logits(model, inputs):
-    return model(**inputs).logits
 
 
 def test_ratio_one_and_remove_are_bit_identical(model, processor):

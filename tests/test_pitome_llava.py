@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import vtcompress
-from tests.conftest import IMAGE_SIZES, make_image, prompt
+from tests.conftest import IMAGE_SIZES, inputs_for, logits, make_image, prompt
 from vtcompress import PiToMeConfig, ToMeConfig
 from vtcompress.budget import keep_count
 from vtcompress.integrations.llava_next.tiny import PINPOINTS
@@ -24,17 +24,6 @@ CONFIGS = {
     "tome-tower": lambda r: ToMeConfig(ratio=r, placement="tower"),
     "tome-tower-propattn": lambda r: ToMeConfig(ratio=r, placement="tower", proportional_attention=True),
 }
-
-
-def inputs_for(processor, sizes, questions=None):
-    images = [make_image(w, h, seed=i) for i, (w, h) in enumerate(sizes)]
-    texts = [prompt(q) for q in (questions or ["What is in the image?"] * len(sizes))]
-    return processor(images=images, text=texts, return_tensors="pt", padding=True)
-
-
-@torch.no_grad()
-def logits(model, inputs):
-    return model(**inputs).logits
 
 
 def no_hooks_left(model) -> bool:

@@ -8,7 +8,7 @@ import torch
 
 import vtcompress
 from tests._tokencorr_util import blank_page, text_page
-from tests.conftest import IMAGE_SIZES, make_image, prompt
+from tests.conftest import IMAGE_SIZES, logits, make_image, prompt
 from vtcompress.budget import keep_count
 from vtcompress.integrations.llava_next.tiny import PINPOINTS
 from vtcompress.layout import AnyResLayout
@@ -18,11 +18,6 @@ from vtcompress.methods.tokencorr import TokenCorrConfig
 def inputs_for(processor, images, questions=None):
     texts = [prompt(q) for q in (questions or ["What is written here?"] * len(images))]
     return processor(images=images, text=texts, return_tensors="pt", padding=True)
-
-
-@torch.no_grad()
-def logits(model, inputs):
-    return model(**inputs).logits
 
 
 def test_ratio_one_is_bit_identical(model, processor):
