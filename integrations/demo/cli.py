@@ -55,7 +55,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         from .app import build_app, launch
     except ImportError as err:
-        print(f'error: the demo needs gradio: pip install "vtcompress[demo]" ({err})', file=sys.stderr)
+        hint = 'the demo needs gradio: pip install "vtcompress[demo]"'
+        print(
+            f"error: {err}" if "vtcompress[demo]" in str(err) else f"error: {hint} ({err})", file=sys.stderr
+        )
         return 2
     from .engine import DemoEngine
 
