@@ -15,6 +15,7 @@ from .config import CompressionConfig
 from .layout import AnyResLayout
 from .methods.baselines import FasterVLMConfig, RandomConfig, UniformConfig
 from .methods.globalcom2 import GlobalCom2Config
+from .methods.tokencorr import TokenCorrConfig
 from .registry import available_methods, register_method
 from .stats import CompressionStats, ImageStats, ViewStats
 from .tokens import ImageTokens, ViewOutput
@@ -29,6 +30,13 @@ def load_compressed_llava(*args: Any, **kwargs: Any):
     return load(*args, **kwargs)
 
 
+def load_compressed_docowl(*args: Any, **kwargs: Any):
+    """See :func:`vtcompress.integrations.docowl.load_compressed_docowl`."""
+    from .integrations.docowl import load_compressed_docowl as load
+
+    return load(*args, **kwargs)
+
+
 __all__ = [
     "AnyResLayout",
     "CompressionConfig",
@@ -39,6 +47,7 @@ __all__ = [
     "ImageStats",
     "ImageTokens",
     "RandomConfig",
+    "TokenCorrConfig",
     "UniformConfig",
     "ViewOutput",
     "ViewStats",
@@ -46,6 +55,7 @@ __all__ = [
     "compress",
     "compressed",
     "get_handle",
+    "load_compressed_docowl",
     "load_compressed_llava",
     "register_adapter",
     "register_method",

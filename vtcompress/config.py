@@ -45,6 +45,14 @@ class CompressionConfig:
     def validate(self) -> None:
         """Subclasses check their own fields here and raise ValueError naming the fix."""
 
+    @property
+    def is_off(self) -> bool:
+        """True when the method keeps every token, so adapters may skip it (``ratio`` 1.0).
+
+        A method with an option that still compresses at ratio 1.0 overrides this.
+        """
+        return self.ratio >= 1.0
+
     def capture_layers(self, score_layer: int, num_layers: int) -> tuple[set[int], set[int]]:
         """Vision layers whose attention q/k, and hidden-state indices, the method needs.
 

@@ -38,6 +38,11 @@ def register_method(
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
         if name in _METHODS and _METHODS[name].compress is not fn:
             raise ValueError(f"method {name!r} is already registered")
+        owner = config_cls.__dict__.get("method")
+        if owner and owner != name:
+            raise ValueError(
+                f"{config_cls.__name__} already configures method {owner!r}; subclass it for {name!r}"
+            )
         config_cls.method = name
         _METHODS[name] = MethodSpec(name, config_cls, fn, description, tower_patch)
         return fn

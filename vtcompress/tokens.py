@@ -7,6 +7,7 @@ model. Adapters capture the inputs with hooks and splice the outputs back.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -62,12 +63,15 @@ class ViewOutput:
     features: [k, D].
     sizes: optional long [k], how many original patches each token holds (merging methods).
     sources: optional long [k, N]-free form: list of source position tensors per token, for display.
+    info: optional per-view stats a method reports (e.g. ``tokencorr``: density, tokens kept,
+        which were global vs sampled); never needed for packing.
     """
 
     positions: Tensor
     features: Tensor
     sizes: Tensor | None = None
     sources: list[Tensor] | None = None
+    info: dict[str, Any] | None = None
 
     @classmethod
     def select(cls, features: Tensor, index: Tensor) -> ViewOutput:

@@ -67,7 +67,7 @@ class LlavaNextAdapter:
         self.side = mcfg.vision_config.image_size // mcfg.vision_config.patch_size
         # hidden_states[i] is the input of layer i: the layer that consumes the features scores them.
         self.score_layer = min(mcfg.vision_feature_layer % (self.num_layers + 1), self.num_layers - 1)
-        self.off = config.ratio >= 1.0
+        self.off = config.is_off
         self.qk_layers, self.hidden_layers = config.capture_layers(self.score_layer, self.num_layers)
         self.capturing = False
         self.captured_q: dict[int, Tensor] = {}
@@ -255,6 +255,7 @@ class LlavaNextAdapter:
                     out.num_kept,
                     [divmod(p, layout.side) for p in pos],
                     out.sizes.tolist() if out.sizes is not None else None,
+                    dict(out.info) if out.info else {},
                 )
             )
         after = sum(o.num_kept for o in outs)

@@ -1,3 +1,3 @@
 """Built-in compression methods. Each module registers itself on import."""
 
-from . import baselines, globalcom2  # noqa: F401
+from . import baselines, globalcom2, tokencorr  # noqa: F401

@@ -33,6 +33,7 @@ absent from its code.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -94,14 +95,14 @@ def crop_ratios(
     """Per-crop retention ratios r_j from the thumbnail's score map.
 
     Args:
-        thumb_scores: [side, side] thumbnail scores.
+        thumb_scores: [side, side] thumbnail scores ([grid_h, grid_w] for non-square views).
     Returns:
         [rows*cols] float ratios ``min(r (1 + sigma_j - 1/n), 1)``, row-major.
     """
-    side = thumb_scores.shape[0]
-    ph, pw = max(side // rows, 1), max(side // cols, 1)
-    ri = (torch.arange(side, device=thumb_scores.device) // ph).clamp_max(rows - 1)
-    ci = (torch.arange(side, device=thumb_scores.device) // pw).clamp_max(cols - 1)
+    side_h, side_w = thumb_scores.shape
+    ph, pw = max(side_h // rows, 1), max(side_w // cols, 1)
+    ri = (torch.arange(side_h, device=thumb_scores.device) // ph).clamp_max(rows - 1)
+    ci = (torch.arange(side_w, device=thumb_scores.device) // pw).clamp_max(cols - 1)
     region = (ri[:, None] * cols + ci[None, :]).flatten()
     n = rows * cols
     sums = torch.zeros(n, dtype=torch.float32, device=thumb_scores.device).index_add_(
@@ -125,7 +126,8 @@ def crop_scores(
     """
     valid = layout.crop_valid_mask(local.device)
     (top, bottom), (left, right) = layout.valid_rows, layout.valid_cols
-    s, full_h, full_w = layout.side, layout.rows * layout.side, layout.cols * layout.side
+    sh, sw = view_grid(layout)
+    full_h, full_w = layout.rows * sh, layout.cols * sw
     resized = F.interpolate(
         thumb_scores.float()[None, None],
         size=(bottom - top, right - left),
@@ -134,7 +136,7 @@ def crop_scores(
     )[0, 0]
     full = torch.zeros(full_h, full_w, device=local.device)
     full[top:bottom, left:right] = resized
-    glob = full.view(layout.rows, s, layout.cols, s).permute(0, 2, 1, 3).reshape(-1, s * s)
+    glob = full.view(layout.rows, sh, layout.cols, sw).permute(0, 2, 1, 3).reshape(-1, sh * sw)
     loc = local.float()
 
     def unit(x: Tensor) -> Tensor:
@@ -143,6 +145,13 @@ def crop_scores(
 
     combined = alpha * unit(loc) + (1 - alpha) * unit(glob)
     return combined.masked_fill(~valid, float("-inf")), valid
+
+
+def view_grid(layout) -> tuple[int, int]:
+    """(rows, cols) of one view's token grid: side x side in LLaVA-NeXT; layouts with other
+    shapes (DocOwl's 32x8 H-Reducer tokens) say so with ``view_grid``."""
+    grid = getattr(layout, "view_grid", None)
+    return tuple(grid) if grid is not None else (layout.side, layout.side)
 
 
 def top_positions(scores: Tensor, k: int, spatial: bool = True) -> Tensor:
@@ -156,21 +165,21 @@ def globalcom2(tokens: ImageTokens, config: GlobalCom2Config) -> list[ViewOutput
     """Compress one anyres image. Returns one ViewOutput per view (thumbnail first)."""
     layout, feats = tokens.layout, tokens.features
     scores = token_scores(tokens, config.score)  # [V, N]
-    side, r = layout.side, config.ratio
+    r = config.ratio
     thumb_k = keep_count(layout.view_tokens, r)
     outs = [
         ViewOutput.select(feats[0], top_positions(scores[0], thumb_k, config.thumbnail_order == "spatial"))
     ]
     if not layout.has_crops:
         return outs
-    thumb_map = scores[0].view(side, side)
+    thumb_map = scores[0].view(view_grid(layout))
     ratios = crop_ratios(
         thumb_map, layout.rows, layout.cols, r, config.temperature, config.region_aggregation
     )
     combined, valid = crop_scores(scores[1:], thumb_map, layout, config.alpha)
     counts = valid.sum(1)
     if config.allocation == "paper":
-        budgets = [int(torch.floor(c * rj + 1e-9)) for c, rj in zip(counts.tolist(), ratios.tolist())]
+        budgets = [math.floor(c * rj + 1e-9) for c, rj in zip(counts.tolist(), ratios.tolist())]
     else:
         crop_total = keep_count(layout.num_tokens(), r) - thumb_k
         sigma_weight = ratios / r  # 1 + sigma_j - 1/n, possibly clipped: the paper's relative allocation

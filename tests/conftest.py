@@ -1,0 +1,59 @@
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+def make_image(width: int, height: int, seed: int = 0) -> Image.Image:
+    """A deterministic picture with a few shapes, so attention scores are not flat."""
+    gen = torch.Generator().manual_seed(seed)
+    img = Image.new("RGB", (width, height), (235, 235, 230))
+    draw = ImageDraw.Draw(img)
+    for _ in range(6):
+        x0, y0 = (torch.rand(2, generator=gen) * torch.tensor([width, height])).int().tolist()
+        w, h = (torch.rand(2, generator=gen) * torch.tensor([width, height]) / 3 + 4).int().tolist()
+        color = tuple((torch.rand(3, generator=gen) * 255).int().tolist())
+        draw.rectangle([x0, y0, x0 + w, y0 + h], fill=color)
+    return img
+
+
+# (width, height): square, wide, tall, letterboxed wide, letterboxed tall
+IMAGE_SIZES = {
+    "square": (672, 672),
+    "wide": (1000, 500),
+    "tall": (300, 900),
+    "letterbox_wide": (500, 300),
+    "letterbox_tall": (300, 700),
+}
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from vtcompress.integrations.llava_next.tiny import build_tiny_llava_next
+
+    return build_tiny_llava_next(seed=0)
+
+
+@pytest.fixture
+def model(tiny):
+    """The session's tiny model, guaranteed uncompressed before and after the test."""
+    import vtcompress
+
+    m, _ = tiny
+    handle = vtcompress.get_handle(m)
+    if handle is not None:
+        handle.remove()
+    yield m
+    handle = vtcompress.get_handle(m)
+    if handle is not None:
+        handle.remove()
+
+
+@pytest.fixture
+def processor(tiny):
+    return tiny[1]
+
+
+def prompt(question: str = "What is in the image?") -> str:
+    return f"USER: <image>\n{question} ASSISTANT:"
