@@ -87,8 +87,12 @@ def test_summary_rows(result):
     data, _ = result
     (row,) = data["summary"]["issue_table"]
     base, comp = data["cases"]
-    assert row["flops_ratio"] == pytest.approx(comp["flops"]["decoder_prefill"] / base["flops"]["decoder_prefill"])
-    assert row["prefill_ratio_cpu"] == pytest.approx(comp["cpu_seconds"]["prefill"] / base["cpu_seconds"]["prefill"])
+    assert row["flops_ratio"] == pytest.approx(
+        comp["flops"]["decoder_prefill"] / base["flops"]["decoder_prefill"]
+    )
+    assert row["prefill_ratio_cpu"] == pytest.approx(
+        comp["cpu_seconds"]["prefill"] / base["cpu_seconds"]["prefill"]
+    )
     assert row["overhead"] == pytest.approx(comp["cpu_seconds"]["pack"] / base["cpu_seconds"]["vision"])
     assert row["overhead_target"] == 0.02 and row["overhead_kind"] == "selection"
 
@@ -96,7 +100,9 @@ def test_summary_rows(result):
 def test_vision_flops_hand_computed():
     cost = _bench("cost")
     # 2x2-pixel views, 1-pixel patches: N = 4 patches, T = 5 tokens, C = 2, M = 4, one layer.
-    vision = SimpleNamespace(hidden_size=2, intermediate_size=4, num_hidden_layers=1, image_size=2, patch_size=1)
+    vision = SimpleNamespace(
+        hidden_size=2, intermediate_size=4, num_hidden_layers=1, image_size=2, patch_size=1
+    )
     embed = 2 * 4 * 3 * 2  # 2 N (3 p^2) C
     layer = 5 * (2 * 4 * 2 * 2 + 2 * 2 * 2 * 4) + 2 * 2 * 5 * 5 * 2  # T(8C^2 + 4CM) + 4 T^2 C
     assert cost.vision_tower_flops(vision, views=3) == 3 * (embed + layer)

@@ -146,6 +146,7 @@ def build_random_llava_next(
     toy widths). ``vision_layers`` cuts CLIP too (None: all 24).
     """
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
+
     from vtcompress.integrations.llava_next.tiny import IMAGE_TOKEN, build_config
 
     pinpoints = [list(p) for p in (pinpoints or LLAVA_V16_PINPOINTS)]
@@ -210,6 +211,7 @@ def load_checkpoint(
 ) -> BenchModel:
     """A real LLaVA-NeXT checkpoint (hub id or local directory; "tiny" for the offline tiny model)."""
     from transformers import AutoProcessor, LlavaNextForConditionalGeneration
+
     from vtcompress.integrations.llava_next.loader import resolve_model_path
     from vtcompress.integrations.llava_next.tiny import is_random_tiny
 

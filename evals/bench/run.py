@@ -14,6 +14,7 @@ by stage (see :mod:`evals.bench.measure`), with analytic FLOPs at the checkpoint
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -383,6 +384,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="compressed runs of methods that leave the tower alone cut it to the layers they need and report the uncompressed run's vision time (default on for CPU, off for CUDA)")  # fmt: skip
     p.add_argument("--out", default="evals/bench/results/latest")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument(
+        "--report-only", metavar="JSON", help="rebuild results.md and plots from a saved results.json"
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.quick:
@@ -412,6 +416,8 @@ def plan(grids: list[tuple[int, int]], batches: list[int], full: bool) -> list[t
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.report_only:
+        return report_only(Path(args.report_only), Path(args.out), not args.no_plots)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -468,10 +474,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         bench, warm, methods[0], min(args.ratios), 1, reuse_depth(bench, methods[0], min(args.ratios)), memory
     )
 
-    cases: list[dict[str, Any]] = []
-    for grid, batch in settings:
-        cases += measure_setting(bench, grid, batch, methods, args.ratios, args, memory, device, log)
-
     from .report import summarize, write_outputs
 
     result = {
@@ -488,14 +490,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "pinpoints": bench.pinpoints,
             **bench.describe,
         },
-        "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
-        "cases": cases,
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "report_only")},
+        "cases": [],
         "wall_seconds": None,
     }
-    result["summary"] = summarize(result)
+    for grid, batch in settings:
+        result["cases"] += measure_setting(
+            bench, grid, batch, methods, args.ratios, args, memory, device, log
+        )
+        # Kept as it grows: a long run that stops still leaves its measurements.
+        (out / "partial.json").write_text(json.dumps(result, indent=1))
     result["wall_seconds"] = time.perf_counter() - started
+    (out / "results.json").write_text(json.dumps(result, indent=1))
+    (out / "partial.json").unlink()
+    result["summary"] = summarize(result)
     write_outputs(result, out, plots_on=not args.no_plots, log=log)
     log(f"done in {result['wall_seconds'] / 60:.1f} min; results in {out}/")
+    return result
+
+
+def report_only(path: Path, out: Path, plots_on: bool) -> dict[str, Any]:
+    """Tables and plots again from a saved ``results.json`` (or ``partial.json``), no measurement."""
+    from .report import summarize, write_outputs
+
+    result = json.loads(path.read_text())
+    result["summary"] = summarize(result)
+    write_outputs(result, out, plots_on=plots_on)
     return result
 
 
