@@ -129,3 +129,14 @@ def test_cut_tower_leaves_the_model_as_it_was():
     assert model.config.vision_config.num_hidden_layers == 2
     with torch.no_grad():
         assert torch.equal(model(**call).logits, reference(**call).logits)
+
+
+def test_compressor_microbenchmark_counts_work():
+    compressors = _bench("compressors")
+    args = ["--methods", "globalcom2,uniform", "--batch", "2", "--width", "16", "--repeats", "1"]
+    rows = compressors.main(args)
+    assert [r["method"] for r in rows] == ["globalcom2", "uniform"]
+    for row in rows:
+        assert row["cpu_ms_per_batch"] > 0 and row["ms_per_batch"] > 0
+        assert 0 < row["kernel_ops_per_image"] <= row["ops_per_image"]
+        assert row["host_reads_per_image"] >= 0
