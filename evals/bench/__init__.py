@@ -1,0 +1,1 @@
+"""Cost benchmark of the compression methods: ``python -m evals.bench --help``."""

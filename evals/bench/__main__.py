@@ -1,0 +1,5 @@
+"""``python -m evals.bench``: see :mod:`evals.bench.run`."""
+
+from .run import main
+
+main()

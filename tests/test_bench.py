@@ -1,0 +1,142 @@
+"""The cost benchmark (evals/bench) on the tiny offline model: fields, sane values, clean model."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from vtcompress.flops import decoder_prefill_flops
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench(module: str):
+    """Import ``evals.bench.<module>`` (evals/ is a folder of scripts, not an installed package)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module(f"evals.bench.{module}")
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    argv = [
+        "--decoder", "tiny", "--methods", "globalcom2", "--ratios", "0.25", "--batch-sizes", "2",
+        "--grids", "2x2", "--decode-tokens", "2", "--no-plots", "--out", str(out),
+    ]  # fmt: skip
+    _bench("run").main(argv)
+    return json.loads((out / "results.json").read_text()), out
+
+
+def test_json_and_markdown_are_written(result):
+    data, out = result
+    assert {"machine", "model", "settings", "cases", "summary"} <= set(data)
+    assert data["machine"]["torch"] == torch.__version__
+    assert (out / "results.md").read_text().startswith("# vtcompress cost benchmark")
+    assert [(c["method"], c["ratio"]) for c in data["cases"]] == [("none", 1.0), ("globalcom2", 0.25)]
+    for case in data["cases"]:
+        assert case["grid"] == [2, 2] and case["batch"] == 2 and case["views"] == 5
+        for clock in ("seconds", "cpu_seconds"):
+            for key in ("vision", "pack", "prefill", "decode_per_token", "generate"):
+                assert case[clock][key] > 0, (case["method"], clock, key)
+
+
+def test_token_counts(result):
+    base, comp = result[0]["cases"]
+    for im in base["tokens"]["images"]:
+        assert im["after"] == im["before"] == 5 * 576  # a 672x672 image: thumbnail + 2x2 crops
+    for im in comp["tokens"]["images"]:
+        assert 0 < im["after"] < im["before"]
+        assert im["after"] == pytest.approx(0.25 * im["before"], abs=2)
+        assert sum(im["views_after"]) == im["after"]
+    # The decoder really ran on the shortened prompts (one prefill of the padded batch).
+    assert comp["tokens"]["prefill_lengths"] == [max(comp["tokens"]["sequence_after"])]
+    assert base["tokens"]["prefill_lengths"] == [max(base["tokens"]["sequence_before"])]
+    removed = [b - a for b, a in zip(comp["tokens"]["sequence_before"], comp["tokens"]["sequence_after"])]
+    assert removed == [im["before"] - im["after"] + im["newlines_before"] - im["newlines_after"]
+                       for im in comp["tokens"]["images"]]  # fmt: skip
+
+
+def test_flops_follow_token_counts(result):
+    data, _ = result
+    base, comp = data["cases"]
+    text = data["model"]["decoder"]
+    cfg = SimpleNamespace(**text, num_hidden_layers=data["model"]["decoder_layers_full"])
+    for case in (base, comp):
+        expected = sum(decoder_prefill_flops(cfg, n) for n in case["tokens"]["sequence_after"])
+        assert case["flops"]["decoder_prefill"] == pytest.approx(expected)
+        assert case["flops"]["total"] == pytest.approx(
+            case["flops"]["vision_tower"] + case["flops"]["projector"] + case["flops"]["decoder_prefill"]
+        )
+    # Non-tower methods leave the vision FLOPs alone; the decoder's shrink at least as fast as the
+    # sequence (the attention term is quadratic) and at most as fast as its square.
+    assert comp["flops"]["vision_tower"] == base["flops"]["vision_tower"] > 0
+    length = sum(comp["tokens"]["sequence_after"]) / sum(base["tokens"]["sequence_after"])
+    flops = comp["flops"]["decoder_prefill"] / base["flops"]["decoder_prefill"]
+    assert length**2 <= flops <= length
+    assert comp["kv_cache_bytes"] / base["kv_cache_bytes"] == pytest.approx(length)
+
+
+def test_summary_rows(result):
+    data, _ = result
+    (row,) = data["summary"]["issue_table"]
+    base, comp = data["cases"]
+    assert row["flops_ratio"] == pytest.approx(
+        comp["flops"]["decoder_prefill"] / base["flops"]["decoder_prefill"]
+    )
+    assert row["prefill_ratio_cpu"] == pytest.approx(
+        comp["cpu_seconds"]["prefill"] / base["cpu_seconds"]["prefill"]
+    )
+    assert row["overhead"] == pytest.approx(comp["cpu_seconds"]["pack"] / base["cpu_seconds"]["vision"])
+    assert row["overhead_target"] == 0.02 and row["overhead_kind"] == "selection"
+
+
+def test_vision_flops_hand_computed():
+    cost = _bench("cost")
+    # 2x2-pixel views, 1-pixel patches: N = 4 patches, T = 5 tokens, C = 2, M = 4, one layer.
+    vision = SimpleNamespace(
+        hidden_size=2, intermediate_size=4, num_hidden_layers=1, image_size=2, patch_size=1
+    )
+    embed = 2 * 4 * 3 * 2  # 2 N (3 p^2) C
+    layer = 5 * (2 * 4 * 2 * 2 + 2 * 2 * 2 * 4) + 2 * 2 * 5 * 5 * 2  # T(8C^2 + 4CM) + 4 T^2 C
+    assert cost.vision_tower_flops(vision, views=3) == 3 * (embed + layer)
+    text = SimpleNamespace(hidden_size=3)
+    assert cost.projector_flops(vision, text, views=2) == 2 * 2 * 4 * (2 * 3 + 3 * 3)
+
+
+def test_cut_tower_leaves_the_model_as_it_was():
+    from vtcompress.integrations.llava_next.tiny import build_tiny_llava_next
+
+    models = _bench("models")
+    run = _bench("run")
+    model, processor = build_tiny_llava_next(seed=0)
+    reference, _ = build_tiny_llava_next(seed=0)
+    bench = models.BenchModel(model, processor, "tiny", True, 2, 2)
+    inputs = run.make_inputs(bench, (1, 2), 1, torch.device("cpu"))
+    call = {k: v for k, v in inputs.items() if not k.startswith("_")}
+    # A cut run first: transformers installs its hidden-state hooks on the first call.
+    with models.cut_vision_tower(model, 1):
+        assert len(models.vision_encoder(model).layers) == 1
+        with torch.no_grad():
+            model(**call)
+    assert len(models.vision_encoder(model).layers) == 2
+    assert model.config.vision_config.num_hidden_layers == 2
+    with torch.no_grad():
+        assert torch.equal(model(**call).logits, reference(**call).logits)
+
+
+def test_compressor_microbenchmark_counts_work():
+    compressors = _bench("compressors")
+    args = ["--methods", "globalcom2,uniform", "--batch", "2", "--width", "16", "--repeats", "1"]
+    rows = compressors.main(args)
+    assert [r["method"] for r in rows] == ["globalcom2", "uniform"]
+    for row in rows:
+        assert row["cpu_ms_per_batch"] > 0 and row["ms_per_batch"] > 0
+        assert 0 < row["kernel_ops_per_image"] <= row["ops_per_image"]
+        assert row["host_reads_per_image"] >= 0
