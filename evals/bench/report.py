@@ -184,7 +184,7 @@ def machine_line(result: dict[str, Any]) -> str:
     load_text = f"; load average at start {load[0]:.1f}" if load else ""
     return (
         f"Machine: {where}; torch {m['torch']}, transformers {m['transformers']}, {m['dtype']}, "
-        f"{m['torch_threads']} torch thread(s){load_text}. Model: {mod['name']} "
+        f"{m['torch_threads']} torch thread(s){load_text}; code {m.get('code') or 'unknown'}. Model: {mod['name']} "
         f"({'random weights' if mod['random_weights'] else 'checkpoint weights'}), vision tower run "
         f"{mod['vision_layers_run']}/{mod['vision_layers_full']} layers, decoder run "
         f"{mod['decoder_layers_run']}/{mod['decoder_layers_full']} layers; FLOPs and KV cache at full depth."

@@ -303,7 +303,38 @@ def machine_info(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+    info["code"] = _git_version()
     return info
+
+
+def _git_version() -> str | None:
+    """Commit of the measured code (``+dirty`` with uncommitted changes), if run from a git checkout."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--",
+                "vtcompress",
+                "integrations",
+                "kernels",
+                "evals/bench/*.py",
+            ],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
 
 
 def _floats(text: str) -> list[float]:
