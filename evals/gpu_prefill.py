@@ -17,23 +17,13 @@ import torch
 
 
 def build(device: str, dtype: torch.dtype, layers: int):
+    # The same shapes as the cost benchmark (evals/bench/models.py), next to this script.
+    from bench.models import CLIP_L_336, DECODERS, LLAVA_V16_PINPOINTS
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
 
-    vision = CLIPVisionConfig(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        image_size=336,
-        patch_size=14,
-        projection_dim=768,
-    )
+    vision = CLIPVisionConfig(**CLIP_L_336)
     text = LlamaConfig(
-        hidden_size=4096,
-        intermediate_size=11008,
-        num_hidden_layers=layers,
-        num_attention_heads=32,
-        num_key_value_heads=32,
+        **{**DECODERS["vicuna-7b"], "num_hidden_layers": layers},
         vocab_size=32064,
         max_position_embeddings=8192,
     )
@@ -41,7 +31,7 @@ def build(device: str, dtype: torch.dtype, layers: int):
         vision_config=vision,
         text_config=text,
         image_token_index=32000,
-        image_grid_pinpoints=[[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]],
+        image_grid_pinpoints=LLAVA_V16_PINPOINTS,
     )
     cfg._attn_implementation = "sdpa"
     with torch.device(device):
