@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..merge import (
+from vtcompress.merge import (
     MergeMode,
     MergePlan,
     initial_owner,

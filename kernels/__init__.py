@@ -6,7 +6,7 @@ reference with ``with force_reference(): ...``, ``set_force_reference(True)`` or
 ``VTCOMPRESS_FORCE_REFERENCE=1``. Triton is optional: ``pip install "vtcompress[kernels]"``.
 """
 
-from .dispatch import (
+from vtcompress.kernels.dispatch import (
     FORCE_REFERENCE_ENV,
     MAX_TOPK,
     backend_for,

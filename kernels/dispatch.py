@@ -35,7 +35,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from . import reference
+from vtcompress.kernels import reference
 
 FORCE_REFERENCE_ENV = "VTCOMPRESS_FORCE_REFERENCE"
 MAX_TOPK = 16  # mirrors triton_ops.MAX_TOPK without importing triton

@@ -10,31 +10,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from .api import CompressionHandle, compress, compressed, get_handle, register_adapter
-from .config import CompressionConfig
-from .layout import AnyResLayout
-from .methods.baselines import FasterVLMConfig, RandomConfig, UniformConfig
-from .methods.globalcom2 import GlobalCom2Config
-from .methods.pitome import PiToMeConfig
-from .methods.tokencorr import TokenCorrConfig
-from .methods.tome import ToMeConfig
-from .registry import available_methods, register_method
-from .stats import CompressionStats, ImageStats, ViewStats
-from .tokens import ImageTokens, ViewOutput
+from vtcompress.api import CompressionHandle, compress, compressed, get_handle, register_adapter
+from vtcompress.config import CompressionConfig
+from vtcompress.layout import AnyResLayout
+from vtcompress.methods.baselines import FasterVLMConfig, RandomConfig, UniformConfig
+from vtcompress.methods.globalcom2 import GlobalCom2Config
+from vtcompress.methods.pitome import PiToMeConfig
+from vtcompress.methods.tokencorr import TokenCorrConfig
+from vtcompress.methods.tome import ToMeConfig
+from vtcompress.registry import available_methods, register_method
+from vtcompress.stats import CompressionStats, ImageStats, ViewStats
+from vtcompress.tokens import ImageTokens, ViewOutput
 
 __version__ = "0.1.0"
 
 
 def load_compressed_llava(*args: Any, **kwargs: Any):
     """See :func:`vtcompress.integrations.llava_next.load_compressed_llava`."""
-    from .integrations.llava_next import load_compressed_llava as load
+    from vtcompress.integrations.llava_next import load_compressed_llava as load
 
     return load(*args, **kwargs)
 
 
 def load_compressed_docowl(*args: Any, **kwargs: Any):
     """See :func:`vtcompress.integrations.docowl.load_compressed_docowl`."""
-    from .integrations.docowl import load_compressed_docowl as load
+    from vtcompress.integrations.docowl import load_compressed_docowl as load
 
     return load(*args, **kwargs)
 

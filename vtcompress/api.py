@@ -8,9 +8,9 @@ from typing import Any, Protocol
 
 from torch import nn
 
-from .config import CompressionConfig
-from .registry import make_config
-from .stats import CompressionStats
+from vtcompress.config import CompressionConfig
+from vtcompress.registry import make_config
+from vtcompress.stats import CompressionStats
 
 _HANDLE_ATTR = "_vtcompress_handle"
 
@@ -39,10 +39,10 @@ def register_adapter(cls: type) -> type:
 
 
 def _load_builtin_adapters() -> None:
-    from .integrations import llava_next  # noqa: F401
+    from vtcompress.integrations import llava_next  # noqa: F401
 
     with contextlib.suppress(ImportError):
-        from .integrations import docowl  # noqa: F401
+        from vtcompress.integrations import docowl  # noqa: F401
 
 
 def find_adapter(model: nn.Module) -> type:

@@ -24,9 +24,9 @@ def _prefill_seconds(fn: Callable[[], object], repeats: int) -> float:
 def cmd_run(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from .api import compress
-    from .integrations.llava_next.loader import TINY, resolve_model_path
-    from .integrations.llava_next.tiny import is_random_tiny
+    from vtcompress.api import compress
+    from vtcompress.integrations.llava_next.loader import TINY, resolve_model_path
+    from vtcompress.integrations.llava_next.tiny import is_random_tiny
 
     try:
         image = Image.open(args.image).convert("RGB")
@@ -85,8 +85,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .integrations.llava_next.loader import TINY
-    from .registry import available_methods
+    from vtcompress.integrations.llava_next.loader import TINY
+    from vtcompress.registry import available_methods
 
     parser = argparse.ArgumentParser(prog="vtcompress", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--repeats", type=int, default=2, help="prefill timings take the best of this many runs")
     run.set_defaults(func=cmd_run)
     try:
-        from .integrations.demo import add_demo_subcommand
+        from vtcompress.integrations.demo import add_demo_subcommand
     except ImportError:
         pass
     else:
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "ratio", None) is not None:
-        from .config import check_ratio
+        from vtcompress.config import check_ratio
 
         try:
             check_ratio(args.ratio)

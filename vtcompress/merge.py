@@ -43,7 +43,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .kernels import cosine_topk, energy_score
+from vtcompress.kernels import cosine_topk, energy_score
 
 MergeMode = Literal["weighted", "mean"]
 MERGE_MODES: tuple[str, ...] = ("weighted", "mean")

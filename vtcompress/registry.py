@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .config import CompressionConfig
+from vtcompress.config import CompressionConfig
 
 _METHODS: dict[str, MethodSpec] = {}
 
@@ -92,4 +92,4 @@ def make_config(config_or_name: CompressionConfig | str, **kwargs: Any) -> Compr
 
 def _load_builtin_methods() -> None:
     # Importing the package registers the built-in methods (each module calls register_method).
-    from . import methods  # noqa: F401
+    from vtcompress import methods  # noqa: F401

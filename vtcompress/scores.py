@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .kernels import cls_attention_logits
-from .tokens import ImageTokens
+from vtcompress.kernels import cls_attention_logits
+from vtcompress.tokens import ImageTokens
 
 
 def cls_logits(tokens: ImageTokens, layer: int) -> Tensor:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .layout import AnyResLayout, view_positions
+from vtcompress.layout import AnyResLayout, view_positions
 
 
 @dataclass

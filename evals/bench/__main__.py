@@ -1,5 +1,5 @@
 """``python -m evals.bench``: see :mod:`evals.bench.run`."""
 
-from .run import main
+from evals.bench.run import main
 
 main()

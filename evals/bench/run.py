@@ -25,18 +25,17 @@ from typing import Any
 import torch
 
 import vtcompress as vtc
-from vtcompress.layout import AnyResLayout
-from vtcompress.registry import get_method, make_config
-
-from . import cost
-from .measure import PeakMemory, StageClock
-from .models import (
+from evals.bench import cost
+from evals.bench.measure import PeakMemory, StageClock
+from evals.bench.models import (
     LLAVA_V16_PINPOINTS,
     BenchModel,
     build_random_llava_next,
     cut_vision_tower,
     load_checkpoint,
 )
+from vtcompress.layout import AnyResLayout
+from vtcompress.registry import get_method, make_config
 
 PROMPT = "Describe this image in detail."
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -505,7 +504,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         bench, warm, methods[0], min(args.ratios), 1, reuse_depth(bench, methods[0], min(args.ratios)), memory
     )
 
-    from .report import summarize, write_outputs
+    from evals.bench.report import summarize, write_outputs
 
     result = {
         "machine": machine_info(device, dtype),
@@ -542,7 +541,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def report_only(path: Path, out: Path, plots_on: bool) -> dict[str, Any]:
     """Tables and plots again from a saved ``results.json`` (or ``partial.json``), no measurement."""
-    from .report import summarize, write_outputs
+    from evals.bench.report import summarize, write_outputs
 
     result = json.loads(path.read_text())
     result["summary"] = summarize(result)

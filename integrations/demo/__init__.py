@@ -5,6 +5,6 @@ see which visual tokens each view kept.
 ``pip install "vtcompress[demo]"``). Importing this package does not import gradio.
 """
 
-from .cli import add_demo_subcommand, main
+from vtcompress.integrations.demo.cli import add_demo_subcommand, main
 
 __all__ = ["add_demo_subcommand", "main"]

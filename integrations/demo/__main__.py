@@ -1,3 +1,3 @@
-from .cli import main
+from vtcompress.integrations.demo.cli import main
 
 raise SystemExit(main())

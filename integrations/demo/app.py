@@ -12,9 +12,9 @@ try:
 except ImportError as err:  # pragma: no cover - exercised by the CLI's message
     raise ImportError('the vtcompress demo needs gradio: pip install "vtcompress[demo]"') from err
 
-from ...registry import available_methods
-from .engine import Comparison, DemoEngine, InputError, format_flops
-from .examples import write_examples
+from vtcompress.integrations.demo.engine import Comparison, DemoEngine, InputError, format_flops
+from vtcompress.integrations.demo.examples import write_examples
+from vtcompress.registry import available_methods
 
 log = logging.getLogger(__name__)
 

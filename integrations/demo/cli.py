@@ -53,14 +53,14 @@ def _raise_interrupt(signum, frame) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the model once, serve the page until Ctrl+C or SIGTERM, then shut down cleanly."""
     try:
-        from .app import build_app, launch
+        from vtcompress.integrations.demo.app import build_app, launch
     except ImportError as err:
         hint = 'the demo needs gradio: pip install "vtcompress[demo]"'
         print(
             f"error: {err}" if "vtcompress[demo]" in str(err) else f"error: {hint} ({err})", file=sys.stderr
         )
         return 2
-    from .engine import DemoEngine
+    from vtcompress.integrations.demo.engine import DemoEngine
 
     print(f"Loading {args.model} ...", flush=True)
     try:

@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ...api import compressed, get_handle
-from ...flops import decoder_prefill_flops
-from ...layout import AnyResLayout
-from ...registry import available_methods, make_config
-from ...stats import CompressionStats, ImageStats
-from . import overlay
+from vtcompress.api import compressed, get_handle
+from vtcompress.flops import decoder_prefill_flops
+from vtcompress.integrations.demo import overlay
+from vtcompress.layout import AnyResLayout
+from vtcompress.registry import available_methods, make_config
+from vtcompress.stats import CompressionStats, ImageStats
 
 
 class InputError(ValueError):
@@ -159,8 +159,8 @@ class DemoEngine:
         """Load a LLaVA-NeXT checkpoint: ``"tiny"`` (offline, random weights), a hub id or a path."""
         from transformers import AutoProcessor, LlavaNextForConditionalGeneration
 
-        from ..llava_next.loader import resolve_model_path
-        from ..llava_next.tiny import is_random_tiny
+        from vtcompress.integrations.llava_next.loader import resolve_model_path
+        from vtcompress.integrations.llava_next.tiny import is_random_tiny
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if dtype is None or dtype == "auto":

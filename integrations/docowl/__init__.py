@@ -1,10 +1,15 @@
 """mPLUG-DocOwl1.5 on current transformers: a native port, its processor, loader and compression."""
 
-from .compression import DocOwlAdapter, DocOwlLayout, load_compressed_docowl
-from .configuration import DocOwlConfig
-from .loading import load_docowl, register_auto_classes
-from .modeling import DocOwlForConditionalGeneration, DocOwlModel
-from .processing import DocOwlImageOptions, DocOwlProcessor, mplug_owl2_prompt, select_anchor
+from vtcompress.integrations.docowl.compression import DocOwlAdapter, DocOwlLayout, load_compressed_docowl
+from vtcompress.integrations.docowl.configuration import DocOwlConfig
+from vtcompress.integrations.docowl.loading import load_docowl, register_auto_classes
+from vtcompress.integrations.docowl.modeling import DocOwlForConditionalGeneration, DocOwlModel
+from vtcompress.integrations.docowl.processing import (
+    DocOwlImageOptions,
+    DocOwlProcessor,
+    mplug_owl2_prompt,
+    select_anchor,
+)
 
 # Lets AutoConfig / AutoTokenizer / AutoModelForCausalLM read `model_type: mplug_docowl` (additive).
 register_auto_classes()

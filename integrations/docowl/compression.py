@@ -38,13 +38,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ...api import CompressionHandle, compress, register_adapter
-from ...config import CompressionConfig
-from ...flops import decoder_prefill_flops
-from ...registry import get_method
-from ...stats import CompressionStats, ImageStats, SampleStats, ViewStats
-from ...tokens import ImageTokens, LayerQK, ViewOutput
-from .modeling import DocOwlForConditionalGeneration, VisualBatch
+from vtcompress.api import CompressionHandle, compress, register_adapter
+from vtcompress.config import CompressionConfig
+from vtcompress.flops import decoder_prefill_flops
+from vtcompress.integrations.docowl.modeling import DocOwlForConditionalGeneration, VisualBatch
+from vtcompress.registry import get_method
+from vtcompress.stats import CompressionStats, ImageStats, SampleStats, ViewStats
+from vtcompress.tokens import ImageTokens, LayerQK, ViewOutput
 
 DEFAULT_MODEL = "mPLUG/DocOwl1.5-Chat"
 
@@ -234,7 +234,7 @@ class DocOwlAdapter:
     def _select(self, index: int, layout: DocOwlLayout, features: Tensor, views: slice) -> list[ViewOutput]:
         """Kept H-Reducer positions (0..255) per view of one image."""
         if self.is_tokencorr:
-            from ...methods.tokencorr import select_groups
+            from vtcompress.methods.tokencorr import select_groups
 
             low, deep = self.config.resolve_layers(self.num_layers)
             plans = select_groups(
@@ -322,7 +322,7 @@ def load_compressed_docowl(
     Returns:
         ``(model, processor)``; ``vtcompress.get_handle(model)`` is the compression handle.
     """
-    from .loading import load_docowl
+    from vtcompress.integrations.docowl.loading import load_docowl
 
     options = dict(method_options or {})
     if ratio is not None:

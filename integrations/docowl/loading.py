@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from .configuration import DocOwlConfig
-from .modeling import DocOwlForConditionalGeneration
-from .processing import DocOwlImageOptions, DocOwlProcessor
+from vtcompress.integrations.docowl.configuration import DocOwlConfig
+from vtcompress.integrations.docowl.modeling import DocOwlForConditionalGeneration
+from vtcompress.integrations.docowl.processing import DocOwlImageOptions, DocOwlProcessor
 
 OFFICIAL_CHECKPOINTS = (
     "mPLUG/DocOwl1.5",

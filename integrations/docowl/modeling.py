@@ -40,8 +40,8 @@ from transformers.models.llama.modeling_llama import (
     eager_attention_forward,
 )
 
-from .configuration import DocOwlConfig
-from .vision import DocOwlVisionModel, HReducer, VisionEmbeddings
+from vtcompress.integrations.docowl.configuration import DocOwlConfig
+from vtcompress.integrations.docowl.vision import DocOwlVisionModel, HReducer, VisionEmbeddings
 
 TEXT, IMAGE = 0, 1
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from .configuration import DocOwlConfig
-from .modeling import DocOwlForConditionalGeneration
-from .processing import DocOwlImageOptions, DocOwlProcessor
+from vtcompress.integrations.docowl.configuration import DocOwlConfig
+from vtcompress.integrations.docowl.modeling import DocOwlForConditionalGeneration
+from vtcompress.integrations.docowl.processing import DocOwlImageOptions, DocOwlProcessor
 
 # Words that get whole-word tokens (so prompts tokenize into a handful of ids).
 _WORDS = (

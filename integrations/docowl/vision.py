@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .configuration import DocOwlVisionSpec, HReducerSpec
+from vtcompress.integrations.docowl.configuration import DocOwlVisionSpec, HReducerSpec
 
 
 class QuickGELU(nn.Module):

@@ -1,6 +1,6 @@
 """LLaVA-NeXT (Hugging Face transformers) support: adapter, loader, tiny offline model."""
 
-from .adapter import LlavaNextAdapter
-from .loader import DEFAULT_MODEL, load_compressed_llava
+from vtcompress.integrations.llava_next.adapter import LlavaNextAdapter
+from vtcompress.integrations.llava_next.loader import DEFAULT_MODEL, load_compressed_llava
 
 __all__ = ["DEFAULT_MODEL", "LlavaNextAdapter", "load_compressed_llava"]

@@ -27,14 +27,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ...api import CompressionHandle, register_adapter
-from ...config import CompressionConfig
-from ...flops import decoder_prefill_flops
-from ...layout import AnyResLayout, pack_views
-from ...registry import get_method
-from ...sequence import shorten_placeholder_runs
-from ...stats import CompressionStats, ImageStats, SampleStats, ViewStats
-from ...tokens import ImageTokens, LayerQK, ViewOutput, keep_all
+from vtcompress.api import CompressionHandle, register_adapter
+from vtcompress.config import CompressionConfig
+from vtcompress.flops import decoder_prefill_flops
+from vtcompress.layout import AnyResLayout, pack_views
+from vtcompress.registry import get_method
+from vtcompress.sequence import shorten_placeholder_runs
+from vtcompress.stats import CompressionStats, ImageStats, SampleStats, ViewStats
+from vtcompress.tokens import ImageTokens, LayerQK, ViewOutput, keep_all
 
 
 def _sync(device: torch.device) -> None:

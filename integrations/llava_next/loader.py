@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ...api import compress
-from ...config import CompressionConfig
+from vtcompress.api import compress
+from vtcompress.config import CompressionConfig
 
 DEFAULT_MODEL = "llava-hf/llava-v1.6-vicuna-7b-hf"
 TINY = "tiny"
@@ -15,7 +15,7 @@ TINY = "tiny"
 def resolve_model_path(model: str | os.PathLike) -> str:
     """``"tiny"`` -> the offline tiny model (built and cached on first use); else unchanged."""
     if str(model) == TINY:
-        from .tiny import default_tiny_path, save_tiny_llava_next
+        from vtcompress.integrations.llava_next.tiny import default_tiny_path, save_tiny_llava_next
 
         path = default_tiny_path()
         if not (path / "config.json").exists():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .model import CompressedModel
+from vtcompress.integrations.lmms_eval.model import CompressedModel
 
 
 class CompressedDocOwl(CompressedModel):
@@ -21,7 +21,7 @@ class CompressedDocOwl(CompressedModel):
         super().__init__(pretrained, **kwargs)
 
     def _load(self, pretrained, method, ratio, dtype, attn_implementation, options):
-        from ..docowl import load_compressed_docowl
+        from vtcompress.integrations.docowl import load_compressed_docowl
 
         load_kwargs: dict[str, Any] = {"dtype": None if dtype == "auto" else dtype, "device": self._device}
         if attn_implementation:
@@ -29,7 +29,7 @@ class CompressedDocOwl(CompressedModel):
         return load_compressed_docowl(pretrained, method, ratio, options, **load_kwargs)
 
     def _prompt(self, context: str, num_images: int) -> str:
-        from ..docowl.processing import IMAGE_MARKER, mplug_owl2_prompt
+        from vtcompress.integrations.docowl.processing import IMAGE_MARKER, mplug_owl2_prompt
 
         if num_images == 0 or IMAGE_MARKER in context:
             return mplug_owl2_prompt(context, with_image=False)
@@ -47,7 +47,7 @@ class CompressedDocOwl(CompressedModel):
         return self._model.config
 
     def _uncompressed_images(self, inputs: dict[str, Any]) -> list[dict[str, Any]]:
-        from .records import uncompressed_image_entry
+        from vtcompress.integrations.lmms_eval.records import uncompressed_image_entry
 
         per_view = self._model.config.tokens_per_view - 1  # vit_eos apart
         entries = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .model import CompressedModel
+from vtcompress.integrations.lmms_eval.model import CompressedModel
 
 
 class CompressedLlavaNext(CompressedModel):
@@ -23,7 +23,7 @@ class CompressedLlavaNext(CompressedModel):
         super().__init__(pretrained, **kwargs)
 
     def _load(self, pretrained, method, ratio, dtype, attn_implementation, options):
-        from ..llava_next.loader import load_compressed_llava
+        from vtcompress.integrations.llava_next.loader import load_compressed_llava
 
         load_kwargs: dict[str, Any] = {"dtype": dtype}
         if attn_implementation:
@@ -60,8 +60,8 @@ class CompressedLlavaNext(CompressedModel):
         return inputs
 
     def _uncompressed_images(self, inputs: dict[str, Any]) -> list[dict[str, Any]]:
-        from ...layout import AnyResLayout
-        from .records import uncompressed_image_entry
+        from vtcompress.integrations.lmms_eval.records import uncompressed_image_entry
+        from vtcompress.layout import AnyResLayout
 
         cfg = self._model.config
         entries = []

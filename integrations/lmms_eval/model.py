@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from . import EXTRA_HINT
+from vtcompress.integrations.lmms_eval import EXTRA_HINT
 
 try:
     from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
@@ -39,9 +39,9 @@ except ImportError as err:
 
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from ...api import get_handle
-from ...flops import decoder_prefill_flops
-from .records import BatchTiming, image_entry, sample_record
+from vtcompress.api import get_handle
+from vtcompress.flops import decoder_prefill_flops
+from vtcompress.integrations.lmms_eval.records import BatchTiming, image_entry, sample_record
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ...stats import ImageStats
+from vtcompress.stats import ImageStats
 
 
 @dataclass

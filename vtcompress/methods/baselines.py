@@ -18,12 +18,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..budget import keep_count, split_budget
-from ..config import CompressionConfig
-from ..layout import view_positions
-from ..registry import register_method
-from ..scores import cls_patch_attention
-from ..tokens import ImageTokens, ViewOutput, select_views
+from vtcompress.budget import keep_count, split_budget
+from vtcompress.config import CompressionConfig
+from vtcompress.layout import view_positions
+from vtcompress.registry import register_method
+from vtcompress.scores import cls_patch_attention
+from vtcompress.tokens import ImageTokens, ViewOutput, select_views
 
 
 def view_valid_positions(tokens: ImageTokens) -> list[Tensor]:

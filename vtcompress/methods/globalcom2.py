@@ -40,12 +40,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..budget import keep_count, split_budget
-from ..config import CompressionConfig, check_choice
-from ..layout import NEWLINE_POLICIES, AnyResLayout
-from ..registry import register_method
-from ..scores import cls_patch_logits
-from ..tokens import ImageTokens, ViewOutput, select_views
+from vtcompress.budget import keep_count, split_budget
+from vtcompress.config import CompressionConfig, check_choice
+from vtcompress.layout import NEWLINE_POLICIES, AnyResLayout
+from vtcompress.registry import register_method
+from vtcompress.scores import cls_patch_logits
+from vtcompress.tokens import ImageTokens, ViewOutput, select_views
 
 
 @dataclass

@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from ..budget import keep_count
-from ..config import CompressionConfig, check_choice
-from ..layout import NEWLINE_POLICIES
-from ..merge import (
+from vtcompress.budget import keep_count
+from vtcompress.config import CompressionConfig, check_choice
+from vtcompress.layout import NEWLINE_POLICIES
+from vtcompress.merge import (
     MERGE_MODES,
     MergePlan,
     exact_token_schedule,
@@ -48,11 +48,11 @@ from ..merge import (
     merge_tokens,
     paper_token_schedule,
 )
-from ..tokens import ImageTokens, ViewOutput
-from .baselines import uniform_view_budgets
+from vtcompress.methods.baselines import uniform_view_budgets
+from vtcompress.tokens import ImageTokens, ViewOutput
 
 if TYPE_CHECKING:
-    from ..integrations.clip_merge import TowerMerge
+    from vtcompress.integrations.clip_merge import TowerMerge
 
 PLACEMENTS = ("projector", "tower")
 SCHEDULES = ("exact", "paper")
@@ -258,7 +258,7 @@ def make_tower_patch(
     """
     if config.placement != "tower" or config.ratio >= 1.0 or score_layer < 1:
         return None
-    from ..integrations.clip_merge import TowerMerge  # at call time: keeps import vtcompress light
+    from vtcompress.integrations.clip_merge import TowerMerge  # at call time: keeps import vtcompress light
 
     def plan(metric: Tensor, r: int, layer: int) -> MergePlan:
         return config.plan(metric, r, layer, num_layers, class_token=True)

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from ..merge import HF_CLIP_BIPARTITE_UNTIL, HF_CLIP_MARGIN, MergePlan, pitome_plan, tome_plan
-from ..registry import register_method
-from .merging import TokenMergingConfig, compress_merging, make_tower_patch
+from vtcompress.merge import HF_CLIP_BIPARTITE_UNTIL, HF_CLIP_MARGIN, MergePlan, pitome_plan, tome_plan
+from vtcompress.methods.merging import TokenMergingConfig, compress_merging, make_tower_patch
+from vtcompress.registry import register_method
 
 
 @dataclass

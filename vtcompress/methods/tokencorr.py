@@ -62,11 +62,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..budget import keep_count
-from ..config import CompressionConfig, check_choice
-from ..registry import register_method
-from ..tokens import ImageTokens, LayerQK, ViewOutput
-from .tokencorr_ops import (
+from vtcompress.budget import keep_count
+from vtcompress.config import CompressionConfig, check_choice
+from vtcompress.methods.tokencorr_ops import (
     GROUP_POOLS,
     KEY_HEADS,
     adaptive_budgets,
@@ -77,6 +75,8 @@ from .tokencorr_ops import (
     pool_groups,
     select_view,
 )
+from vtcompress.registry import register_method
+from vtcompress.tokens import ImageTokens, LayerQK, ViewOutput
 
 
 @dataclass

@@ -15,9 +15,9 @@ import math
 import torch
 from torch import Tensor
 
-from ..budget import split_budget
-from ..kernels import cls_attention_logits, redundancy_count
-from ..tokens import LayerQK
+from vtcompress.budget import split_budget
+from vtcompress.kernels import cls_attention_logits, redundancy_count
+from vtcompress.tokens import LayerQK
 
 KEY_HEADS: tuple[str, ...] = ("concat", "mean")
 GROUP_POOLS: tuple[str, ...] = ("sum", "mean", "max")

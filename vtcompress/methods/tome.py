@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from ..merge import MergePlan, tome_plan
-from ..registry import register_method
-from .merging import TokenMergingConfig, compress_merging, make_tower_patch
+from vtcompress.merge import MergePlan, tome_plan
+from vtcompress.methods.merging import TokenMergingConfig, compress_merging, make_tower_patch
+from vtcompress.registry import register_method
 
 
 @dataclass
