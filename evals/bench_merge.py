@@ -145,7 +145,7 @@ def llava_share(ratios: list[float], tower_flops_per_view: dict[str, float]) -> 
 
     from vtcompress.budget import keep_count
     from vtcompress.flops import decoder_prefill_flops
-    from vtcompress.layout import AnyResLayout
+    from vtcompress.integrations.llava_next.layout import AnyResLayout
 
     layout = AnyResLayout.from_grid(2, 2, 24, (672, 672))
     text = LlamaConfig(

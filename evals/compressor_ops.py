@@ -35,8 +35,8 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
+from vtcompress.integrations.llava_next.layout import AnyResLayout, pack_views
 from vtcompress.kernels import force_reference
-from vtcompress.layout import AnyResLayout, pack_views
 from vtcompress.registry import get_method
 from vtcompress.tokens import ImageTokens, LayerQK
 

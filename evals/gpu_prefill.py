@@ -49,7 +49,7 @@ def main() -> None:
     args = p.parse_args()
     import vtcompress
     from vtcompress.flops import decoder_prefill_flops
-    from vtcompress.layout import AnyResLayout
+    from vtcompress.integrations.llava_next.layout import AnyResLayout
 
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     torch.manual_seed(0)

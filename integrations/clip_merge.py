@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vtcompress.config import TOWER_MERGE
 from vtcompress.merge import (
     MergeMode,
     MergePlan,
@@ -158,3 +159,35 @@ class TowerMerge:
             out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
         out = out[..., :head_dim].transpose(1, 2).reshape(batch, length, heads * head_dim)
         return attn.out_proj(out), None
+
+
+def tower_merge_for(
+    layers: Sequence[nn.Module],
+    config: Any,
+    score_layer: int,
+    num_layers: int,
+    enabled: Callable[[], bool],
+) -> TowerMerge | None:
+    """A :class:`TowerMerge` for a merging method's config (``pitome`` / ``tome`` with
+    ``placement="tower"``): merges after layers ``0 .. score_layer-1``.
+
+    ``config`` provides ``plan(metric, r, layer, num_layers, class_token)``,
+    ``tower_schedule(patches, merge_layers)``, ``merge`` and ``proportional_attention``
+    (:class:`vtcompress.methods.merging.TokenMergingConfig`). None when there is nothing to do:
+    the method does not merge in the tower, compression is off, or no layer precedes the score layer.
+    """
+    if TOWER_MERGE not in config.requirements(score_layer, num_layers) or config.is_off or score_layer < 1:
+        return None
+
+    def plan(metric: Tensor, r: int, layer: int) -> MergePlan:
+        return config.plan(metric, r, layer, num_layers, class_token=True)
+
+    return TowerMerge(
+        layers,
+        plan,
+        lambda patches: config.tower_schedule(patches, score_layer),
+        score_layer,
+        mode=config.merge,
+        proportional_attention=config.proportional_attention,
+        enabled=enabled,
+    )

@@ -7,7 +7,7 @@ import random
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from vtcompress.layout import AnyResLayout
+from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.tokens import ImageTokens, LayerQK
 
 CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073])

@@ -13,7 +13,7 @@ from PIL import Image
 
 from tests.conftest import make_image
 from vtcompress.budget import keep_count
-from vtcompress.layout import AnyResLayout
+from vtcompress.integrations.llava_next.layout import AnyResLayout
 
 pytest.importorskip("gradio", reason='gradio is not installed: pip install "vtcompress[demo]"')
 client_module = pytest.importorskip(

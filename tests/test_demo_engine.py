@@ -16,8 +16,8 @@ from vtcompress.budget import keep_count
 from vtcompress.integrations.demo import overlay
 from vtcompress.integrations.demo.engine import DemoEngine, InputError, Limits, format_flops
 from vtcompress.integrations.demo.examples import examples, write_examples
+from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.integrations.llava_next.tiny import PINPOINTS, build_tiny_llava_next
-from vtcompress.layout import AnyResLayout
 from vtcompress.registry import _METHODS, register_method
 from vtcompress.tokens import ViewOutput
 

@@ -9,8 +9,8 @@ from PIL import Image, ImageDraw
 
 import vtcompress as vtc
 from vtcompress.integrations.docowl import DocOwlLayout, mplug_owl2_prompt
-from vtcompress.integrations.docowl.compression import group_keys
 from vtcompress.integrations.docowl.tiny import build_tiny_docowl, save_tiny_docowl
+from vtcompress.scores import group_keys
 
 torch.set_num_threads(1)
 METHODS = ["tokencorr", "globalcom2", "random", "uniform", "fastervlm"]
@@ -151,7 +151,7 @@ def test_group_keys_give_mean_patch_logits():
     g = torch.Generator().manual_seed(0)
     keys = torch.randn(2, 1 + 64, 4, 8, generator=g)
     q = torch.randn(2, 4, 8, generator=g)
-    pooled = group_keys(keys, grid=8, group=4)
+    pooled = group_keys(keys, patch_grid=(8, 8), group=(1, 4))
     assert pooled.shape == (2, 1 + 16, 4, 8)
     logits = torch.einsum("vhd,vthd->vht", q, keys)
     per_group = logits[:, :, 1:].reshape(2, 4, 8, 2, 4).mean(-1).reshape(2, 4, 16)

@@ -6,8 +6,8 @@ import torch
 import vtcompress
 from tests.conftest import IMAGE_SIZES, inputs_for, logits, make_image, prompt
 from vtcompress.budget import keep_count
+from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.integrations.llava_next.tiny import PINPOINTS
-from vtcompress.layout import AnyResLayout
 from vtcompress.registry import _METHODS, register_method
 
 
@@ -177,7 +177,7 @@ def test_bad_input_errors_name_the_fix(model, processor):
         vtcompress.compress(model, "nope")
     with pytest.raises(TypeError, match="no option"):
         vtcompress.compress(model, "globalcom2", ratio=0.5, bogus=1)
-    with pytest.raises(TypeError, match="no adapter for Linear"):
+    with pytest.raises(TypeError, match="no host for Linear"):
         vtcompress.compress(torch.nn.Linear(2, 2), "globalcom2")
     vtcompress.compress(model, "globalcom2", ratio=0.5)
     inputs = inputs_for(processor, [IMAGE_SIZES["wide"]])

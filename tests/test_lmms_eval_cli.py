@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("lmms_eval", reason='the lmms-eval plugin tests need: pip install "vtcompress[eval]"')
 
 from vtcompress.budget import keep_count  # noqa: E402
-from vtcompress.layout import AnyResLayout  # noqa: E402
+from vtcompress.integrations.llava_next.layout import AnyResLayout  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["vtc_document_qa", "vtc_shapes_qa"]

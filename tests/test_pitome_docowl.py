@@ -31,5 +31,6 @@ def test_projected_metric_follows_the_count_rule_and_others_name_the_fix():
         (vtc.PiToMeConfig(ratio=0.3), "metric='projected'"),
         (vtc.ToMeConfig(ratio=0.3, placement="tower"), "placement='projector'"),
     ):
-        with vtc.compressed(model, config), pytest.raises(ValueError, match=fix):
-            model(**inputs)
+        with pytest.raises(ValueError, match=f"DocOwl.*does not provide.*{fix}"):  # refused on attach
+            vtc.compress(model, config)
+        assert vtc.get_handle(model) is None

@@ -11,10 +11,10 @@ import vtcompress
 from tests.conftest import IMAGE_SIZES, inputs_for, logits, make_image, prompt
 from vtcompress import PiToMeConfig, ToMeConfig
 from vtcompress.budget import keep_count
+from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.integrations.llava_next.tiny import PINPOINTS
-from vtcompress.layout import AnyResLayout
 from vtcompress.merge import paper_token_schedule, tome_plan
-from vtcompress.methods.merging import TokenMergingConfig, compress_merging, make_tower_patch
+from vtcompress.methods.merging import TokenMergingConfig, compress_merging
 from vtcompress.registry import _METHODS, register_method
 
 CONFIGS = {
@@ -156,7 +156,7 @@ class FixedMergeConfig(TokenMergingConfig):
 
 @pytest.fixture
 def fixed_merge():
-    register_method("_fixed_merge", FixedMergeConfig, tower_patch=make_tower_patch)(compress_merging)
+    register_method("_fixed_merge", FixedMergeConfig)(compress_merging)
     yield FixedMergeConfig
     _METHODS.pop("_fixed_merge", None)
 

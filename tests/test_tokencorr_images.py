@@ -8,7 +8,7 @@ from PIL import Image
 
 from tests._tokencorr_util import blank_page, clip_qk, pixels, text_page, tiny_clip
 from vtcompress.budget import keep_count
-from vtcompress.layout import AnyResLayout
+from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.methods.tokencorr import TokenCorrConfig
 from vtcompress.registry import get_method
 from vtcompress.tokens import ImageTokens

@@ -10,8 +10,8 @@ import vtcompress
 from tests._tokencorr_util import blank_page, text_page
 from tests.conftest import IMAGE_SIZES, logits, make_image, prompt
 from vtcompress.budget import keep_count
+from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.integrations.llava_next.tiny import PINPOINTS
-from vtcompress.layout import AnyResLayout
 from vtcompress.methods.tokencorr import TokenCorrConfig
 
 

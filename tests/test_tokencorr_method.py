@@ -9,7 +9,7 @@ import torch
 
 from tests._tokencorr_util import synthetic_tokens
 from vtcompress.budget import keep_count
-from vtcompress.layout import pack_views
+from vtcompress.integrations.llava_next.layout import pack_views
 from vtcompress.methods.tokencorr import (
     TokenCorrConfig,
     plan_views,

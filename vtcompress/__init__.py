@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from vtcompress import methods  # noqa: F401  (registers the built-in methods)
 from vtcompress.api import CompressionHandle, compress, compressed, get_handle, register_adapter
 from vtcompress.config import CompressionConfig
-from vtcompress.layout import AnyResLayout
+from vtcompress.layout import Layout
 from vtcompress.methods.baselines import FasterVLMConfig, RandomConfig, UniformConfig
 from vtcompress.methods.globalcom2 import GlobalCom2Config
 from vtcompress.methods.pitome import PiToMeConfig
@@ -40,7 +41,6 @@ def load_compressed_docowl(*args: Any, **kwargs: Any):
 
 
 __all__ = [
-    "AnyResLayout",
     "CompressionConfig",
     "CompressionHandle",
     "CompressionStats",
@@ -48,6 +48,7 @@ __all__ = [
     "GlobalCom2Config",
     "ImageStats",
     "ImageTokens",
+    "Layout",
     "PiToMeConfig",
     "RandomConfig",
     "ToMeConfig",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
+from importlib.metadata import entry_points
 from typing import Any, Protocol
 
 from torch import nn
@@ -13,10 +15,15 @@ from vtcompress.registry import make_config
 from vtcompress.stats import CompressionStats
 
 _HANDLE_ATTR = "_vtcompress_handle"
+HOST_ENTRY_POINTS = "vtcompress.hosts"
+_ADAPTERS: list[type] = []
 
 
 class Adapter(Protocol):
-    """Model-specific glue. ``supports`` recognises a model; ``attach`` installs removable hooks."""
+    """A host: model-specific glue (see :class:`vtcompress.integrations.host.Host`).
+
+    ``supports`` recognises a model; the constructor installs removable hooks; ``remove`` undoes them.
+    """
 
     model_names: str  # for error messages, e.g. "LlavaNextForConditionalGeneration"
 
@@ -28,31 +35,39 @@ class Adapter(Protocol):
     def remove(self) -> None: ...
 
 
-_ADAPTERS: list[type] = []
-
-
 def register_adapter(cls: type) -> type:
-    """Class decorator: make ``compress()`` use ``cls`` for the models it ``supports``."""
+    """Make ``compress()`` use host ``cls`` for the models it ``supports`` (also a class decorator).
+
+    Packages normally declare hosts in the ``vtcompress.hosts`` entry-point group instead.
+    """
     if cls not in _ADAPTERS:
         _ADAPTERS.append(cls)
     return cls
 
 
-def _load_builtin_adapters() -> None:
-    from vtcompress.integrations import llava_next  # noqa: F401
-
-    with contextlib.suppress(ImportError):
-        from vtcompress.integrations import docowl  # noqa: F401
+@functools.lru_cache(maxsize=1)
+def _entry_point_hosts() -> tuple[tuple[type, ...], tuple[str, ...]]:
+    """Hosts declared by installed packages, and why any of them could not be loaded."""
+    hosts, failures = [], []
+    for ep in entry_points(group=HOST_ENTRY_POINTS):
+        try:
+            hosts.append(ep.load())
+        except ImportError as err:  # an optional dependency of that host is missing
+            failures.append(f"{ep.name}: {err}")
+    return tuple(hosts), tuple(failures)
 
 
 def find_adapter(model: nn.Module) -> type:
-    _load_builtin_adapters()
-    for cls in _ADAPTERS:
+    """The host that supports ``model``: registered at run time first, then entry points."""
+    hosts, failures = _entry_point_hosts()
+    candidates = [*_ADAPTERS, *(h for h in hosts if h not in _ADAPTERS)]
+    for cls in candidates:
         if cls.supports(model):
             return cls
-    names = ", ".join(a.model_names for a in _ADAPTERS)
+    names = ", ".join(a.model_names for a in candidates) or "none installed"
+    unloaded = f" (hosts that failed to load: {'; '.join(failures)})" if failures else ""
     raise TypeError(
-        f"vtcompress has no adapter for {type(model).__name__}; supported: {names}. "
+        f"vtcompress has no host for {type(model).__name__}; supported: {names}{unloaded}. "
         "Load the model with e.g. LlavaNextForConditionalGeneration.from_pretrained(...) or "
         "vtcompress.load_compressed_llava(...)."
     )

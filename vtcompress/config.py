@@ -21,6 +21,20 @@ def check_ratio(ratio: Any) -> float:
     return ratio
 
 
+# What a method can need from a host (``CompressionConfig.requirements``) and a host can provide
+# (``Host.provides``). Hosts refuse a method whose needs they do not meet, naming both.
+CLS_ATTENTION = "cls_attention"
+HIDDEN_STATES = "hidden_states"
+GLOBAL_VIEW = "global_view"
+TOWER_MERGE = "tower_merge"
+CAPABILITIES: dict[str, str] = {
+    CLS_ATTENTION: "the [CLS] query and keys of vision layers",
+    HIDDEN_STATES: "vision hidden states",
+    GLOBAL_VIEW: "a global (whole-image) view beside the crops",
+    TOWER_MERGE: "token merging inside the vision tower",
+}
+
+
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
@@ -60,6 +74,12 @@ class CompressionConfig:
         layer for LLaVA-NeXT); ``num_layers`` the tower depth. Default: nothing.
         """
         return set(), set()
+
+    def requirements(self, score_layer: int, num_layers: int) -> dict[str, str]:
+        """What the method needs from a host: capability (see ``CAPABILITIES``) -> how to do
+        without it ("" when there is no alternative). Default: what ``capture_layers`` asks for."""
+        qk, hidden = self.capture_layers(score_layer, num_layers)
+        return {**({CLS_ATTENTION: ""} if qk else {}), **({HIDDEN_STATES: ""} if hidden else {})}
 
     def replace(self, **changes: Any) -> CompressionConfig:
         return dataclasses.replace(self, **changes)

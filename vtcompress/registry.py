@@ -1,4 +1,8 @@
-"""Method registry: a new compression method is one file that calls :func:`register_method`."""
+"""Method registry: a new compression method is one file that calls :func:`register_method`.
+
+The built-in methods register when ``vtcompress`` is imported (its ``__init__`` imports
+:mod:`vtcompress.methods`), so this module imports no method.
+"""
 
 from __future__ import annotations
 
@@ -16,29 +20,20 @@ class MethodSpec:
     """What the registry knows of a method.
 
     ``compress`` is the pure tensor function ``(ImageTokens, config) -> list[ViewOutput]``
-    (see :mod:`vtcompress.tokens`); ``None`` for methods that act inside the vision tower and
-    are applied by an adapter-specific patch (``tower_patch``).
-
-    ``tower_patch(layers, config, score_layer, num_layers, enabled)`` (optional) installs hooks
-    on the vision encoder's ``layers`` that change the token count inside the tower, active only
-    while ``enabled()`` is true; it returns None (nothing to do for this config) or a handle with
-    ``remove()`` and ``owner``: long [views, side*side] after a run, the index of the token that
-    holds each original patch in the features the adapter reads. The adapter passes it to
-    ``compress`` as ``ImageTokens.sources``.
+    (see :mod:`vtcompress.tokens`). What the method needs from a host (attention, hidden states,
+    in-tower merging, ...) its config says in ``requirements``; hosts check it.
     """
 
     name: str
     config_cls: type[CompressionConfig]
     compress: Callable[..., Any] | None
     description: str = ""
-    tower_patch: Callable[..., Any] | None = None
 
 
 def register_method(
     name: str,
     config_cls: type[CompressionConfig],
     description: str = "",
-    tower_patch: Callable[..., Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering ``fn`` as the compressor of method ``name``."""
 
@@ -51,7 +46,7 @@ def register_method(
                 f"{config_cls.__name__} already configures method {owner!r}; subclass it for {name!r}"
             )
         config_cls.method = name
-        _METHODS[name] = MethodSpec(name, config_cls, fn, description, tower_patch)
+        _METHODS[name] = MethodSpec(name, config_cls, fn, description)
         return fn
 
     return decorator
@@ -59,12 +54,10 @@ def register_method(
 
 def available_methods() -> list[str]:
     """Names accepted by :func:`vtcompress.compress` and ``load_compressed_llava(method=...)``."""
-    _load_builtin_methods()
     return sorted(_METHODS)
 
 
 def get_method(name: str) -> MethodSpec:
-    _load_builtin_methods()
     if name not in _METHODS:
         raise ValueError(f"unknown method {name!r}; known methods: {', '.join(sorted(_METHODS))}")
     return _METHODS[name]
@@ -88,8 +81,3 @@ def make_config(config_or_name: CompressionConfig | str, **kwargs: Any) -> Compr
             f"its options are: {', '.join(sorted(known))}"
         )
     return spec.config_cls(**kwargs)
-
-
-def _load_builtin_methods() -> None:
-    # Importing the package registers the built-in methods (each module calls register_method).
-    from vtcompress import methods  # noqa: F401

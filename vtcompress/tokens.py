@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vtcompress.layout import AnyResLayout, view_positions
+from vtcompress.layout import Layout, view_positions
 
 
 @dataclass
@@ -45,7 +45,7 @@ class ImageTokens:
     """
 
     features: Tensor
-    layout: AnyResLayout
+    layout: Layout
     qk: dict[int, LayerQK] = field(default_factory=dict)
     hidden: dict[int, Tensor] = field(default_factory=dict)
     index: int = 0
@@ -107,7 +107,4 @@ def select_views(features: Tensor, positions: list[Tensor]) -> list[ViewOutput]:
 
 def keep_all(tokens: ImageTokens) -> list[ViewOutput]:
     """Every valid token of every view, in stock order (what ratio 1.0 means)."""
-    positions = [torch.arange(tokens.features.shape[1])]
-    if tokens.layout.has_crops:
-        positions += [p.clone() for p in view_positions(tokens.layout)[1 : tokens.num_views]]
-    return select_views(tokens.features, positions)
+    return select_views(tokens.features, [p.clone() for p in view_positions(tokens.layout)])

@@ -25,7 +25,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import vtcompress as vtc
-from vtcompress.layout import AnyResLayout, pack_views
+from vtcompress.integrations.llava_next.layout import AnyResLayout, pack_views
 from vtcompress.registry import get_method, make_config
 from vtcompress.tokens import ImageTokens, LayerQK
 

@@ -34,7 +34,8 @@ from evals.bench.models import (
     cut_vision_tower,
     load_checkpoint,
 )
-from vtcompress.layout import AnyResLayout
+from vtcompress.config import TOWER_MERGE
+from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.registry import get_method, make_config
 
 PROMPT = "Describe this image in detail."
@@ -247,10 +248,10 @@ def measure_setting(
     log(_line(base))
     cases = [base]
     for method in methods:
-        spec = get_method(method)
         for ratio in ratios:
             cut = None
-            if args.reuse_vision and spec.tower_patch is None:
+            in_tower = TOWER_MERGE in make_config(method, ratio=ratio).requirements(1, 2)
+            if args.reuse_vision and not in_tower:
                 cut = reuse_depth(bench, method, ratio)
             case = measured(method, ratio, cut)
             if cut is not None and cut < bench.vision_layers:

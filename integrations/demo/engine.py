@@ -24,7 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from vtcompress.api import compressed, get_handle
 from vtcompress.flops import decoder_prefill_flops
 from vtcompress.integrations.demo import overlay
-from vtcompress.layout import AnyResLayout
+from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.registry import available_methods, make_config
 from vtcompress.stats import CompressionStats, ImageStats
 
@@ -353,7 +353,7 @@ class DemoEngine:
         )
         flops_after = sample.prefill_flops_after if sample else flops_before
         note = ""
-        if im is None:
+        if im is None or make_config(method, ratio=ratio).is_off:
             note = "Ratio 1.0 switches compression off: both runs are the same model, token for token."
         elif im.note:
             note = im.note

@@ -42,6 +42,7 @@ from transformers.models.llama.modeling_llama import (
 
 from vtcompress.integrations.docowl.configuration import DocOwlConfig
 from vtcompress.integrations.docowl.vision import DocOwlVisionModel, HReducer, VisionEmbeddings
+from vtcompress.pipeline import restore_prompt
 
 TEXT, IMAGE = 0, 1
 
@@ -492,12 +493,5 @@ class DocOwlForConditionalGeneration(DocOwlPreTrainedModel, GenerationMixin):
             modality_indicators=merged["modality_indicators"],
             **kwargs,
         )
-        sequences = out if isinstance(out, Tensor) else out.sequences
-        prompt = input_ids
-        if sequences.shape[0] != prompt.shape[0]:  # num_return_sequences / beams
-            prompt = prompt.repeat_interleave(sequences.shape[0] // prompt.shape[0], dim=0)
-        sequences = torch.cat([prompt, sequences.to(prompt.device)], dim=1)
-        if isinstance(out, Tensor):
-            return sequences
-        out.sequences = sequences
-        return out
+        # generate from embeddings returns only the new tokens: the caller's prompt goes in front.
+        return restore_prompt(out, input_ids, 0)

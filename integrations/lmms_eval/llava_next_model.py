@@ -60,8 +60,8 @@ class CompressedLlavaNext(CompressedModel):
         return inputs
 
     def _uncompressed_images(self, inputs: dict[str, Any]) -> list[dict[str, Any]]:
+        from vtcompress.integrations.llava_next.layout import AnyResLayout
         from vtcompress.integrations.lmms_eval.records import uncompressed_image_entry
-        from vtcompress.layout import AnyResLayout
 
         cfg = self._model.config
         entries = []

@@ -26,17 +26,6 @@ from vtcompress.scores import cls_patch_attention
 from vtcompress.tokens import ImageTokens, ViewOutput, select_views
 
 
-def view_valid_positions(tokens: ImageTokens) -> list[Tensor]:
-    """Per view, long CPU positions of the tokens that exist after unpadding (raster order).
-
-    Cached per layout (read-only tensors); the thumbnail spans ``features.shape[1]`` tokens.
-    """
-    out = [torch.arange(tokens.features.shape[1])]
-    if tokens.layout.has_crops:
-        out += view_positions(tokens.layout)[1 : tokens.num_views]
-    return out
-
-
 def uniform_view_budgets(tokens: ImageTokens, ratio: float) -> list[int]:
     """Image total ``floor(r N)`` split across views in proportion to their sizes."""
     counts = tokens.layout.view_counts()
@@ -67,7 +56,7 @@ class FasterVLMConfig(CompressionConfig):
 def random_drop(tokens: ImageTokens, config: RandomConfig) -> list[ViewOutput]:
     gen = torch.Generator().manual_seed(config.seed)
     positions = []
-    for pos, k in zip(view_valid_positions(tokens), uniform_view_budgets(tokens, config.ratio)):
+    for pos, k in zip(view_positions(tokens.layout), uniform_view_budgets(tokens, config.ratio)):
         pick = torch.randperm(len(pos), generator=gen)[:k]
         positions.append(pos[pick].sort().values)
     return select_views(tokens.features, positions)
@@ -82,7 +71,7 @@ def evenly_spaced(n: int, k: int, device: torch.device | None = None) -> Tensor:
 def uniform(tokens: ImageTokens, config: UniformConfig) -> list[ViewOutput]:
     positions = [
         pos[evenly_spaced(len(pos), k)]
-        for pos, k in zip(view_valid_positions(tokens), uniform_view_budgets(tokens, config.ratio))
+        for pos, k in zip(view_positions(tokens.layout), uniform_view_budgets(tokens, config.ratio))
     ]
     return select_views(tokens.features, positions)
 
@@ -92,7 +81,7 @@ def fastervlm(tokens: ImageTokens, config: FasterVLMConfig) -> list[ViewOutput]:
     attn = cls_patch_attention(tokens, tokens.score_layer).cpu()  # [V, N]: the one device sync
     positions = []
     for v, (pos, k) in enumerate(
-        zip(view_valid_positions(tokens), uniform_view_budgets(tokens, config.ratio))
+        zip(view_positions(tokens.layout), uniform_view_budgets(tokens, config.ratio))
     ):
         top = torch.topk(attn[v, pos], k).indices
         positions.append(pos[top].sort().values)

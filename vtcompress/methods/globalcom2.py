@@ -41,8 +41,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vtcompress.budget import keep_count, split_budget
-from vtcompress.config import CompressionConfig, check_choice
-from vtcompress.layout import NEWLINE_POLICIES, AnyResLayout
+from vtcompress.config import CLS_ATTENTION, GLOBAL_VIEW, CompressionConfig, check_choice
+from vtcompress.layout import NEWLINE_POLICIES, Layout
 from vtcompress.registry import register_method
 from vtcompress.scores import cls_patch_logits
 from vtcompress.tokens import ImageTokens, ViewOutput, select_views
@@ -80,6 +80,12 @@ class GlobalCom2Config(CompressionConfig):
     def capture_layers(self, score_layer: int, num_layers: int) -> tuple[set[int], set[int]]:
         return ({score_layer} if self.score == "cls" else set()), set()
 
+    def requirements(self, score_layer: int, num_layers: int) -> dict[str, str]:
+        needs = {GLOBAL_VIEW: ""}
+        if self.score == "cls":
+            needs[CLS_ATTENTION] = "use score='mean_cos' for a tower without [CLS]"
+        return needs
+
 
 def token_scores(tokens: ImageTokens, score: str) -> Tensor:
     """[V, N] per-token importance: [CLS] logits, or -cos to the view mean (no [CLS] needed)."""
@@ -114,9 +120,7 @@ def crop_ratios(
     return (ratio * (1 + sigma - 1 / n)).clamp_max(1.0)
 
 
-def crop_scores(
-    local: Tensor, thumb_scores: Tensor, layout: AnyResLayout, alpha: float
-) -> tuple[Tensor, Tensor]:
+def crop_scores(local: Tensor, thumb_scores: Tensor, layout: Layout, alpha: float) -> tuple[Tensor, Tensor]:
     """Combined global+local scores of every crop token.
 
     Args:
@@ -126,7 +130,7 @@ def crop_scores(
     """
     valid = layout.crop_valid_mask(local.device)
     (top, bottom), (left, right) = layout.valid_rows, layout.valid_cols
-    sh, sw = view_grid(layout)
+    sh, sw = layout.view_grid
     full_h, full_w = layout.rows * sh, layout.cols * sw
     resized = F.interpolate(
         thumb_scores.float()[None, None],
@@ -147,13 +151,6 @@ def crop_scores(
     return combined.masked_fill(~valid, float("-inf")), valid
 
 
-def view_grid(layout) -> tuple[int, int]:
-    """(rows, cols) of one view's token grid: side x side in LLaVA-NeXT; layouts with other
-    shapes (DocOwl's 32x8 H-Reducer tokens) say so with ``view_grid``."""
-    grid = getattr(layout, "view_grid", None)
-    return tuple(grid) if grid is not None else (layout.side, layout.side)
-
-
 def top_positions(scores: Tensor, k: int, spatial: bool = True) -> Tensor:
     """Indices of the ``k`` largest scores ([N] -> long [k]); sorted by position if ``spatial``."""
     idx = torch.topk(scores, k, sorted=True).indices
@@ -164,6 +161,11 @@ def top_positions(scores: Tensor, k: int, spatial: bool = True) -> Tensor:
 def globalcom2(tokens: ImageTokens, config: GlobalCom2Config) -> list[ViewOutput]:
     """Compress one anyres image. Returns one ViewOutput per view (thumbnail first)."""
     layout, feats = tokens.layout, tokens.features
+    if not layout.global_view:
+        raise ValueError(
+            "globalcom2 needs a global view (the thumbnail) beside the crops; this image has none "
+            "(DocOwl: keep add_global_img=True in the processor)"
+        )
     # The [V, N] scores come to the CPU once (the only device sync); every choice below is made
     # there on small tensors, and the kept features move in one gather (select_views).
     scores = token_scores(tokens, config.score).cpu()  # [V, N]
@@ -172,7 +174,7 @@ def globalcom2(tokens: ImageTokens, config: GlobalCom2Config) -> list[ViewOutput
     positions = [top_positions(scores[0], thumb_k, config.thumbnail_order == "spatial")]
     if not layout.has_crops:
         return select_views(feats[:1], positions)
-    thumb_map = scores[0].view(view_grid(layout))
+    thumb_map = scores[0].view(layout.view_grid)
     ratios = crop_ratios(
         thumb_map, layout.rows, layout.cols, r, config.temperature, config.region_aggregation
     )

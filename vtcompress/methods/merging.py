@@ -28,16 +28,14 @@ Either way every kept token carries ``sizes`` (original valid patches it holds) 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from vtcompress.budget import keep_count
-from vtcompress.config import CompressionConfig, check_choice
-from vtcompress.layout import NEWLINE_POLICIES
+from vtcompress.config import HIDDEN_STATES, TOWER_MERGE, CompressionConfig, check_choice
+from vtcompress.layout import NEWLINE_POLICIES, view_positions
 from vtcompress.merge import (
     MERGE_MODES,
     MergePlan,
@@ -50,9 +48,6 @@ from vtcompress.merge import (
 )
 from vtcompress.methods.baselines import uniform_view_budgets
 from vtcompress.tokens import ImageTokens, ViewOutput
-
-if TYPE_CHECKING:
-    from vtcompress.integrations.clip_merge import TowerMerge
 
 PLACEMENTS = ("projector", "tower")
 SCHEDULES = ("exact", "paper")
@@ -106,6 +101,13 @@ class TokenMergingConfig(CompressionConfig):
             return set(), {score_layer}
         return set(), set()
 
+    def requirements(self, score_layer: int, num_layers: int) -> dict[str, str]:
+        if self.placement == "tower":
+            return {TOWER_MERGE: "use placement='projector'"}
+        if self.metric == "vision":
+            return {HIDDEN_STATES: "use metric='projected'"}
+        return {}
+
     # --- what each method defines -----------------------------------------------------------
     def plan(self, metric: Tensor, r: int, layer: int, num_layers: int, class_token: bool) -> MergePlan:
         """One merge step. metric: [B, 1+T, D] with ``class_token`` else [B, T, D]; ``layer`` is
@@ -134,19 +136,6 @@ class TokenMergingConfig(CompressionConfig):
 
 
 # --- projector placement -------------------------------------------------------------------------
-def valid_positions(tokens: ImageTokens) -> list[Tensor]:
-    """Per view, long grid positions of the patches left after unpadding (raster order).
-
-    From the layout alone: after in-tower merging ``features`` no longer has one row per patch.
-    """
-    device = tokens.features.device
-    out = [torch.arange(tokens.layout.view_tokens, device=device)]
-    if tokens.layout.has_crops:
-        valid = tokens.layout.crop_valid_mask(device)
-        out += [valid[j].nonzero().squeeze(1) for j in range(valid.shape[0])]
-    return out
-
-
 def merge_view(
     features: Tensor, metric: Tensor, keep: int, config: TokenMergingConfig, layer: int, num_layers: int
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -211,7 +200,9 @@ def compress_projector(tokens: ImageTokens, config: TokenMergingConfig) -> list[
     else:
         metric = tokens.features
     outs = []
-    for v, (pos, keep) in enumerate(zip(valid_positions(tokens), uniform_view_budgets(tokens, config.ratio))):
+    for v, (pos, keep) in enumerate(
+        zip(view_positions(tokens.layout), uniform_view_budgets(tokens, config.ratio))
+    ):
         feats, _, owner = merge_view(
             tokens.features[v, pos], metric[v, pos], keep, config, layer, tokens.num_layers
         )
@@ -232,7 +223,7 @@ def compress_tower_output(tokens: ImageTokens) -> list[ViewOutput]:
             "this one did not, so use placement='projector'"
         )
     outs = []
-    for v, pos in enumerate(valid_positions(tokens)):
+    for v, pos in enumerate(view_positions(tokens.layout)):
         outs.append(_view_output(tokens.features[v], tokens.sources[v, pos], pos))
     return outs
 
@@ -242,33 +233,3 @@ def compress_merging(tokens: ImageTokens, config: TokenMergingConfig) -> list[Vi
     if config.placement == "tower":
         return compress_tower_output(tokens)
     return compress_projector(tokens, config)
-
-
-def make_tower_patch(
-    layers: Sequence[nn.Module],
-    config: TokenMergingConfig,
-    score_layer: int,
-    num_layers: int,
-    enabled: Callable[[], bool],
-) -> TowerMerge | None:
-    """``tower_patch`` of ``pitome`` / ``tome``: hooks merging after layers ``0 .. score_layer-1``.
-
-    Returns a :class:`vtcompress.integrations.clip_merge.TowerMerge` (``.owner`` after each run,
-    ``.remove()``), or None for the projector placement or when there is no layer to merge after.
-    """
-    if config.placement != "tower" or config.ratio >= 1.0 or score_layer < 1:
-        return None
-    from vtcompress.integrations.clip_merge import TowerMerge  # at call time: keeps import vtcompress light
-
-    def plan(metric: Tensor, r: int, layer: int) -> MergePlan:
-        return config.plan(metric, r, layer, num_layers, class_token=True)
-
-    return TowerMerge(
-        layers,
-        plan,
-        lambda patches: config.tower_schedule(patches, score_layer),
-        score_layer,
-        mode=config.merge,
-        proportional_attention=config.proportional_attention,
-        enabled=enabled,
-    )

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from vtcompress.merge import HF_CLIP_BIPARTITE_UNTIL, HF_CLIP_MARGIN, MergePlan, pitome_plan, tome_plan
-from vtcompress.methods.merging import TokenMergingConfig, compress_merging, make_tower_patch
+from vtcompress.methods.merging import TokenMergingConfig, compress_merging
 from vtcompress.registry import register_method
 
 
@@ -74,5 +74,4 @@ register_method(
     "pitome",
     PiToMeConfig,
     "PiToMe energy-based token merging (projector placement by default; in-tower with placement='tower')",
-    tower_patch=make_tower_patch,
 )(compress_merging)

@@ -328,8 +328,15 @@ def tokencorr(tokens: ImageTokens, config: TokenCorrConfig) -> list[ViewOutput]:
     missing = sorted({low, deep} - set(tokens.qk))
     if missing:
         raise KeyError(f"tokencorr needs the q/k of vision layers {missing}; captured: {sorted(tokens.qk)}")
-    compress = [config.compress_global or not tokens.layout.has_crops] + [True] * (tokens.num_views - 1)
-    plans = plan_views(tokens.qk[low], tokens.qk[deep], config, compress, view_valid_mask(tokens))
+    layout = tokens.layout
+    group = tuple(layout.patch_group)
+    if group != (1, 1):  # tokens group patches (DocOwl's H-Reducer): choose groups by patch scores
+        h, w = layout.view_grid
+        grid = (h * group[0], w * group[1])
+        plans = select_groups(tokens.qk[low], tokens.qk[deep], config, grid, group, layout.global_view)
+    else:
+        compress = [config.compress_global or not layout.has_crops] + [True] * (tokens.num_views - 1)
+        plans = plan_views(tokens.qk[low], tokens.qk[deep], config, compress, view_valid_mask(tokens))
     outs = []
     for v, plan in enumerate(plans):
         out = ViewOutput.select(tokens.features[v], plan.kept.to(tokens.features.device))

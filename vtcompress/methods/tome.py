@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from vtcompress.merge import MergePlan, tome_plan
-from vtcompress.methods.merging import TokenMergingConfig, compress_merging, make_tower_patch
+from vtcompress.methods.merging import TokenMergingConfig, compress_merging
 from vtcompress.registry import register_method
 
 
@@ -45,5 +45,4 @@ register_method(
     "tome",
     ToMeConfig,
     "ToMe bipartite soft matching token merging (baseline for pitome; same placements)",
-    tower_patch=make_tower_patch,
 )(compress_merging)

@@ -1,0 +1,167 @@
+"""The base every host builds on: bookkeeping that is the same for every model.
+
+A host is the only code that knows a model. Subclasses say which models they ``supports``,
+what they ``provides`` (capabilities from :mod:`vtcompress.config`), where the vision tower and
+its layers are, and how to splice kept tokens back; this base class does the rest:
+
+* resolves the method, refuses it when the host lacks what it needs (naming both);
+* installs hooks and instance patches through :meth:`hook` / :meth:`patch`, all undone by an
+  idempotent :meth:`remove`, so the model behaves exactly as before;
+* captures [CLS] queries, keys and hidden states of the layers the method asks for, only while
+  :attr:`capturing` is set;
+* times the vision tower and the compressor (synchronising CUDA before reading clocks) and
+  publishes :class:`~vtcompress.stats.CompressionStats` on the handle.
+
+Hosts are found through the ``vtcompress.hosts`` entry-point group (see ``pyproject.toml``), so a
+separate package can add a model without editing vtcompress.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from vtcompress.api import CompressionHandle
+from vtcompress.config import CompressionConfig
+from vtcompress.pipeline import check_applicable, compress_image
+from vtcompress.registry import get_method
+from vtcompress.stats import CompressionStats
+from vtcompress.tokens import ImageTokens, ViewOutput
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued CUDA work, so that a clock read afterwards times it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Host:
+    """Base of every host (see the module docstring).
+
+    Subclasses set :attr:`model_names` and :attr:`provides`, implement :meth:`supports`, and in
+    ``__init__`` call ``super().__init__(model, config, handle, score_layer, num_layers)`` before
+    installing their own hooks.
+    """
+
+    model_names: ClassVar[str] = ""
+    provides: ClassVar[frozenset[str]] = frozenset()
+
+    @staticmethod
+    def supports(model: nn.Module) -> bool:
+        raise NotImplementedError
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: CompressionConfig,
+        handle: CompressionHandle,
+        score_layer: int,
+        num_layers: int,
+    ) -> None:
+        self.model, self.config, self.handle = model, config, handle
+        self.method = get_method(config.method)
+        self.score_layer, self.num_layers = score_layer, num_layers
+        self.off = config.is_off
+        check_applicable(
+            config, type(self).__name__ + f" ({self.model_names})", self.provides, score_layer, num_layers
+        )
+        # Off (ratio 1.0): the pipeline keeps every token, so nothing needs capturing.
+        capture = (set(), set()) if self.off else config.capture_layers(score_layer, num_layers)
+        self.qk_layers, self.hidden_layers = capture
+        self.capturing = False
+        self.captured: dict[tuple[str, int], Tensor] = {}
+        self.stats: CompressionStats | None = None
+        self._vision_start = 0.0
+        self._hooks: list[Any] = []
+        self._patched: list[tuple[nn.Module, str]] = []
+        self._removers: list[Callable[[], None]] = []
+
+    # --- installation ---------------------------------------------------------------------------
+    def hook(self, handle: Any) -> None:
+        """Keep a hook handle (anything with ``remove()``) for :meth:`remove`."""
+        self._hooks.append(handle)
+
+    def patch(self, module: nn.Module, name: str, fn: Any) -> None:
+        """Override ``module.name`` on the instance (the class stays untouched)."""
+        setattr(module, name, fn)
+        self._patched.append((module, name))
+
+    def on_remove(self, fn: Callable[[], None]) -> None:
+        self._removers.append(fn)
+
+    def remove(self) -> None:
+        """Undo every hook and patch (idempotent)."""
+        for fn in reversed(self._removers):
+            fn()
+        for h in self._hooks:
+            h.remove()
+        for module, name in reversed(self._patched):
+            if name in module.__dict__:
+                delattr(module, name)
+        self._hooks, self._patched, self._removers = [], [], []
+        self.captured.clear()
+
+    # --- capture --------------------------------------------------------------------------------
+    def capture_output(self, module: nn.Module, kind: str, layer: int, pick: Callable[[Any], Tensor]) -> None:
+        """While capturing, store ``pick(output)`` of ``module`` as ``captured[(kind, layer)]``."""
+
+        def grab(mod, args, output) -> None:
+            if self.capturing:
+                self.captured[(kind, layer)] = pick(output)
+
+        self.hook(module.register_forward_hook(grab))
+
+    def capture_input(self, module: nn.Module, kind: str, layer: int) -> None:
+        """While capturing, store the first input (``hidden_states``) of ``module``."""
+
+        def grab(mod, args, kwargs) -> None:
+            if self.capturing:
+                self.captured[(kind, layer)] = args[0] if args else kwargs["hidden_states"]
+
+        self.hook(module.register_forward_pre_hook(grab, with_kwargs=True))
+
+    def captured_tensor(self, kind: str, layer: int) -> Tensor:
+        if (kind, layer) not in self.captured:
+            raise RuntimeError(f"vision layer {layer} did not run, so its {kind} could not be captured")
+        return self.captured[(kind, layer)]
+
+    def time_vision(self, tower: nn.Module, device: Callable[[], torch.device]) -> None:
+        """Add the tower's run time to ``stats.vision_seconds`` while capturing."""
+
+        def start(mod, args) -> None:
+            if self.capturing:
+                sync(device())
+                self._vision_start = time.perf_counter()
+
+        def end(mod, args, output) -> None:
+            if self.capturing and self.stats is not None:
+                sync(device())
+                self.stats.vision_seconds += time.perf_counter() - self._vision_start
+
+        self.hook(tower.register_forward_pre_hook(start))
+        self.hook(tower.register_forward_hook(end))
+
+    def begin(self) -> None:
+        """Start a call that sees images: fresh stats, capture on."""
+        self.stats = CompressionStats()
+        self.capturing = True
+
+    def end(self) -> None:
+        """Capture off, captured tensors freed, stats published on the handle."""
+        self.capturing = False
+        self.captured.clear()
+        self.handle.last_stats = self.stats
+
+    # --- compression ----------------------------------------------------------------------------
+    def compress(self, tokens: ImageTokens) -> tuple[list[ViewOutput], float]:
+        """Run the method on one image; returns its per-view outputs and the seconds it took."""
+        device = tokens.features.device
+        sync(device)
+        start = time.perf_counter()
+        outs = compress_image(self.method, self.config, tokens)
+        sync(device)
+        return outs, time.perf_counter() - start

@@ -1,0 +1,136 @@
+"""The compression pipeline every host shares: check a method against a host, compress one
+image, describe what happened (stats, FLOPs), and give ``generate`` its caller's prompt back.
+
+Hosts (``vtcompress.integrations.*``) only capture what a method needs, build
+:class:`~vtcompress.tokens.ImageTokens`, and splice the kept tokens back into their model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vtcompress.config import CAPABILITIES, CompressionConfig
+from vtcompress.flops import decoder_prefill_flops
+from vtcompress.layout import Layout
+from vtcompress.registry import MethodSpec
+from vtcompress.stats import ImageStats, SampleStats, ViewStats
+from vtcompress.tokens import ImageTokens, ViewOutput, keep_all
+
+
+def check_applicable(
+    config: CompressionConfig,
+    host: str,
+    provides: frozenset[str] | set[str],
+    score_layer: int,
+    num_layers: int,
+) -> None:
+    """Raise ValueError when ``host`` lacks something the configured method needs.
+
+    The message names the method, the host, what is missing and, where the method has one,
+    the option that does without it.
+    """
+    for need, fix in config.requirements(score_layer, num_layers).items():
+        if need not in provides:
+            what = CAPABILITIES.get(need, need)
+            hint = f"; {fix}" if fix else ""
+            raise ValueError(f"method {config.method!r} needs {what}, which {host} does not provide{hint}")
+
+
+def compress_image(method: MethodSpec, config: CompressionConfig, tokens: ImageTokens) -> list[ViewOutput]:
+    """One image's kept (or merged) tokens per view; every token when the config is off."""
+    if config.is_off:
+        return keep_all(tokens)
+    outs = method.compress(tokens, config)
+    if len(outs) != tokens.num_views:
+        raise RuntimeError(
+            f"method {config.method!r} returned {len(outs)} views for an image of {tokens.num_views}"
+        )
+    return outs
+
+
+def image_stats(
+    layout: Layout,
+    outs: list[ViewOutput],
+    config: CompressionConfig,
+    *,
+    index: int,
+    image_size: tuple[int, int],
+    seconds: float,
+    newlines_before: int,
+    newlines_after: int,
+    note: str = "",
+    passthrough: bool = False,
+) -> ImageStats:
+    """What compression did to one image (positions as (row, col) of each view's token grid)."""
+    width = layout.view_grid[1]
+
+    def cells(positions: Tensor) -> list[tuple[int, int]]:
+        return [divmod(int(p), width) for p in positions.tolist()]
+
+    views = [
+        ViewStats(
+            name,
+            original,
+            out.num_kept,
+            cells(out.positions),
+            out.sizes.tolist() if out.sizes is not None else None,
+            dict(out.info) if out.info else {},
+            sources=[cells(src) for src in out.sources] if out.sources is not None else None,
+        )
+        for name, original, out in zip(layout.view_names(), layout.view_counts(), outs)
+    ]
+    return ImageStats(
+        index=index,
+        image_size=tuple(int(x) for x in image_size),
+        grid=(layout.rows, layout.cols),
+        method=config.method,
+        ratio=config.ratio,
+        tokens_before=layout.num_tokens(),
+        tokens_after=sum(o.num_kept for o in outs),
+        newlines_before=newlines_before,
+        newlines_after=newlines_after,
+        seconds=seconds,
+        views=views,
+        passthrough=passthrough,
+        note=note,
+    )
+
+
+def sample_stats(text_config: Any, before: list[int], after: list[int]) -> list[SampleStats]:
+    """Per sequence: real prompt tokens before/after compression and the decoder's prefill FLOPs."""
+    return [
+        SampleStats(
+            b,
+            int(n0),
+            int(n1),
+            decoder_prefill_flops(text_config, int(n0)),
+            decoder_prefill_flops(text_config, int(n1)),
+        )
+        for b, (n0, n1) in enumerate(zip(before, after))
+    ]
+
+
+def restore_prompt(out: Any, prompt_ids: Tensor, short_len: int) -> Any:
+    """Put the caller's own prompt ids ([B, L]) back in front of what ``generate`` returned.
+
+    ``generate`` ran on prompts shortened to ``short_len`` tokens; its sequences are
+    [B * n, short_len + new] when it returns ``n`` sequences per prompt (``num_return_sequences``,
+    beams), each prompt's returns next to each other, as transformers orders them.
+    """
+    sequences = out if isinstance(out, Tensor) else getattr(out, "sequences", None)
+    if sequences is None:
+        return out
+    repeats, rest = divmod(sequences.shape[0], prompt_ids.shape[0])
+    if rest:
+        raise RuntimeError(
+            f"generate returned {sequences.shape[0]} sequences for {prompt_ids.shape[0]} prompts"
+        )
+    prompt = prompt_ids.repeat_interleave(repeats, dim=0).to(sequences.device)
+    full = torch.cat([prompt, sequences[:, short_len:]], dim=1)
+    if isinstance(out, Tensor):
+        return full
+    out.sequences = full
+    return out
