@@ -26,18 +26,26 @@ from vtcompress.tokens import ImageTokens, ViewOutput
 __version__ = "0.1.0"
 
 
+def _loader(name: str):
+    """A host's ``load_compressed_*`` function, declared in the ``vtcompress.loaders`` entry points."""
+    from importlib.metadata import entry_points
+
+    found = [ep for ep in entry_points(group="vtcompress.loaders") if ep.name == name]
+    if not found:
+        raise ImportError(
+            f"no vtcompress loader {name!r} is installed: reinstall vtcompress (pip install -e . in a checkout)"
+        )
+    return found[0].load()
+
+
 def load_compressed_llava(*args: Any, **kwargs: Any):
     """See :func:`vtcompress.integrations.llava_next.load_compressed_llava`."""
-    from vtcompress.integrations.llava_next import load_compressed_llava as load
-
-    return load(*args, **kwargs)
+    return _loader("llava_next")(*args, **kwargs)
 
 
 def load_compressed_docowl(*args: Any, **kwargs: Any):
     """See :func:`vtcompress.integrations.docowl.load_compressed_docowl`."""
-    from vtcompress.integrations.docowl import load_compressed_docowl as load
-
-    return load(*args, **kwargs)
+    return _loader("docowl")(*args, **kwargs)
 
 
 __all__ = [

@@ -1,0 +1,83 @@
+"""Tiny offline models of every host, behind one interface the conformance suite runs on.
+
+A new host adds a :class:`HostCase` to :data:`HOSTS`; every registered method then runs through
+every case of ``test_conformance.py`` on it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+
+from tests.conftest import make_image
+
+
+@dataclass(frozen=True)
+class HostCase:
+    name: str
+    build: Callable[[torch.dtype], tuple[Any, Any]]  # dtype -> (model, processor), cached
+    prompt: Callable[[str, int], str]  # (question, images) -> prompt text
+    image_token_id: Callable[[Any], int]
+    # Options a method needs on this host (e.g. a metric the host can capture).
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def inputs(
+        self,
+        images: list[Image.Image],
+        questions: list[str] | None = None,
+        per_prompt: list[int] | None = None,
+    ) -> dict:
+        """Processor output for ``images``; ``per_prompt[i]`` images go to prompt i (default 1 each)."""
+        _, processor = self.build(torch.float32)
+        per_prompt = per_prompt or [1] * len(images)
+        questions = questions or [f"What is in picture {i}?" for i in range(len(per_prompt))]
+        texts = [self.prompt(q, n) for q, n in zip(questions, per_prompt)]
+        return dict(processor(images=images, text=texts, return_tensors="pt", padding=True))
+
+
+@functools.cache
+def _llava(dtype: torch.dtype):
+    from vtcompress.integrations.llava_next.tiny import build_tiny_llava_next
+
+    model, processor = build_tiny_llava_next(seed=0)
+    return model.to(dtype), processor
+
+
+@functools.cache
+def _docowl(dtype: torch.dtype):
+    from vtcompress.integrations.docowl.tiny import build_tiny_docowl
+
+    model, processor = build_tiny_docowl(seed=0)
+    return model.to(dtype), processor
+
+
+def _docowl_prompt(question: str, images: int) -> str:
+    from vtcompress.integrations.docowl.processing import IMAGE_MARKER, mplug_owl2_prompt
+
+    return mplug_owl2_prompt(IMAGE_MARKER * (images - 1) + question)
+
+
+HOSTS = [
+    HostCase(
+        "llava_next",
+        _llava,
+        lambda q, n: "USER: " + "<image>\n" * n + f"{q} ASSISTANT:",
+        lambda model: model.config.image_token_id,
+    ),
+    HostCase(
+        "docowl",
+        _docowl,
+        _docowl_prompt,
+        lambda model: model.config.image_token_id,
+        method_options={"pitome": {"metric": "projected"}, "tome": {"metric": "projected"}},
+    ),
+]
+
+
+def picture(width: int, height: int, seed: int = 0) -> Image.Image:
+    return make_image(width, height, seed)
