@@ -322,10 +322,9 @@ def measure(method: str, args: argparse.Namespace, device: torch.device) -> dict
     config, images, newline = synthetic_images(
         method, args.ratio, args.batch, args.grid, args.width, dtype, lambda t: t.to(device)
     )
-    kernels = force_reference() if args.reference_kernels else contextlib.nullcontext()
 
     def work() -> None:
-        with kernels:
+        with force_reference() if args.reference_kernels else contextlib.nullcontext():
             compress_batch(method, config, images, newline)
 
     row: dict[str, Any] = {"method": method, **timings(args, work, device)}
