@@ -12,7 +12,7 @@ floating-point tolerance, same indices except between tied scores):
   5-7x faster than the naive torch path in bfloat16 but 4-5x slower in float32 (they compute
   exact float32 products, no TF32, while cuBLAS is faster there), so float32 CUDA tensors take the
   chunked reference, which matched the naive time at a fraction of its memory
-  (evals/results/h200_bench_kernels_cuda.txt);
+  (evals/results/h200/bench_kernels_cuda.txt);
 - no input needs a gradient (the kernels have no backward);
 - ``k <= MAX_TOPK`` (16) for :func:`cosine_topk`;
 - ``triton`` imports (``pip install "vtcompress[kernels]"``).

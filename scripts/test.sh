@@ -3,8 +3,10 @@
 # the whole test suite. Extra pytest arguments are passed through: bash scripts/test.sh -k globalcom2
 #
 # - torch: the CPU build 2.13.0 (any torch >= 2.4 works; this one installs without CUDA libraries).
-# - extras dev (pytest, ruff, playwright), demo (gradio), kernels (triton: its kernels are tested
-#   on the CPU in Triton's interpreter).
+# - extras dev (pytest, ruff, playwright, mkdocs), demo (gradio), kernels (triton: its kernels are
+#   tested on the CPU in Triton's interpreter).
+# - The documentation (mkdocs.yml, docs/) is built with --strict into a temporary folder, so a
+#   broken link or a page missing from the nav fails the run.
 # - Debian's chromium for the demo's browser test, installed when running as root with apt-get;
 #   elsewhere that test skips and says so.
 # - The lmms-eval tests need their own environment (lmms-eval needs torchvision, which must match
@@ -23,6 +25,14 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
         || echo "note: could not install chromium; the browser test will skip"
 fi
 python -m pytest "$@"  # the lmms-eval tests skip in this venv and run below
+# The docs build prints only on failure (mkdocs' own --quiet would also hide --strict's warnings).
+SITE=$(mktemp -d)
+if ! NO_MKDOCS_2_WARNING=1 python -m mkdocs build --strict --site-dir "$SITE/html" >"$SITE/log" 2>&1; then
+    cat "$SITE/log"
+    rm -rf "$SITE"
+    exit 1
+fi
+rm -rf "$SITE"
 if [ "${VTCOMPRESS_SKIP_EVAL:-0}" != 1 ]; then
     bash .ci/eval-setup.sh .venv-eval
     OMP_NUM_THREADS=1 .venv-eval/bin/python -m pytest -q tests/test_lmms_eval_cli.py \

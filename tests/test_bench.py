@@ -1,4 +1,4 @@
-"""The cost benchmark (evals/bench) on the tiny offline model: fields, sane values, clean model."""
+"""The cost benchmark (evals/bench): tiny-model runs, the GPU preset's plan, the compressor-cost tool."""
 
 from __future__ import annotations
 
@@ -131,12 +131,87 @@ def test_cut_tower_leaves_the_model_as_it_was():
         assert torch.equal(model(**call).logits, reference(**call).logits)
 
 
-def test_compressor_microbenchmark_counts_work():
+# --- the compressor-cost tool (evals/bench/compressors.py) ------------------------------------
+TINY_COMPRESSORS = ["--methods", "globalcom2,uniform", "--width", "16", "--repeats", "1"]
+
+
+def test_compressor_costs_are_per_image():
     compressors = _bench("compressors")
-    args = ["--methods", "globalcom2,uniform", "--batch", "2", "--width", "16", "--repeats", "1"]
-    rows = compressors.main(args)
-    assert [r["method"] for r in rows] == ["globalcom2", "uniform"]
-    for row in rows:
-        assert row["cpu_ms_per_batch"] > 0 and row["ms_per_batch"] > 0
-        assert 0 < row["kernel_ops_per_image"] <= row["ops_per_image"]
-        assert row["host_reads_per_image"] >= 0
+    one = compressors.main([*TINY_COMPRESSORS, "--batch", "1", "--emulate"])
+    # On a CPU the torch reference runs anyway: forcing it changes nothing but must work.
+    two = compressors.main([*TINY_COMPRESSORS, "--batch", "2", "--emulate", "--reference-kernels"])
+    assert [r["method"] for r in two] == ["globalcom2", "uniform"]
+    counts = (
+        "ops_per_image", "kernel_ops_per_image", "host_reads_per_image", "emulated_device_ops_per_image",
+        "emulated_syncs_per_image", "emulated_h2d_per_image", "emulated_host_ops_per_image",
+    )  # fmt: skip
+    for a, b in zip(one, two):
+        assert b["cpu_ms_per_batch"] > 0 and b["ms_per_batch"] > 0
+        assert 0 < b["kernel_ops_per_image"] < b["ops_per_image"]  # views are not kernels
+        assert b["emulated_device_ops_per_image"] > 0
+        # The same work for every image: counts do not depend on the batch size.
+        assert {k: a[k] for k in counts} == {k: b[k] for k in counts}, a["method"]
+
+
+def test_emulated_accelerator_counts_launches_syncs_and_copies():
+    compressors = _bench("compressors")
+    x = compressors.DeviceTensor(torch.arange(6.0))
+    with compressors.Emulator() as mode:
+        total = (x * 2).sum()  # two launches
+        assert total.item() == 30.0  # one sync
+        positions = torch.tensor([2, 0]).flip(0).to(compressors.EMULATED)  # a host op, one copy in
+        picked = x[positions]  # one launch
+        assert picked.tolist() == [0.0, 2.0]  # one sync
+        (x > 3).nonzero()  # two launches, one sync: the output size is read back
+    assert mode.syncs == 3 and mode.h2d == 1
+    assert sum(mode.device_ops.values()) == 5, mode.device_ops
+    assert mode.host_ops == 1
+
+
+def test_compressor_tool_refuses_cuda_without_a_gpu():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible")
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        _bench("compressors").main([*TINY_COMPRESSORS, "--device", "cuda"])
+
+
+# --- the GPU preset of the cost benchmark --------------------------------------------------------
+def test_gpu_preset_plan():
+    run, models = _bench("run"), _bench("models")
+    args = run.parse_args(["--preset", "gpu"])
+    assert (args.device, args.dtype, args.decoder, args.decoder_layers) == (
+        "cuda",
+        "bfloat16",
+        "vicuna-7b",
+        4,
+    )
+    assert args.vision_layers is None  # the whole CLIP tower
+    assert (args.repeats, args.decode_tokens, args.reuse_vision) == (5, 1, False)
+    grids, settings = run.plan_settings(args, models.LLAVA_V16_PINPOINTS, 336)
+    assert grids == [(2, 2)] and settings == [((2, 2), 1)]  # a 672x672 image at batch 1
+    # Options on the command line win over the preset.
+    args = run.parse_args(["--preset", "gpu", "--batch-sizes", "1,8", "--decoder-layers", "32"])
+    assert args.decoder_layers == 32 and args.batch_sizes == [1, 8]
+    assert run.plan_settings(args, models.LLAVA_V16_PINPOINTS, 336)[1] == [((2, 2), 1), ((2, 2), 8)]
+    with pytest.raises(SystemExit):
+        run.parse_args(["--preset", "gpu", "--quick"])
+
+
+def test_gpu_preset_refuses_without_a_gpu(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible")
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        _bench("run").main(["--preset", "gpu", "--decoder", "tiny", "--out", str(tmp_path)])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_preset_and_compressor_counts_on_cuda(tmp_path):
+    argv = ["--preset", "gpu", "--decoder", "tiny", "--methods", "uniform", "--ratios", "0.25",
+            "--repeats", "1", "--no-plots", "--out", str(tmp_path)]  # fmt: skip
+    data = _bench("run").main(argv)
+    assert data["machine"]["device"] == "cuda" and "gpu" in data["machine"]
+    base, comp = data["cases"]
+    assert comp["seconds"]["prefill"] > 0 and comp["tokens"]["images"][0]["after"] == 5 * 576 // 4
+    (row,) = _bench("compressors").main([*TINY_COMPRESSORS[2:], "--methods", "uniform", "--device", "cuda"])
+    assert row["cuda_kernels_per_image"] > 0 and row["cuda_syncs_per_image"] >= 0

@@ -46,7 +46,7 @@ class CompressionConfig:
     """Base of every method config.
 
     ``ratio`` is the fraction of visual tokens kept, counted without newline tokens
-    (see README, "How ratio is counted"). ``ratio=1.0`` switches compression off exactly.
+    (see docs/budget.md). ``ratio=1.0`` switches compression off exactly.
     """
 
     method: ClassVar[str] = ""

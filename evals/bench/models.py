@@ -139,11 +139,13 @@ def build_random_llava_next(
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
     attn_implementation: str = "sdpa",
+    device: torch.device | str = "cpu",
 ) -> BenchModel:
     """LLaVA-NeXT with real widths and random weights, decoder cut to ``decoder_layers`` layers.
 
     ``decoder`` is a key of :data:`DECODERS` or ``"tiny"`` (the package's tiny offline model,
-    toy widths). ``vision_layers`` cuts CLIP too (None: all 24).
+    toy widths). ``vision_layers`` cuts CLIP too (None: all 24). The weights are initialised on
+    ``device`` (on a GPU, a billion random weights take seconds instead of a minute on the CPU).
     """
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
 
@@ -184,7 +186,8 @@ def build_random_llava_next(
     if vision_layers is not None:
         config.vision_config.num_hidden_layers = min(vision_layers, full_vision)
     config._attn_implementation = attn_implementation
-    with torch.random.fork_rng(devices=[]):
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=None if device.type == "cuda" else []), device:
         torch.manual_seed(seed)
         model = LlavaNextForConditionalGeneration(config)
     # Random weights would stop at a random EOS: generate exactly the tokens asked for.

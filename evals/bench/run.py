@@ -1,8 +1,9 @@
 """Cost of every registered compression method vs ratio, batch size and resolution.
 
     python -m evals.bench --quick                 # a few minutes on a 2-core CPU
-    python -m evals.bench                         # batch sweep + resolution sweep (see docs/bench.md)
+    python -m evals.bench                         # batch sweep + resolution sweep (docs/benchmarks.md)
     python -m evals.bench --full                  # every batch size x every grid
+    python -m evals.bench --preset gpu            # prefill at LLaVA-NeXT-7B widths on a GPU (seconds)
     python -m evals.bench --device cuda --model llava-hf/llava-v1.6-vicuna-7b-hf   # real weights
 
 Every case is one ``generate`` call (prefill + ``--decode-tokens`` new tokens) on a batch of
@@ -39,6 +40,13 @@ from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.registry import get_method, make_config
 
 PROMPT = "Describe this image in detail."
+# Presets fill the options the command line leaves unset.
+PRESETS: dict[str, dict[str, Any]] = {
+    # Prefill on a GPU: a 672x672 image (2x2 grid, 2880 visual tokens) at batch 1 through the whole
+    # CLIP ViT-L/14-336 tower and a Vicuna-7B-wide decoder cut to 4 layers, bfloat16, median of 5.
+    # The FLOPs ratio of 4 layers is the full depth's (every layer costs the same).
+    "gpu": dict(device="cuda", decoder_layers=4, batch_sizes="1", grids="2x2", repeats=5, decode_tokens=1),
+}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -361,7 +369,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="every batch size x every grid (default: batch sweep on the largest grid + grid sweep at the smallest batch)",
     )
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        default=None,
+        help="gpu: prefill at LLaVA-NeXT-7B widths on CUDA, 2x2 grid, batch 1, decoder cut to 4 layers "
+        "(options given on the command line win)",
+    )
+    p.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default cpu (--preset gpu: cuda)")
     p.add_argument(
         "--model",
         default=None,
@@ -413,13 +428,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--reuse-vision", action=argparse.BooleanOptionalAction, default=None,
                    help="compressed runs of methods that leave the tower alone cut it to the layers they need and report the uncompressed run's vision time (default on for CPU, off for CUDA)")  # fmt: skip
-    p.add_argument("--out", default="evals/bench/results/latest")
+    p.add_argument("--out", default="evals/results/latest/bench")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument(
         "--report-only", metavar="JSON", help="rebuild results.md and plots from a saved results.json"
     )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if args.quick and args.preset:
+        p.error(f"--quick and --preset {args.preset}: choose one")
+    for key, value in PRESETS.get(args.preset, {}).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.device = args.device or "cpu"
     if args.quick:
         args.decoder_layers = args.decoder_layers or 1
         args.vision_layers = args.vision_layers or 2
@@ -443,6 +464,22 @@ def plan(grids: list[tuple[int, int]], batches: list[int], full: bool) -> list[t
     settings = [(grids[-1], b) for b in batches]
     settings += [(g, min(batches)) for g in grids[:-1]]
     return settings
+
+
+def plan_settings(
+    args: argparse.Namespace, pinpoints: list[list[int]], view: int
+) -> tuple[list[tuple[int, int]], list[tuple[tuple[int, int], int]]]:
+    """The grids to measure (``--grids``, or the pinpoints' grids) and the (grid, batch) settings."""
+    grids = grids_of(pinpoints, view)
+    if args.grids:
+        wanted = [tuple(g) for g in _pairs(args.grids)]
+        missing = [g for g in wanted if g not in grids]
+        if missing:
+            raise SystemExit(f"grids {missing} are not in the pinpoints' grids {grids}")
+        grids = sorted(wanted, key=lambda g: (g[0] * g[1], g[0]))
+    elif args.quick:
+        grids = sorted({grids[0], grids[-1]}, key=lambda g: (g[0] * g[1], g[0]))
+    return grids, plan(grids, args.batch_sizes, args.full)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -473,23 +510,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             dtype,
             args.seed,
             args.attn,
+            device=device,
         )
-        bench.model.to(device)
-    view = bench.config.vision_config.image_size
-    grids = grids_of(bench.pinpoints, view)
-    if args.grids:
-        wanted = [tuple(g) for g in _pairs(args.grids)]
-        missing = [g for g in wanted if g not in grids]
-        if missing:
-            raise SystemExit(f"grids {missing} are not in the pinpoints' grids {grids}")
-        grids = sorted(wanted, key=lambda g: (g[0] * g[1], g[0]))
-    elif args.quick:
-        grids = sorted({grids[0], grids[-1]}, key=lambda g: (g[0] * g[1], g[0]))
+    grids, settings = plan_settings(args, bench.pinpoints, bench.config.vision_config.image_size)
     methods = args.methods.split(",") if args.methods else vtc.available_methods()
     for m in methods:
         get_method(m)  # unknown names fail now, listing the known ones
     memory = PeakMemory(device)
-    settings = plan(grids, args.batch_sizes, args.full)
     log(
         f"vtcompress bench: {bench.name} ({'random weights' if bench.random_weights else 'checkpoint'}), "
         f"vision {bench.vision_layers}/{bench.full_vision_layers} layers, decoder "
