@@ -39,7 +39,7 @@ class ImageTokens:
     index: position of the image in its batch (for stats).
     score_layer: the vision layer whose input is ``features`` before projection (the layer whose
         [CLS] attention scores those features); num_layers: depth of the vision tower.
-    sources: long [V, side*side] when the vision tower merged tokens (a method's ``tower_patch``):
+    sources: long [V, side*side] when the vision tower merged tokens (in-tower merging, ``TOWER_MERGE``):
         for every original patch of a view, the index (0..K-1) of the token in ``features``
         [V, K, D] that holds it. None when the tower kept every patch (K = side*side).
     """

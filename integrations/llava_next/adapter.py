@@ -10,16 +10,13 @@ What it installs (all undone by ``remove()``):
   exist; it runs the method on each image and packs kept tokens (newlines per the method's policy);
 * ``get_image_features`` (signature kept: generate() selects arguments by it): turns capture on,
   and returns the features already computed for the same pixels in this call;
-* ``forward`` and ``generate`` of the outer model: encode + compress first, then shorten each
-  sample's placeholder run in ``input_ids`` (and mask, labels, position ids), re-pad, and run the
-  stock code. ``generate`` returns the caller's prompt ids followed by the new tokens (for every
-  returned sequence); ``forward`` returns logits over the shortened sequence.
+* ``forward`` and ``generate`` of the outer model: the prompt surgery of
+  :class:`~vtcompress.integrations.placeholder_host.PlaceholderHost`.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
 from typing import Any
 
 import torch
@@ -28,16 +25,15 @@ from torch import Tensor, nn
 from vtcompress.api import CompressionHandle
 from vtcompress.config import CLS_ATTENTION, GLOBAL_VIEW, HIDDEN_STATES, TOWER_MERGE, CompressionConfig
 from vtcompress.integrations.clip_merge import tower_merge_for
-from vtcompress.integrations.host import Host
 from vtcompress.integrations.llava_next.layout import AnyResLayout, pack_views
-from vtcompress.pipeline import image_stats, restore_prompt, sample_stats
-from vtcompress.sequence import shorten_placeholder_runs
+from vtcompress.integrations.placeholder_host import PlaceholderHost
+from vtcompress.pipeline import image_stats
 from vtcompress.tokens import ImageTokens, LayerQK, keep_all
 
 MODEL_CLASSES = ("LlavaNextForConditionalGeneration", "LlavaNextModel")
 
 
-class LlavaNextAdapter(Host):
+class LlavaNextAdapter(PlaceholderHost):
     model_names = "LlavaNextForConditionalGeneration, LlavaNextModel"
     provides = frozenset({CLS_ATTENTION, HIDDEN_STATES, GLOBAL_VIEW, TOWER_MERGE})
 
@@ -60,8 +56,7 @@ class LlavaNextAdapter(Host):
         # hidden_states[i] is the input of layer i: the layer that consumes the features scores them.
         score_layer = min(mcfg.vision_feature_layer % (num_layers + 1), num_layers - 1)
         super().__init__(model, config, handle, score_layer, num_layers)
-        self.pending: tuple[Tensor, Any] | None = None  # (pixel_values, image outputs) of this call
-        self.prepared = False  # input_ids already shortened by our generate()
+        self.image_token_id, self.text_config = mcfg.image_token_id, mcfg.text_config
         self.tower = tower_merge_for(self.layers, config, score_layer, num_layers, lambda: self.capturing)
         if self.tower is not None:
             self.on_remove(self.tower.remove)
@@ -81,16 +76,15 @@ class LlavaNextAdapter(Host):
         self.patch(
             self.inner, "get_image_features", self._wrap_get_image_features(self.inner.get_image_features)
         )
-        self.patch(model, "forward", self._wrap_forward(model.forward))
-        if hasattr(model, "generate"):
-            self.patch(model, "generate", self._wrap_generate(model.generate))
+        self.patch_prompt_surgery(model)
 
     # --- encoding and compression ----------------------------------------------------------------
     def _wrap_get_image_features(self, original):
         @functools.wraps(original)
         def get_image_features(pixel_values, image_sizes, *args, **kwargs):
-            if self.pending is not None and self.pending[0] is pixel_values:
-                return self.pending[1]
+            encoded = self.encoded_for(pixel_values)
+            if encoded is not None:
+                return encoded
             self.begin()
             try:
                 return original(pixel_values, image_sizes, *args, **kwargs)
@@ -164,87 +158,11 @@ class LlavaNextAdapter(Host):
         lens = torch.tensor([s.shape[0] for s in packed], dtype=torch.long, device=image_features[0].device)
         return packed, lens
 
-    # --- sequence surgery ------------------------------------------------------------------------
-    def _encode(self, call: dict[str, Any]):
-        extra = {
-            k: call[k]
-            for k in ("vision_feature_layer", "vision_feature_select_strategy")
-            if call.get(k) is not None
-        }
-        return self.inner.get_image_features(
+    # --- prompt surgery --------------------------------------------------------------------------
+    def encode(self, call: dict[str, Any]) -> tuple[Any, list[int]]:
+        keys = ("vision_feature_layer", "vision_feature_select_strategy")
+        extra = {k: call[k] for k in keys if call.get(k) is not None}
+        features = self.inner.get_image_features(
             call["pixel_values"], call["image_sizes"], return_dict=True, **extra
         )
-
-    def _shorten(self, call: dict[str, Any], features) -> dict[str, Any]:
-        """Cut placeholder runs to the compressed lengths; fills sample stats."""
-        input_ids, mask = call["input_ids"], call.get("attention_mask")
-        new_lengths = [int(f.shape[0]) for f in features.pooler_output]
-        old_lengths = [im.tokens_before + im.newlines_before for im in self.stats.images]
-        extras = {
-            k: call[k]
-            for k in ("labels", "position_ids", "token_type_ids")
-            if isinstance(call.get(k), Tensor)
-        }
-        pad = self.inner.config.text_config.pad_token_id
-        if pad is None:
-            pad = getattr(getattr(self.model, "generation_config", None), "pad_token_id", None) or 0
-        out = shorten_placeholder_runs(
-            input_ids, self.inner.config.image_token_id, old_lengths, new_lengths, mask, extras, int(pad)
-        )
-        before = mask.sum(1).tolist() if mask is not None else [input_ids.shape[1]] * input_ids.shape[0]
-        self.stats.samples = sample_stats(
-            self.inner.config.text_config, before, out.attention_mask.sum(1).tolist()
-        )
-        new = {**call, "input_ids": out.input_ids, "attention_mask": out.attention_mask, **out.extras}
-        if isinstance(new.get("cache_position"), Tensor):
-            new["cache_position"] = torch.arange(out.input_ids.shape[1], device=input_ids.device)
-        return new
-
-    def _needs_compression(self, call: dict[str, Any]) -> bool:
-        if call.get("pixel_values") is None:
-            return False
-        if call.get("input_ids") is None:
-            raise ValueError(
-                "a compressed LLaVA-NeXT needs input_ids (not inputs_embeds) together with pixel_values"
-            )
-        return True
-
-    def _wrap_forward(self, original):
-        signature = inspect.signature(original)
-
-        @functools.wraps(original)
-        def forward(*args, **kwargs):
-            bound = signature.bind_partial(*args, **kwargs)
-            call = {
-                **{k: v for k, v in bound.arguments.items() if k != "kwargs"},
-                **bound.arguments.get("kwargs", {}),
-            }
-            if self.prepared or not self._needs_compression(call):
-                return original(*args, **kwargs)
-            features = self._encode(call)
-            call = self._shorten(call, features)
-            self.pending = (call["pixel_values"], features)
-            try:
-                return original(**call)
-            finally:
-                self.pending = None
-
-        return forward
-
-    def _wrap_generate(self, original):
-        @functools.wraps(original)
-        def generate(*args, **kwargs):
-            if args:
-                kwargs["input_ids"], args = args[0], args[1:]
-            if not self._needs_compression(kwargs):
-                return original(*args, **kwargs)
-            features = self._encode(kwargs)
-            call = self._shorten(kwargs, features)
-            self.pending, self.prepared = (call["pixel_values"], features), True
-            try:
-                out = original(*args, **call)
-            finally:
-                self.pending, self.prepared = None, False
-            return restore_prompt(out, kwargs["input_ids"], call["input_ids"].shape[1])
-
-        return generate
+        return features, [int(f.shape[0]) for f in features.pooler_output]

@@ -1,0 +1,123 @@
+"""Hosts for transformers models whose processor expands each image into a run of placeholder
+tokens (LLaVA-NeXT and its kin): the prompt surgery they share.
+
+The processor sizes each run for the uncompressed features and the model checks it, so a
+compressed model must encode the images first, then cut each run to its kept length (and the
+attention mask, labels and position ids alike), re-pad, and only then run the stock code.
+``forward`` returns logits over the shortened sequence; ``generate`` returns the caller's prompt
+ids followed by the new tokens, for every returned sequence.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vtcompress.integrations.host import Host
+from vtcompress.pipeline import restore_prompt, sample_stats
+from vtcompress.sequence import shorten_placeholder_runs
+
+
+class PlaceholderHost(Host):
+    """A :class:`Host` that patches ``forward`` / ``generate`` of the outer model.
+
+    Subclasses implement :meth:`encode` (run the vision path once, compressing; fill
+    ``self.stats.images``) and set :attr:`image_token_id`, :attr:`text_config`; they call
+    :meth:`patch_prompt_surgery` once their own hooks are in place. While a wrapped call runs,
+    :meth:`encoded_for` returns what :meth:`encode` computed, so the stock code does not encode
+    the same pixels twice.
+    """
+
+    image_token_id: int
+    text_config: Any
+
+    def encode(self, call: dict[str, Any]) -> tuple[Any, list[int]]:
+        """Encode and compress ``call["pixel_values"]``: (what the stock code would get from its
+        image-feature call, each image's new placeholder-run length in batch order)."""
+        raise NotImplementedError
+
+    def patch_prompt_surgery(self, model: nn.Module) -> None:
+        self._pending: tuple[Tensor, Any] | None = None
+        self._prepared = False  # input_ids already shortened by our generate()
+        self.patch(model, "forward", self._wrap_forward(model.forward))
+        if hasattr(model, "generate"):
+            self.patch(model, "generate", self._wrap_generate(model.generate))
+
+    def encoded_for(self, pixel_values: Tensor) -> Any | None:
+        pending = self._pending
+        return pending[1] if pending is not None and pending[0] is pixel_values else None
+
+    def _shorten(self, call: dict[str, Any], new_lengths: list[int]) -> dict[str, Any]:
+        """Cut placeholder runs to the compressed lengths; fills sample stats."""
+        input_ids, mask = call["input_ids"], call.get("attention_mask")
+        old_lengths = [im.tokens_before + im.newlines_before for im in self.stats.images]
+        extras = {
+            k: call[k]
+            for k in ("labels", "position_ids", "token_type_ids")
+            if isinstance(call.get(k), Tensor)
+        }
+        pad = self.text_config.pad_token_id
+        if pad is None:
+            pad = getattr(getattr(self.model, "generation_config", None), "pad_token_id", None) or 0
+        out = shorten_placeholder_runs(
+            input_ids, self.image_token_id, old_lengths, new_lengths, mask, extras, int(pad)
+        )
+        before = mask.sum(1).tolist() if mask is not None else [input_ids.shape[1]] * input_ids.shape[0]
+        self.stats.samples = sample_stats(self.text_config, before, out.attention_mask.sum(1).tolist())
+        new = {**call, "input_ids": out.input_ids, "attention_mask": out.attention_mask, **out.extras}
+        if isinstance(new.get("cache_position"), Tensor):
+            new["cache_position"] = torch.arange(out.input_ids.shape[1], device=input_ids.device)
+        return new
+
+    def _needs_compression(self, call: dict[str, Any]) -> bool:
+        if call.get("pixel_values") is None:
+            return False
+        if call.get("input_ids") is None:
+            raise ValueError(
+                f"a compressed {self.model_names} needs input_ids (not inputs_embeds) together with pixel_values"
+            )
+        return True
+
+    def _wrap_forward(self, original):
+        signature = inspect.signature(original)
+
+        @functools.wraps(original)
+        def forward(*args, **kwargs):
+            bound = signature.bind_partial(*args, **kwargs)
+            call = {
+                **{k: v for k, v in bound.arguments.items() if k != "kwargs"},
+                **bound.arguments.get("kwargs", {}),
+            }
+            if self._prepared or not self._needs_compression(call):
+                return original(*args, **kwargs)
+            features, new_lengths = self.encode(call)
+            call = self._shorten(call, new_lengths)
+            self._pending = (call["pixel_values"], features)
+            try:
+                return original(**call)
+            finally:
+                self._pending = None
+
+        return forward
+
+    def _wrap_generate(self, original):
+        @functools.wraps(original)
+        def generate(*args, **kwargs):
+            if args:
+                kwargs["input_ids"], args = args[0], args[1:]
+            if not self._needs_compression(kwargs):
+                return original(*args, **kwargs)
+            features, new_lengths = self.encode(kwargs)
+            call = self._shorten(kwargs, new_lengths)
+            self._pending, self._prepared = (call["pixel_values"], features), True
+            try:
+                out = original(*args, **call)
+            finally:
+                self._pending, self._prepared = None, False
+            return restore_prompt(out, kwargs["input_ids"], call["input_ids"].shape[1])
+
+        return generate
