@@ -33,7 +33,11 @@ Deliberate deviations from the official code:
   official code writes a kept token at the position equal to its index among the crop's valid
   tokens, so such tokens land in the wrong rows relative to the newlines;
 * scores are float32 logits of the captured q and k even for float16/bfloat16 models (the
-  official code computes them in the model's dtype, so near-ties may rank differently).
+  official code computes them in the model's dtype, so near-ties may rank differently);
+* an image whose unpadded region is empty (a few pixels by a few thousand: LLaVA-NeXT keeps
+  only the thumbnail's tokens, its crops contribute newlines at most) keeps ``floor(576 r)``
+  thumbnail tokens and nothing else (the official code would resize the thumbnail map to an
+  empty grid, which torch refuses).
 
 Matched on purpose: paper-mode crop ratios are computed in float64 with the official
 arithmetic (see :func:`crop_ratios`), as a crop's budget ``floor(N_j r_j)`` can move by one
@@ -147,14 +151,16 @@ def crop_scores(
     (top, bottom), (left, right) = layout.valid_rows, layout.valid_cols
     sh, sw = view_grid(layout)
     full_h, full_w = layout.rows * sh, layout.cols * sw
-    resized = F.interpolate(
-        thumb_scores.float()[None, None],
-        size=(bottom - top, right - left),
-        mode="bilinear",
-        align_corners=False,
-    )[0, 0]
     full = torch.zeros(full_h, full_w, device=local.device)
-    full[top:bottom, left:right] = resized
+    # A very thin or wide image can leave no unpadded row or column at all (LLaVA-NeXT then keeps
+    # no crop token); there is nothing to resize to, and every crop has N_j = 0.
+    if bottom > top and right > left:
+        full[top:bottom, left:right] = F.interpolate(
+            thumb_scores.float()[None, None],
+            size=(bottom - top, right - left),
+            mode="bilinear",
+            align_corners=False,
+        )[0, 0]
     glob = full.view(layout.rows, sh, layout.cols, sw).permute(0, 2, 1, 3).reshape(-1, sh * sw)
     loc = local.float()
 
