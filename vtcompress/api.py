@@ -104,8 +104,9 @@ def compress(
     """Compress ``model``'s visual tokens from now on; returns a removable handle.
 
     ``config_or_name`` is a method name from :func:`vtcompress.available_methods` (with options
-    as keyword arguments, e.g. ``ratio=0.25``) or a config instance. Compressing an already
-    compressed model replaces the previous compression; it never stacks.
+    as keyword arguments, e.g. ``ratio=0.25``) or a config instance; options given as keyword
+    arguments win over a config's own values, on a copy (the passed config is never changed).
+    Compressing an already compressed model replaces the previous compression; it never stacks.
     """
     config = make_config(config_or_name, **kwargs)
     return _attach(CompressionHandle(model, config))

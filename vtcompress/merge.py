@@ -36,6 +36,7 @@ Deliberate deviations from the official code:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -373,21 +374,41 @@ def paper_token_schedule(
 
 
 def tome_r_schedule(num_layers: int, r: int | tuple[int, float] | Sequence[int]) -> list[int]:
-    """ToMe's per-layer r: a constant, ``(r, inflection)`` with inflection in [-1, 1] (a linear
-    ramp from ``r (1 - inflection)`` to ``r (1 + inflection)``, same total), or an explicit list
-    (padded with zeros to ``num_layers``)."""
-    if isinstance(r, (list, tuple)) and not (
-        isinstance(r, tuple) and len(r) == 2 and isinstance(r[1], float)
-    ):
-        values = [int(v) for v in r]
+    """Per-layer r (tokens merged in each of ``num_layers`` layers) in ToMe's conventions.
+
+    * int: the same r in every layer.
+    * tuple: always ``(r, inflection)``, inflection in [-1, 1]: a linear ramp from
+      ``int(r (1 - inflection))`` in the first layer to ``2 r`` minus that in the last (values
+      truncated to int), so -1 is ToMe's "decreasing schedule" (2r down to 0), 0 a constant r and
+      +1 an increasing one. ``(8, -1)`` and ``(8, -1.0)`` mean the same.
+    * list (any other sequence): r of each layer, padded with zeros to ``num_layers``.
+
+    Raises ValueError on a negative r, an inflection outside [-1, 1] or a tuple that is not a pair.
+    """
+    if isinstance(r, tuple):
+        if len(r) != 2:
+            raise ValueError(
+                f"a tuple r is ToMe's (r, inflection) pair, got {r!r}; give per-layer values as a list"
+            )
+        base, inflection = r
+    elif isinstance(r, Sequence):
+        values = [_merge_count(v) for v in r]
         return values + [0] * (num_layers - len(values))
-    base, inflection = r if isinstance(r, tuple) else (r, 0.0)
-    if not -1.0 <= inflection <= 1.0:
-        raise ValueError(f"inflection must be in [-1, 1], got {inflection}")
-    low = int(base * (1.0 - inflection))
-    high = 2 * base - low
-    step = (high - low) / max(num_layers - 1, 1)
-    return [int(low + step * i) for i in range(num_layers)]
+    else:
+        base, inflection = r, 0.0
+    base = _merge_count(base)
+    if isinstance(inflection, bool) or not isinstance(inflection, numbers.Real) or not -1 <= inflection <= 1:
+        raise ValueError(f"inflection must be a number in [-1, 1], got {inflection!r}")
+    first = int(base * (1.0 - inflection))
+    step = (2 * base - 2 * first) / max(num_layers - 1, 1)
+    return [int(first + step * i) for i in range(num_layers)]
+
+
+def _merge_count(r: object) -> int:
+    """``r`` as a count of tokens to merge (an int >= 0), or a ValueError."""
+    if isinstance(r, bool) or not isinstance(r, numbers.Integral) or r < 0:
+        raise ValueError(f"r must be an int >= 0 (tokens merged per layer), got {r!r}")
+    return int(r)
 
 
 def counts_to_r(patches: int, counts: Sequence[int]) -> list[int]:

@@ -64,8 +64,17 @@ def get_method(name: str) -> MethodSpec:
 
 
 def make_config(config_or_name: CompressionConfig | str, **kwargs: Any) -> CompressionConfig:
-    """Turn ``"globalcom2", ratio=0.25`` or a config instance (plus overrides) into a config."""
+    """Turn ``"globalcom2", ratio=0.25`` or a config instance (plus overrides) into a config.
+
+    Options given here win over the config's own values. A passed config is never changed: with
+    options, a changed copy is returned. ``ratio=None`` means "the config's ratio": a config
+    instance keeps its own, a method name gets its config class's default (0.25 for every
+    built-in method).
+    """
+    if "ratio" in kwargs and kwargs["ratio"] is None:
+        del kwargs["ratio"]
     if isinstance(config_or_name, CompressionConfig):
+        _check_options(type(config_or_name), kwargs)
         return config_or_name.replace(**kwargs) if kwargs else config_or_name
     if not isinstance(config_or_name, str):
         raise TypeError(
@@ -73,11 +82,31 @@ def make_config(config_or_name: CompressionConfig | str, **kwargs: Any) -> Compr
             f"known methods: {', '.join(available_methods())}"
         )
     spec = get_method(config_or_name)
-    known = {f.name for f in fields(spec.config_cls)}
-    unknown = sorted(set(kwargs) - known)
+    _check_options(spec.config_cls, kwargs)
+    return spec.config_cls(**kwargs)
+
+
+def explicit_options(ratio: float | None, method_options: dict[str, Any] | None) -> dict[str, Any]:
+    """The options a loader's caller gave explicitly: ``method_options`` plus ``ratio`` unless None.
+
+    Raises ValueError when the ratio is given twice (as ``ratio`` and in ``method_options``).
+    """
+    options = dict(method_options or {})
+    if ratio is not None:
+        if "ratio" in options:
+            raise ValueError(
+                f"ratio given twice: ratio={ratio!r} and method_options['ratio']={options['ratio']!r}; "
+                "pass it once, as ratio="
+            )
+        options["ratio"] = ratio
+    return options
+
+
+def _check_options(config_cls: type[CompressionConfig], options: dict[str, Any]) -> None:
+    known = {f.name for f in fields(config_cls)}
+    unknown = sorted(set(options) - known)
     if unknown:
         raise TypeError(
-            f"{spec.config_cls.__name__} has no option(s) {', '.join(unknown)}; "
+            f"{config_cls.__name__} has no option(s) {', '.join(unknown)}; "
             f"its options are: {', '.join(sorted(known))}"
         )
-    return spec.config_cls(**kwargs)

@@ -27,22 +27,19 @@ methods run with ``metric="projected"`` and ``placement="projector"``.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from vtcompress.api import CompressionHandle, compress
+from vtcompress.api import CompressionHandle
 from vtcompress.config import CLS_ATTENTION, GLOBAL_VIEW, CompressionConfig
 from vtcompress.integrations.docowl.modeling import DocOwlForConditionalGeneration, VisualBatch
 from vtcompress.integrations.host import Host
 from vtcompress.layout import GridLayout
 from vtcompress.pipeline import image_stats, sample_stats
 from vtcompress.tokens import ImageTokens, LayerQK
-
-DEFAULT_MODEL = "mPLUG/DocOwl1.5-Chat"
 
 
 @dataclass(frozen=True)
@@ -159,32 +156,3 @@ class DocOwlAdapter(Host):
         """Called by the model with each sample's prompt length before / after shortening."""
         if self.handle.last_stats is not None:
             self.handle.last_stats.samples = sample_stats(self.model.config, before.tolist(), after.tolist())
-
-
-def load_compressed_docowl(
-    model: str | os.PathLike = DEFAULT_MODEL,
-    method: str | CompressionConfig = "tokencorr",
-    ratio: float | None = 0.5,
-    method_options: dict[str, Any] | None = None,
-    **load_kwargs: Any,
-) -> tuple[DocOwlForConditionalGeneration, Any]:
-    """Load an official DocOwl1.5 checkpoint (hub id or local folder) into the port and compress it.
-
-    Args:
-        model: "mPLUG/DocOwl1.5-Chat" (default), "mPLUG/DocOwl1.5", "-Omni", "-stage1", or a folder.
-        method: a name from ``vtcompress.available_methods()`` or a config instance.
-        ratio: kept fraction of the 256 H-Reducer tokens per view, in (0, 1]; None keeps the
-            config's own ratio.
-        method_options: other options of the method's config, e.g. ``{"allocation": "exact"}``.
-        **load_kwargs: for :func:`~vtcompress.integrations.docowl.load_docowl` (``dtype``, ``device``, ...).
-    Returns:
-        ``(model, processor)``; ``vtcompress.get_handle(model)`` is the compression handle.
-    """
-    from vtcompress.integrations.docowl.loading import load_docowl
-
-    options = dict(method_options or {})
-    if ratio is not None:
-        options["ratio"] = ratio
-    docowl, processor = load_docowl(model, **load_kwargs)
-    compress(docowl, method, **options)
-    return docowl, processor

@@ -5,6 +5,7 @@ Supported: mPLUG/DocOwl1.5, mPLUG/DocOwl1.5-Chat, mPLUG/DocOwl1.5-Omni, mPLUG/Do
 weights in one or several ``.bin`` or ``.safetensors`` files (with or without an index).
 The port's parameter names equal the official ones; :func:`map_official_key` only drops the
 rotary tables that transformers 4.31 stored in every attention layer.
+:func:`load_compressed_docowl` loads and compresses in one call.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from typing import Any
 
 import torch
 
+from vtcompress.api import compress
+from vtcompress.config import CompressionConfig
 from vtcompress.integrations.docowl.configuration import DocOwlConfig
 from vtcompress.integrations.docowl.modeling import DocOwlForConditionalGeneration
 from vtcompress.integrations.docowl.processing import DocOwlImageOptions, DocOwlProcessor
+from vtcompress.registry import explicit_options, make_config
 
 OFFICIAL_CHECKPOINTS = (
     "mPLUG/DocOwl1.5",
@@ -28,6 +32,7 @@ OFFICIAL_CHECKPOINTS = (
     "mPLUG/DocOwl1.5-Omni",
     "mPLUG/DocOwl1.5-stage1",
 )
+DEFAULT_CHECKPOINT = "mPLUG/DocOwl1.5-Chat"
 _IGNORED = re.compile(r"(^|\.)rotary_emb\.inv_freq$")
 _WEIGHT_PATTERNS = ("*.json", "*.bin", "*.safetensors", "tokenizer.model", "*.txt")
 
@@ -125,7 +130,7 @@ def load_official_state_dict(
 
 
 def load_docowl(
-    model_id_or_path: str | os.PathLike = "mPLUG/DocOwl1.5-Chat",
+    model_id_or_path: str | os.PathLike = DEFAULT_CHECKPOINT,
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
     attn_implementation: str = "sdpa",
@@ -165,6 +170,34 @@ def load_docowl(
         processor.options = options
     processor.image_token_id = config.image_token_id
     return model, processor
+
+
+def load_compressed_docowl(
+    model: str | os.PathLike = DEFAULT_CHECKPOINT,
+    method: str | CompressionConfig = "tokencorr",
+    ratio: float | None = None,
+    method_options: dict[str, Any] | None = None,
+    **load_kwargs: Any,
+) -> tuple[DocOwlForConditionalGeneration, DocOwlProcessor]:
+    """Load an official DocOwl1.5 checkpoint (hub id or local folder) into the port and compress it.
+
+    Args:
+        model: "mPLUG/DocOwl1.5-Chat" (default), "mPLUG/DocOwl1.5", "-Omni", "-stage1", or a folder.
+        method: a name from ``vtcompress.available_methods()`` or a config instance.
+        ratio: kept fraction of the 256 H-Reducer tokens per view, in (0, 1]. None (default): the
+            config's own ratio (a passed config keeps its ratio; a method name gets its config's
+            default, 0.25).
+        method_options: other options of the method's config, e.g. ``{"allocation": "exact"}``.
+            Options given here or as ``ratio`` win over a passed config's values (applied to a
+            copy; the passed config is never changed).
+        **load_kwargs: for :func:`load_docowl` (``dtype``, ``device``, ...).
+    Returns:
+        ``(model, processor)``; ``vtcompress.get_handle(model)`` is the compression handle.
+    """
+    config = make_config(method, **explicit_options(ratio, method_options))  # fails before loading
+    docowl, processor = load_docowl(model, **load_kwargs)
+    compress(docowl, config)
+    return docowl, processor
 
 
 def register_auto_classes() -> None:

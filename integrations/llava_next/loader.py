@@ -7,6 +7,7 @@ from typing import Any
 
 from vtcompress.api import compress
 from vtcompress.config import CompressionConfig
+from vtcompress.registry import explicit_options, make_config
 
 DEFAULT_MODEL = "llava-hf/llava-v1.6-vicuna-7b-hf"
 TINY = "tiny"
@@ -27,7 +28,7 @@ def resolve_model_path(model: str | os.PathLike) -> str:
 def load_compressed_llava(
     model: str | os.PathLike = DEFAULT_MODEL,
     method: str | CompressionConfig = "globalcom2",
-    ratio: float | None = 0.25,
+    ratio: float | None = None,
     method_options: dict[str, Any] | None = None,
     **from_pretrained_kwargs: Any,
 ):
@@ -37,17 +38,18 @@ def load_compressed_llava(
     Args:
         model: e.g. "llava-hf/llava-v1.6-mistral-7b-hf", a local directory, or "tiny".
         method: a name from ``vtcompress.available_methods()`` or a config instance.
-        ratio: kept fraction of visual tokens, in (0, 1]; None keeps the config's own ratio.
+        ratio: kept fraction of visual tokens, in (0, 1]. None (default): the config's own ratio
+            (a passed config keeps its ratio; a method name gets its config's default, 0.25).
         method_options: other options of the method's config, e.g. ``{"allocation": "paper"}``.
+            Options given here or as ``ratio`` win over a passed config's values (applied to a
+            copy; the passed config is never changed).
         **from_pretrained_kwargs: passed to ``from_pretrained`` (``dtype``, ``device_map``, ...).
     Returns:
         ``(model, processor)``; ``vtcompress.get_handle(model)`` is the compression handle.
     """
     from transformers import AutoProcessor, LlavaNextForConditionalGeneration
 
-    options = dict(method_options or {})
-    if ratio is not None:
-        options["ratio"] = ratio
+    config = make_config(method, **explicit_options(ratio, method_options))  # fails before loading
     path = resolve_model_path(model)
     try:
         llava = LlavaNextForConditionalGeneration.from_pretrained(path, **from_pretrained_kwargs)
@@ -58,5 +60,5 @@ def load_compressed_llava(
         ) from err
     processor = AutoProcessor.from_pretrained(path)
     llava.eval()
-    compress(llava, method, **options)
+    compress(llava, config)
     return llava, processor

@@ -23,12 +23,27 @@ Modes:
   and the floors). ``GlobalCom2Config.paper()`` also sets the official code's descending-score
   thumbnail order and its newline per padded row.
 
-Deliberate deviations from the official code: every image of a batch uses its own scores
-(the official code reuses the first image's); features keep the model's dtype (the official
-code casts to float16); ratio 1.0 means "off" (the paper's formula would still drop tokens from
-crops with sigma_j < 1/n). The SigLIP-style score without [CLS] (``score="mean_cos"``:
--cos(x_i, mean of the view's tokens) on the projected features) is described in the paper but
-absent from its code.
+Deliberate deviations from the official code:
+
+* every image of a batch uses its own scores (the official code reuses the first image's);
+* features keep the model's dtype (the official code casts to float16);
+* ratio 1.0 means "off" (the paper's formula would still drop tokens from crops with
+  sigma_j < 1/n);
+* kept crop tokens stay at their true grid positions. In a crop that unpadding cut, the
+  official code writes a kept token at the position equal to its index among the crop's valid
+  tokens, so such tokens land in the wrong rows relative to the newlines;
+* scores are float32 logits of the captured q and k even for float16/bfloat16 models (the
+  official code computes them in the model's dtype, so near-ties may rank differently);
+* an image whose unpadded region is empty (a few pixels by a few thousand: LLaVA-NeXT keeps
+  only the thumbnail's tokens, its crops contribute newlines at most) keeps ``floor(576 r)``
+  thumbnail tokens and nothing else (the official code would resize the thumbnail map to an
+  empty grid, which torch refuses).
+
+Matched on purpose: paper-mode crop ratios are computed in float64 with the official
+arithmetic (see :func:`crop_ratios`), as a crop's budget ``floor(N_j r_j)`` can move by one
+token in float32. The SigLIP-style score without [CLS] (``score="mean_cos"``: -cos(x_i, mean
+of the view's tokens) on the projected features) is described in the paper but absent from
+its code.
 """
 
 from __future__ import annotations
@@ -98,26 +113,34 @@ def token_scores(tokens: ImageTokens, score: str) -> Tensor:
 def crop_ratios(
     thumb_scores: Tensor, rows: int, cols: int, ratio: float, temperature: float, aggregation: str
 ) -> Tensor:
-    """Per-crop retention ratios r_j from the thumbnail's score map.
+    """Per-crop retention ratios r_j from the thumbnail's score map, in float64.
+
+    The arithmetic is the official code's, in float64 as it does it (NumPy): S_j summed in
+    float64, ``sigma = exp((S - max S) / tau) / (sum + 1e-8)``, ``r_j = r (1 + sigma_j -
+    mean(sigma))`` clipped at 1 (mean(sigma) is 1/n up to the 1e-8). In paper mode a crop keeps
+    ``floor(N_j r_j)``; when N_j r_j lies within float32's error of an integer, float32
+    arithmetic would move that crop's budget by one token.
 
     Args:
         thumb_scores: [side, side] thumbnail scores ([grid_h, grid_w] for non-square views).
     Returns:
-        [rows*cols] float ratios ``min(r (1 + sigma_j - 1/n), 1)``, row-major.
+        [rows*cols] float64 ratios, row-major.
     """
     side_h, side_w = thumb_scores.shape
+    device = thumb_scores.device
     ph, pw = max(side_h // rows, 1), max(side_w // cols, 1)
-    ri = (torch.arange(side_h, device=thumb_scores.device) // ph).clamp_max(rows - 1)
-    ci = (torch.arange(side_w, device=thumb_scores.device) // pw).clamp_max(cols - 1)
+    ri = (torch.arange(side_h, device=device) // ph).clamp_max(rows - 1)
+    ci = (torch.arange(side_w, device=device) // pw).clamp_max(cols - 1)
     region = (ri[:, None] * cols + ci[None, :]).flatten()
     n = rows * cols
-    sums = torch.zeros(n, dtype=torch.float32, device=thumb_scores.device).index_add_(
-        0, region, thumb_scores.flatten().float()
+    sums = torch.zeros(n, dtype=torch.float64, device=device).index_add_(
+        0, region, thumb_scores.flatten().double()
     )
     if aggregation == "mean":
         sums = sums / torch.bincount(region, minlength=n).clamp_min(1)
-    sigma = torch.softmax((sums - sums.max()) / temperature, dim=0)
-    return (ratio * (1 + sigma - 1 / n)).clamp_max(1.0)
+    weights = torch.exp((sums - sums.max()) / temperature)
+    sigma = weights / (weights.sum() + 1e-8)
+    return (ratio * (1 + sigma - sigma.mean())).clamp_max(1.0)
 
 
 def crop_scores(local: Tensor, thumb_scores: Tensor, layout: Layout, alpha: float) -> tuple[Tensor, Tensor]:
@@ -132,14 +155,16 @@ def crop_scores(local: Tensor, thumb_scores: Tensor, layout: Layout, alpha: floa
     (top, bottom), (left, right) = layout.valid_rows, layout.valid_cols
     sh, sw = layout.view_grid
     full_h, full_w = layout.rows * sh, layout.cols * sw
-    resized = F.interpolate(
-        thumb_scores.float()[None, None],
-        size=(bottom - top, right - left),
-        mode="bilinear",
-        align_corners=False,
-    )[0, 0]
     full = torch.zeros(full_h, full_w, device=local.device)
-    full[top:bottom, left:right] = resized
+    # A very thin or wide image can leave no unpadded row or column at all (LLaVA-NeXT then keeps
+    # no crop token); there is nothing to resize to, and every crop has N_j = 0.
+    if bottom > top and right > left:
+        full[top:bottom, left:right] = F.interpolate(
+            thumb_scores.float()[None, None],
+            size=(bottom - top, right - left),
+            mode="bilinear",
+            align_corners=False,
+        )[0, 0]
     glob = full.view(layout.rows, sh, layout.cols, sw).permute(0, 2, 1, 3).reshape(-1, sh * sw)
     loc = local.float()
 
@@ -181,11 +206,12 @@ def globalcom2(tokens: ImageTokens, config: GlobalCom2Config) -> list[ViewOutput
     combined, valid = crop_scores(scores[1:], thumb_map, layout, config.alpha)
     counts = valid.sum(1)
     if config.allocation == "paper":
-        budgets = [math.floor(c * rj + 1e-9) for c, rj in zip(counts.tolist(), ratios.tolist())]
+        # floor(N_j r_j) of the float64 product, no tolerance: the official code's int(N * r_j)
+        budgets = [math.floor(c * rj) for c, rj in zip(counts.tolist(), ratios.tolist())]
     else:
         crop_total = keep_count(layout.num_tokens(), r) - thumb_k
         sigma_weight = ratios / r  # 1 + sigma_j - 1/n, possibly clipped: the paper's relative allocation
-        budgets = split_budget(crop_total, counts.double() * sigma_weight.double(), counts)
+        budgets = split_budget(crop_total, counts.double() * sigma_weight, counts)
     for j, (k, n) in enumerate(zip(budgets, counts.tolist())):
         positions.append(top_positions(combined[j], min(k, n)))
     return select_views(feats, positions)

@@ -1,0 +1,141 @@
+"""Who decides a config's values: options the caller passes explicitly win; a passed config keeps
+its own values otherwise and is never changed; ``ratio=None`` means "the config's ratio"."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+from conftest import inputs_for
+
+import vtcompress
+from vtcompress import GlobalCom2Config, TokenCorrConfig
+from vtcompress.registry import explicit_options, make_config
+
+DEFAULT_RATIO = 0.25  # every built-in config's documented default
+
+
+@pytest.mark.parametrize("method", vtcompress.available_methods())
+def test_every_builtin_config_defaults_to_a_quarter(method):
+    assert make_config(method).ratio == DEFAULT_RATIO
+    assert make_config(method, ratio=None).ratio == DEFAULT_RATIO
+
+
+def test_make_config_precedence():
+    assert make_config("globalcom2", ratio=0.5).ratio == 0.5
+    passed = GlobalCom2Config(ratio=0.5, allocation="paper")
+    assert make_config(passed) is passed
+    assert make_config(passed, ratio=None) is passed
+    changed = make_config(passed, ratio=0.3, alpha=0.7)
+    assert (changed.ratio, changed.alpha, changed.allocation) == (0.3, 0.7, "paper")
+    assert (passed.ratio, passed.alpha, passed.allocation) == (0.5, 0.5, "paper")  # untouched
+
+
+def test_unknown_option_for_a_config_names_the_options():
+    with pytest.raises(TypeError, match="GlobalCom2Config has no option.*its options are"):
+        make_config(GlobalCom2Config(), budget=3)
+
+
+def test_explicit_options():
+    assert explicit_options(None, None) == {}
+    assert explicit_options(0.5, {"alpha": 0.7}) == {"alpha": 0.7, "ratio": 0.5}
+    assert explicit_options(None, {"ratio": 0.4}) == {"ratio": 0.4}
+    with pytest.raises(ValueError, match="ratio given twice"):
+        explicit_options(0.5, {"ratio": 0.4})
+
+
+def test_compress_keeps_a_passed_config(model):
+    passed = GlobalCom2Config(ratio=0.5)
+    assert vtcompress.compress(model, passed).config is passed
+    handle = vtcompress.compress(model, passed, ratio=0.3)
+    assert handle.config.ratio == 0.3 and passed.ratio == 0.5
+
+
+# (method, ratio, method_options) -> (ratio, {option: value}) of the attached config
+CASES = {
+    "name, no ratio": ("globalcom2", None, None, DEFAULT_RATIO, {}),
+    "name, ratio": ("globalcom2", 0.5, None, 0.5, {}),
+    "name, options": ("globalcom2", None, {"alpha": 0.7}, DEFAULT_RATIO, {"alpha": 0.7}),
+    "name, ratio in options": ("globalcom2", None, {"ratio": 0.4}, 0.4, {}),
+    "config, no ratio": (
+        GlobalCom2Config(ratio=0.5, allocation="paper"),
+        None,
+        None,
+        0.5,
+        {"allocation": "paper"},
+    ),
+    "config, ratio": (
+        GlobalCom2Config(ratio=0.5, allocation="paper"),
+        0.3,
+        None,
+        0.3,
+        {"allocation": "paper"},
+    ),
+    "config, options": (
+        GlobalCom2Config(ratio=0.5, alpha=0.2),
+        None,
+        {"alpha": 0.7},
+        0.5,
+        {"alpha": 0.7, "allocation": "exact"},
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_llava_path(tmp_path_factory):
+    from vtcompress.integrations.llava_next.tiny import save_tiny_llava_next
+
+    return str(save_tiny_llava_next(tmp_path_factory.mktemp("llava") / "tiny"))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_load_compressed_llava_precedence(tiny_llava_path, case):
+    method, ratio, options, want_ratio, want = CASES[case]
+    before = dataclasses.asdict(method) if not isinstance(method, str) else None
+    model, _ = vtcompress.load_compressed_llava(tiny_llava_path, method, ratio, options)
+    config = vtcompress.get_handle(model).config
+    assert config.method == "globalcom2" and config.ratio == want_ratio
+    assert {k: getattr(config, k) for k in want} == want
+    if before is not None:  # the caller's config object is unchanged
+        assert dataclasses.asdict(method) == before
+
+
+@torch.no_grad()
+def test_a_passed_config_runs_at_its_own_ratio(tiny_llava_path):
+    model, processor = vtcompress.load_compressed_llava(tiny_llava_path, method=GlobalCom2Config(ratio=0.5))
+    model(**inputs_for(processor, [(672, 672)]))
+    image = vtcompress.get_handle(model).last_stats.images[0]
+    assert image.tokens_after == math.floor(0.5 * image.tokens_before)
+
+
+def test_loaders_check_options_before_loading(tmp_path):
+    missing = str(tmp_path / "missing")  # loading it would raise OSError / FileNotFoundError
+    with pytest.raises(ValueError, match="ratio given twice"):
+        vtcompress.load_compressed_llava(missing, ratio=0.5, method_options={"ratio": 0.4})
+    with pytest.raises(TypeError, match="no option"):
+        vtcompress.load_compressed_docowl(missing, method=GlobalCom2Config(), method_options={"budget": 3})
+
+
+@pytest.fixture(scope="module")
+def tiny_docowl_path(tmp_path_factory):
+    from vtcompress.integrations.docowl.tiny import save_tiny_docowl
+
+    return str(save_tiny_docowl(tmp_path_factory.mktemp("docowl"), seed=0))
+
+
+@pytest.mark.parametrize(
+    "method, ratio, options, want_ratio, want",
+    [
+        ("tokencorr", None, None, DEFAULT_RATIO, {}),
+        ("tokencorr", 0.5, None, 0.5, {}),
+        (TokenCorrConfig(ratio=0.5, allocation="adaptive"), None, None, 0.5, {"allocation": "adaptive"}),
+        (TokenCorrConfig(ratio=0.5, allocation="adaptive"), 0.3, None, 0.3, {"allocation": "adaptive"}),
+    ],
+)
+def test_load_compressed_docowl_precedence(tiny_docowl_path, method, ratio, options, want_ratio, want):
+    model, _ = vtcompress.load_compressed_docowl(tiny_docowl_path, method, ratio, options)
+    config = vtcompress.get_handle(model).config
+    assert config.method == "tokencorr" and config.ratio == want_ratio
+    assert {k: getattr(config, k) for k in want} == want
+    if not isinstance(method, str):
+        assert method.ratio == 0.5
