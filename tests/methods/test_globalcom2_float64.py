@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from vtcompress.layout import AnyResLayout
+from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.methods.globalcom2 import GlobalCom2Config, crop_ratios, globalcom2
 from vtcompress.tokens import ImageTokens, LayerQK
 

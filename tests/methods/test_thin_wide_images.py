@@ -12,7 +12,7 @@ from conftest import inputs_for
 
 import vtcompress
 from vtcompress import GlobalCom2Config
-from vtcompress.layout import AnyResLayout
+from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.methods.globalcom2 import crop_scores, globalcom2
 from vtcompress.registry import make_config
 from vtcompress.tokens import ImageTokens, LayerQK
