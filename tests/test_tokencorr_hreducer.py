@@ -73,7 +73,9 @@ def test_reducer_on_selected_groups_equals_selecting_its_outputs(qks):
 
 def test_group_scores_pool_patch_attention(qks):
     low, deep = qks
-    cfg = TokenCorrConfig(allocation="adaptive", ratio=0.3, sampling="topk", compress_global=True)
+    cfg = TokenCorrConfig(
+        allocation="adaptive", ratio=0.3, sampling="topk", compress_global=True, group_outliers="group"
+    )
     plans = select_groups(low, deep, cfg, GRID, (1, 4))
     groups_low = pool_groups(cls_patch_probs(low), GRID, (1, 4), "sum")
     groups_deep = pool_groups(cls_patch_probs(deep), GRID, (1, 4), "sum")

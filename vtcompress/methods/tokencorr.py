@@ -65,12 +65,17 @@ from torch import Tensor
 from vtcompress.budget import keep_count
 from vtcompress.config import CompressionConfig, check_choice
 from vtcompress.methods.tokencorr_ops import (
+    COMBINES,
+    GROUP_OUTLIERS,
     GROUP_POOLS,
     KEY_HEADS,
+    SAMPLINGS,
     adaptive_budgets,
     cls_patch_probs,
     exact_budgets,
+    group_outliers,
     information_density,
+    iqr_outliers,
     patch_keys,
     pool_groups,
     select_view,
@@ -96,13 +101,23 @@ class TokenCorrConfig(CompressionConfig):
     tau: [tau] cosine similarity above which two tokens count as alike.
     min_similar: [m] a token with at least this many alike tokens is redundant.
     iqr_k: [k] IQR fence multiplier for global tokens.
-    global_inside: [G inside n_c] global tokens count inside a view's budget.
+    combine: how the global (G) and local branches combine; None means "inside" (or what
+        ``global_inside`` says). "union" (the architecture figure, :meth:`paper`): n_c local
+        tokens drawn over all patches, kept together with every outlier; "inside": G counts
+        inside n_c; "disjoint": n_c local tokens drawn outside G, on top of G (adaptive only).
+        In exact allocation "union" is cut back to n_c (lowest local probability first,
+        outliers last).
+    global_inside: older spelling: True is ``combine="inside"``, False ``combine="disjoint"``.
     sampling: "sample" (seeded draws without replacement, the paper) or "topk" (deterministic).
     seed: view v of every image draws with ``seed * 65536 + v``, so an image keeps the same
         tokens alone or in any batch.
     compress_global: also compress the thumbnail / global view (the paper leaves it whole).
     group_pool: how grouped mode (DocOwl's 1x4 groups) pools patch attention over a group:
-        "sum" (the group's attention mass), "mean" or "max".
+        "sum" (the group's attention mass), "mean" or "max". It gives the groups' sampling
+        distribution, and their global scores with ``group_outliers="group"``.
+    group_outliers: grouped mode's global test: "patch" (default, the figure selects patches:
+        IQR outliers among the patch scores, a group holding one is global) or "group" (IQR
+        outliers among the ``group_pool``-pooled group scores).
     """
 
     allocation: str = "exact"
@@ -113,17 +128,36 @@ class TokenCorrConfig(CompressionConfig):
     tau: float = 0.9
     min_similar: int = 8
     iqr_k: float = 1.5
-    global_inside: bool = True
+    combine: str | None = None
+    global_inside: bool | None = None
     sampling: str = "sample"
     seed: int = 0
     compress_global: bool = False
     group_pool: str = "sum"
+    group_outliers: str = "patch"
 
     def validate(self) -> None:
         check_choice("allocation", self.allocation, ("adaptive", "exact"))
         check_choice("key_heads", self.key_heads, KEY_HEADS)
-        check_choice("sampling", self.sampling, ("sample", "topk"))
+        check_choice("sampling", self.sampling, SAMPLINGS)
         check_choice("group_pool", self.group_pool, GROUP_POOLS)
+        check_choice("group_outliers", self.group_outliers, GROUP_OUTLIERS)
+        if self.combine is not None:
+            check_choice("combine", self.combine, COMBINES)
+        if self.global_inside is not None:
+            if not isinstance(self.global_inside, bool):
+                raise TypeError(f"global_inside must be True, False or None, got {self.global_inside!r}")
+            legacy = "inside" if self.global_inside else "disjoint"
+            if self.combine is not None and self.combine != legacy:
+                raise ValueError(
+                    f"global_inside={self.global_inside} means combine={legacy!r}, but combine="
+                    f"{self.combine!r} was passed; pass combine only"
+                )
+        if self.combination == "disjoint" and self.allocation == "exact":
+            raise ValueError(
+                "combine='disjoint' keeps the outliers on top of each view's budget, so the total "
+                "cannot be exact; use allocation='adaptive', or combine='inside' or 'union'"
+            )
         if self.scale is not None and not (isinstance(self.scale, (int, float)) and self.scale > 0):
             raise ValueError(f"scale must be a number > 0 or None (use ratio), got {self.scale!r}")
         if self.scale is not None and self.allocation != "adaptive":
@@ -149,8 +183,27 @@ class TokenCorrConfig(CompressionConfig):
 
     @classmethod
     def paper(cls, **overrides: Any) -> TokenCorrConfig:
-        """The paper's allocation ``n_c = ceil(rho_c N_c)`` (scale 1, ratio unused)."""
-        return cls(**{"ratio": 1.0, "scale": 1.0, "allocation": "adaptive", **overrides})
+        """The architecture figure's reading: ``n_c = ceil(rho_c N_c)`` local draws over all
+        patches, united with every IQR outlier (scale 1, ratio unused; grouped mode: per-patch
+        outliers)."""
+        base: dict[str, Any] = {
+            "ratio": 1.0,
+            "scale": 1.0,
+            "allocation": "adaptive",
+            "group_outliers": "patch",
+        }
+        if "global_inside" not in overrides:
+            base["combine"] = "union"
+        return cls(**{**base, **overrides})
+
+    @property
+    def combination(self) -> str:
+        """The branch combination in force: ``combine``, else ``global_inside``'s, else "inside"."""
+        if self.combine is not None:
+            return self.combine
+        if self.global_inside is False:
+            return "disjoint"
+        return "inside"
 
     @property
     def is_off(self) -> bool:
@@ -255,12 +308,21 @@ def plan_views(
         patch_keys(low, config.key_heads), config.tau, config.min_similar, valid
     )
     p_low, p_deep, unit_valid = cls_patch_probs(low), cls_patch_probs(deep), valid
-    if tuple(group) != (1, 1):
+    grouped = tuple(group) != (1, 1)
+    if grouped:
         if grid is None:
             raise ValueError("grouped mode needs the patch grid (rows, cols)")
         p_low = pool_groups(p_low, grid, group, config.group_pool)
-        p_deep = pool_groups(p_deep, grid, group, config.group_pool)
         unit_valid = pool_groups(valid.float(), grid, group, "mean") == 1.0
+
+    def global_units(v: int) -> tuple[Tensor, Tensor]:
+        """View v's outlier mask and the scores that rank it, per unit."""
+        if grouped:
+            return group_outliers(
+                p_deep[v], valid[v], grid, group, config.iqr_k, config.group_outliers, config.group_pool
+            )
+        return iqr_outliers(p_deep[v], config.iqr_k, valid[v]), p_deep[v]
+
     units = unit_valid.sum(1).cpu()
     flags = [bool(c) and not config.is_off for c in compress]
     chosen = [v for v in range(num_views) if flags[v]]
@@ -290,15 +352,17 @@ def plan_views(
             kept = unit_valid[v].nonzero().squeeze(1)
             out.append(ViewSelection(kept, empty, empty, budget=int(units[v]), compressed=False, **common))
             continue
+        outliers, global_scores = global_units(v)
         kept, glob, local = select_view(
-            p_deep[v],
+            global_scores,
             p_low[v],
             budgets[v],
             unit_valid[v],
-            config.iqr_k,
-            config.global_inside,
-            config.sampling,
-            view_generator(config.seed, v),
+            combine=config.combination,
+            sampling=config.sampling,
+            generator=view_generator(config.seed, v),
+            outliers=outliers,
+            exact=config.allocation == "exact",
         )
         out.append(ViewSelection(kept, glob, local, budget=budgets[v], compressed=True, **common))
     return out
