@@ -341,7 +341,7 @@ def plan_views(
         p_low = pool_groups(p_low, grid, group, config.group_pool)
         unit_valid = pool_groups(valid.float(), grid, group, "mean") == 1.0
 
-    def global_units(v: int) -> tuple[Tensor, Tensor]:
+    def outliers_of(v: int) -> tuple[Tensor, Tensor]:
         """View v's outlier mask and the scores that rank it, per unit."""
         if grouped:
             return group_outliers(
@@ -378,7 +378,7 @@ def plan_views(
             kept = unit_valid[v].nonzero().squeeze(1)
             out.append(ViewSelection(kept, empty, empty, budget=int(units[v]), compressed=False, **common))
             continue
-        outliers, global_scores = global_units(v)
+        outliers, global_scores = outliers_of(v)
         kept, glob, local = select_view(
             global_scores,
             p_low[v],
