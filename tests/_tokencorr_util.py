@@ -80,6 +80,34 @@ def text_page(px: int, seed: int = 0, font_size: int = 11) -> Image.Image:
     return img
 
 
+def half_text_page(px: int) -> Image.Image:
+    """A page crop whose top half carries text, the bottom half blank."""
+    img = blank_page(px)
+    img.paste(text_page(px, seed=1).crop((0, 0, px, px // 2)), (0, 0))
+    return img
+
+
+def rendered_page_tokens(px: int = 224, patch: int = 14, layers: int = 4) -> ImageTokens:
+    """A 1x3 anyres page through a tiny random CLIP: a blank, a half-written and a dense crop.
+
+    q/k are captured for every layer; features are the last hidden state's patch tokens.
+    """
+    crops = [blank_page(px), half_text_page(px), text_page(px)]
+    page = Image.new("RGB", (3 * px, px), "white")
+    for i, crop in enumerate(crops):
+        page.paste(crop, (i * px, 0))
+    views = [page.resize((px, px), Image.BICUBIC), *crops]
+    model = tiny_clip(px, patch, layers=layers)
+    qk, hidden = clip_qk(model, pixels(views), set(range(layers)))
+    return ImageTokens(
+        features=hidden[:, 1:],
+        layout=AnyResLayout.from_grid(1, 3, px // patch, (px, 3 * px)),
+        qk=qk,
+        score_layer=layers - 1,
+        num_layers=layers,
+    )
+
+
 def pixels(images: list[Image.Image]) -> torch.Tensor:
     """[B, 3, H, W] CLIP-normalised pixels."""
     x = torch.stack(
@@ -134,3 +162,50 @@ def clip_qk(model, pix: torch.Tensor, layers: set[int]) -> tuple[dict[int, Layer
             scale=dh**-0.5,
         )
     return qk, out.last_hidden_state
+
+
+# Crafted score maps: 1-head LayerQKs whose [CLS] attention and key similarity are set by hand.
+SPIKES = {3: 20.0, 17: 30.0, 30: 40.0}  # deep-layer weights of the three IQR outliers (others 1)
+SAME_KEYS = {"blank": 36, "half": 18, "dense": 0}  # patches sharing one key: density 0, 1/2, 1
+
+
+def crafted_low(kinds: list[str], n: int = 36, local_hot: tuple[int, ...] = ()) -> LayerQK:
+    """Low layer of views of the given kinds ("blank", "half", "dense"), ``n`` patches each.
+
+    The first ``SAME_KEYS[kind] * n / 36`` patches share one key (all redundant), the others get
+    orthogonal keys (never alike): density 0, 1/2 or 1. [CLS] logits:
+    the shared key 0.6, distinct patch i ``1 - i / n`` (lower positions more attended), patches in
+    ``local_hot`` 3.0 (the most attended of all; a shared-key one gets 0.6 + 0.9).
+    """
+    dim = n + 2  # shared key, one axis per patch, [CLS]
+    keys = torch.zeros(len(kinds), 1 + n, 1, dim)
+    q = torch.zeros(len(kinds), 1, dim)
+    for v, kind in enumerate(kinds):
+        same = SAME_KEYS[kind] * n // 36
+        keys[v, 0, 0, dim - 1] = 1.0
+        for i in range(n):
+            keys[v, 1 + i, 0, 0 if i < same else i + 1] = 1.0
+            if i < same and i in local_hot:  # still alike to the shared key (cos 0.96), more attended
+                keys[v, 1 + i, 0, i + 1] = 0.3
+        q[v, 0, 0] = 0.6
+        q[v, 0, 1 : n + 1] = 1.0 - torch.arange(n) / n
+        for i in local_hot:
+            q[v, 0, i + 1] = 3.0
+        q[v, 0, dim - 1] = -30.0  # [CLS] attends to itself almost not at all
+    return LayerQK(q_cls=q, keys=keys, scale=1.0)
+
+
+def weights_qk(weights: torch.Tensor) -> LayerQK:
+    """A layer whose head-mean [CLS] attention over the patches is proportional to ``weights`` [V, N]."""
+    v, n = weights.shape
+    keys = torch.full((v, 1 + n, 1, 1), -30.0)
+    keys[:, 1:, 0, 0] = weights.log()
+    return LayerQK(q_cls=torch.ones(v, 1, 1), keys=keys, scale=1.0)
+
+
+def crafted_deep(views: int, n: int = 36, spikes: dict[int, float] = SPIKES) -> LayerQK:
+    """Deep layer whose only IQR outliers are the ``spikes`` positions (weight 1 elsewhere)."""
+    w = torch.ones(views, n)
+    for i, s in spikes.items():
+        w[:, i] = s
+    return weights_qk(w)

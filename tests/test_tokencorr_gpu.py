@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests._tokencorr_util import synthetic_tokens
-from vtcompress.methods.tokencorr import TokenCorrConfig, tokencorr
+from tests._tokencorr_util import clustered_qk, synthetic_tokens
+from vtcompress.methods.tokencorr import TokenCorrConfig, select_groups, tokencorr
 from vtcompress.tokens import ImageTokens, LayerQK
 
 pytestmark = [
@@ -22,16 +22,31 @@ def to_cuda(tokens: ImageTokens) -> ImageTokens:
     )
 
 
+@pytest.mark.parametrize("combine", ["inside", "union"])
 @pytest.mark.parametrize("sampling", ["sample", "topk"])
 @pytest.mark.parametrize("allocation", ["adaptive", "exact"])
-def test_cuda_matches_cpu(sampling, allocation):
+def test_cuda_matches_cpu(sampling, allocation, combine):
     cpu = synthetic_tokens(
         rows=2, cols=2, side=8, image_size=(60, 90), layers=(0, 1, 2, 3), clusters=[4, 1, 9, 64, 3]
     )
-    cfg = TokenCorrConfig(ratio=0.5, sampling=sampling, allocation=allocation)
+    cfg = TokenCorrConfig(ratio=0.5, sampling=sampling, allocation=allocation, combine=combine)
     want = tokencorr(cpu, cfg)
     got = tokencorr(to_cuda(cpu), cfg)
     for a, b in zip(want, got):
         assert b.positions.is_cuda and b.features.is_cuda
         assert a.info["budget"] == b.info["budget"] and a.info["density"] == pytest.approx(b.info["density"])
         assert torch.equal(a.positions, b.positions.cpu())
+
+
+@pytest.mark.parametrize("group_outliers", ["patch", "group"])
+def test_grouped_cuda_matches_cpu(group_outliers):
+    gen = torch.Generator().manual_seed(0)
+    low = clustered_qk(3, 32 * 32, [3, 150, 1024], gen)
+    deep = clustered_qk(3, 32 * 32, [1024] * 3, gen)
+    cfg = TokenCorrConfig.paper(group_outliers=group_outliers)
+    want = select_groups(low, deep, cfg)
+    cuda = [LayerQK(q.q_cls.cuda(), q.keys.cuda(), q.scale) for q in (low, deep)]
+    got = select_groups(*cuda, cfg)
+    for a, b in zip(want, got):
+        assert b.kept.is_cuda and torch.equal(a.kept, b.kept.cpu())
+        assert torch.equal(a.global_units, b.global_units.cpu())

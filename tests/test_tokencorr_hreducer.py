@@ -53,14 +53,24 @@ def qks():
 
 
 @torch.no_grad()
-def test_reducer_on_selected_groups_equals_selecting_its_outputs(qks):
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        TokenCorrConfig(allocation="adaptive", ratio=0.5),
+        TokenCorrConfig.paper(),  # union of local draws and per-patch outlier groups
+        TokenCorrConfig(ratio=0.3, combine="union", group_outliers="group"),
+    ],
+    ids=["adaptive-inside", "paper", "exact-union-groupsum"],
+)
+def test_reducer_on_selected_groups_equals_selecting_its_outputs(qks, cfg):
     low, deep = qks
     torch.manual_seed(0)
     reducer = TinyHReducer().eval()
     patches = torch.randn(4, 32 * 32, 8)
     full = reducer(patches, GRID)  # [V, 257, out]
     assert full.shape[1] == GROUPS + 1
-    plans = select_groups(low, deep, TokenCorrConfig(allocation="adaptive", ratio=0.5), GRID, (1, 4))
+    plans = select_groups(low, deep, cfg, GRID, (1, 4))
+    assert any(p.kept.numel() < GROUPS for p in plans[1:])
     for v, plan in enumerate(plans):
         idx = group_patch_index(plan.kept, GRID, (1, 4))  # [k, 4]
         assert (idx // 32 == idx[:, :1] // 32).all() and (idx[:, 1:] - idx[:, :-1] == 1).all()
@@ -73,7 +83,9 @@ def test_reducer_on_selected_groups_equals_selecting_its_outputs(qks):
 
 def test_group_scores_pool_patch_attention(qks):
     low, deep = qks
-    cfg = TokenCorrConfig(allocation="adaptive", ratio=0.3, sampling="topk", compress_global=True)
+    cfg = TokenCorrConfig(
+        allocation="adaptive", ratio=0.3, sampling="topk", compress_global=True, group_outliers="group"
+    )
     plans = select_groups(low, deep, cfg, GRID, (1, 4))
     groups_low = pool_groups(cls_patch_probs(low), GRID, (1, 4), "sum")
     groups_deep = pool_groups(cls_patch_probs(deep), GRID, (1, 4), "sum")

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from PIL import Image
 
-from tests._tokencorr_util import blank_page, clip_qk, pixels, text_page, tiny_clip
+from tests._tokencorr_util import rendered_page_tokens
 from vtcompress.budget import keep_count
-from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.methods.tokencorr import TokenCorrConfig
 from vtcompress.registry import get_method
 from vtcompress.tokens import ImageTokens
@@ -17,31 +15,10 @@ PX, PATCH = 224, 14
 SIDE = PX // PATCH
 
 
-def half_text(px: int) -> Image.Image:
-    img = blank_page(px)
-    img.paste(text_page(px, seed=1).crop((0, 0, px, px // 2)), (0, 0))
-    return img
-
-
 @pytest.fixture(scope="module")
 def page_tokens() -> ImageTokens:
     """A 1x3 anyres page: a blank crop, a half-written crop, a crop dense with text."""
-    crops = [blank_page(PX), half_text(PX), text_page(PX)]
-    page = Image.new("RGB", (3 * PX, PX), "white")
-    for i, crop in enumerate(crops):
-        page.paste(crop, (i * PX, 0))
-    views = [page.resize((PX, PX), Image.BICUBIC), *crops]
-    model = tiny_clip(PX, PATCH, layers=4)
-    cfg = TokenCorrConfig()
-    layers = cfg.capture_layers(score_layer=3, num_layers=4)[0]
-    qk, hidden = clip_qk(model, pixels(views), layers)
-    return ImageTokens(
-        features=hidden[:, 1:],
-        layout=AnyResLayout.from_grid(1, 3, SIDE, (PX, 3 * PX)),
-        qk=qk,
-        score_layer=3,
-        num_layers=4,
-    )
+    return rendered_page_tokens(PX, PATCH, layers=4)
 
 
 def test_dense_crop_keeps_more_tokens(page_tokens):

@@ -59,7 +59,11 @@ def test_paper_scale_compresses_at_ratio_one(model, processor):
     stats = handle.last_stats.images[0]
     assert stats.tokens_after < stats.tokens_before
     for view in stats.views[1:]:
-        assert view.kept == max(1, math.ceil(view.info["density"] * view.original - 1e-9))
+        info = view.info
+        # n_c = ceil(rho N) local draws over all patches, united with every IQR outlier
+        assert info["budget"] == max(1, math.ceil(info["density"] * view.original - 1e-9))
+        assert view.kept == len(info["global"]) + len(info["sampled"])
+        assert info["budget"] <= view.kept <= info["budget"] + len(info["global"])
 
 
 def test_exact_budget_total(model, processor):

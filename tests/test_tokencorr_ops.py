@@ -154,7 +154,7 @@ def test_select_view_global_inside_budget():
     kept, glob, local_kept = select_view(scores, local, 1, sampling="topk")
     assert kept.tolist() == [11] and local_kept.numel() == 0
     # Outside: budget counts local tokens only.
-    kept, glob, local_kept = select_view(scores, local, 3, global_inside=False, sampling="topk")
+    kept, glob, local_kept = select_view(scores, local, 3, combine="disjoint", sampling="topk")
     assert glob.tolist() == [3, 11] and local_kept.tolist() == [0, 1, 2]
 
 

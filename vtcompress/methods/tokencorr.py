@@ -2,27 +2,31 @@
 
 Paper: "Token-level Correlation-guided Compression for Efficient Multimodal Document
 Understanding" (arXiv 2407.14439), evaluated on mPLUG-DocOwl1.5. Reconstructed from the paper;
-official code unreleased (the authors' repository holds no code). Every quantity the paper
-leaves open is a named parameter of :class:`TokenCorrConfig`; the defaults are choices, not
-values read off the paper, and have not been tuned.
+official code unreleased (the authors' repository holds no code, only the architecture figure).
+Every quantity the sources leave open is a named parameter of :class:`TokenCorrConfig`; the
+defaults are choices, not values read off the paper, and have not been tuned. The paper's
+headline numbers include LoRA fine-tuning of the language model; this module is the training-free
+(plug-and-play) use.
 
 Per view (a crop; the thumbnail / global view too when ``compress_global``), with N valid patch
 tokens plus [CLS] in a ViT of L layers:
 
 A. Information density. Patch keys of layer ``low_layer`` (heads concatenated or averaged,
    ``key_heads``); token i is redundant when at least ``min_similar`` other tokens j have
-   ``cos(k_i, k_j) > tau``; ``rho = 1 - #redundant / N``. Budget ``n = ceil(rho * N * scale)``
+   ``cos(k_i, k_j) > tau``; ``rho = 1 - #redundant / N``. Budget ``n_c = ceil(rho * N * scale)``
    ("adaptive", the paper's point: a blank crop keeps almost nothing, a dense one a lot), or a
-   total split across views in proportion to ``rho * N`` ("exact"). Every view with tokens keeps
-   at least one.
+   total split across views in proportion to ``rho * N`` ("exact").
 B. Global tokens G: the upper IQR outliers (``a_i > Q3 + iqr_k (Q3 - Q1)``) of the head-mean
    [CLS] attention probabilities of layer ``deep_layer``.
-C. Local tokens: [CLS] attention probabilities of ``low_layer``, renormalised over the tokens
-   not in G, drawn without replacement (seeded; ``sampling="topk"`` takes the most attended
-   instead). With ``global_inside`` G counts inside n (if |G| > n the n most attended of G stay),
-   otherwise n local tokens come on top of G.
-D. Keep G and the local tokens in raster order and gather the features the model uses
-   (``ImageTokens.features``, the last layer's after the projector) at those positions.
+C. Local tokens: draws without replacement from the [CLS] attention probabilities of
+   ``low_layer`` (seeded; ``sampling="topk"`` takes the most attended instead).
+D. The branches combine as ``combine`` says (see :func:`~vtcompress.methods.tokencorr_ops.select_view`):
+   "union" (the architecture figure, :meth:`TokenCorrConfig.paper`: "Global-info Mining" and
+   "Local-info Mining" as independent branches joined by an aggregation, the number of local
+   samples set by density alone): n_c draws over ALL patches, kept together with all of G;
+   "inside" (the default): G counts inside n_c, n_c - |G| draws from the rest; "disjoint": n_c
+   draws outside G, on top of G. The kept tokens go back in raster order and the features the
+   model uses (``ImageTokens.features``, the last layer's after the projector) are gathered there.
 
 How ``ratio`` maps to the budget:
 * ``allocation="exact"`` (default): the image keeps ``floor(ratio * N)`` of its N visual tokens,
@@ -30,14 +34,15 @@ How ``ratio`` maps to the budget:
   left whole (the thumbnail, unless ``compress_global``) take their tokens out of that total
   first; the compressed views share the rest in proportion to ``rho * N`` (largest remainders,
   at least one each). When the total cannot even hold the whole views, every view is
-  compressed. The count is a function of image size and ratio only, for static shapes.
-* ``allocation="adaptive"`` (the paper's allocation): ``scale = ratio`` unless ``scale`` is set. ``ratio`` is
-  then the share kept by a fully dense view (rho = 1); a view of density rho keeps about
-  ``rho * ratio`` of its tokens, so the measured ratio of an image is ``ratio`` times its
-  (token-weighted) mean density of compressed views, at most ``ratio`` plus one token per view
-  of rounding: sparse pages cost less. Setting ``scale`` overrides ``ratio`` (``scale=1.0`` is
-  the paper's ``n = ceil(rho N)``; :meth:`TokenCorrConfig.paper`).
-  In adaptive mode an uncompressed thumbnail (the default) keeps all its tokens on top.
+  compressed. Each view keeps exactly its n_c: "union" is cut back to n_c (local-only tokens
+  first, lowest local probability first; outliers last, lowest deep score first), "disjoint" is
+  refused. The count is a function of image size and ratio only, for static shapes.
+* ``allocation="adaptive"`` (the paper's allocation): ``scale = ratio`` unless ``scale`` is set.
+  ``ratio`` is then the share kept by a fully dense view (rho = 1); a view of density rho keeps
+  about ``rho * ratio`` of its tokens ("inside"; "union" and "disjoint" add outliers on top), so
+  sparse pages cost less. Setting ``scale`` overrides ``ratio`` (``scale=1.0`` is the paper's
+  ``n_c = ceil(rho N)``; :meth:`TokenCorrConfig.paper`). An uncompressed thumbnail (the
+  default) keeps all its tokens on top.
 ``ratio=1.0`` keeps everything (exactly the stock output) unless ``scale`` is set.
 
 Models. LLaVA-NeXT: each crop's 24x24 grid is one view (units = single patches, padding from
@@ -47,11 +52,29 @@ newline per row. mPLUG-DocOwl1.5: :func:`select_groups` scores the 32x32 patch g
 before it equals selecting its outputs after it); its ``vit_eos`` is always kept
 (:func:`hreducer_keep_index`).
 
-Deviations and choices: called directly on a single-view image, the method compresses its
-only view (the LLaVA-NeXT adapter passes such images through untouched); similarity, IQR and
-density use only valid (unpadded) tokens, while the [CLS] softmax runs over every key the tower
-attended to; zero local attention mass falls back to uniform draws; in exact mode the
-one-token-per-view floor wins over a total smaller than the number of views.
+Deliberate deviations and choices (the sources do not settle these):
+* Branch combination: the figure is read as a union; the text that would settle it is not
+  available, so "inside" and "disjoint" stay options, and the default is "inside" because the
+  default allocation is exact. The exact-mode cut-back of "union" is this module's rule.
+* Allocation: the default is the package-wide exact budget, not the paper's ``ceil(rho N)``;
+  ``scale`` (the paper has none, i.e. 1) lets adaptive mode aim at a ratio.
+* Every view with tokens gets n_c >= 1 local draw (the paper's ``ceil(rho N)`` is 0 at rho = 0).
+* DocOwl grouped mode: selection in whole 1x4 groups (the H-Reducer needs them; the figure
+  selects patches). G: IQR outliers among the 1024 patch scores, a group is global when it holds
+  one and is ranked by its highest patch score (``group_outliers="patch"``, the faithful reading)
+  or IQR outliers of the pooled group scores (``"group"``). Density is per patch, but n_c and the
+  draws count groups, drawn from the group-pooled low-layer attention (``group_pool``).
+* [CLS] attention is the head mean of the softmax probabilities (an assumption); the softmax runs
+  over every key the tower attended to, while similarity, IQR and density use valid (unpadded)
+  tokens only. Zero local attention mass falls back to uniform draws.
+* The thumbnail / global view is left whole unless ``compress_global`` (the paper leaves it).
+* Draws use a CPU generator seeded per view (``seed * 65536 + v``), so an image keeps the same
+  tokens alone or in any batch, on any device.
+* Called directly on a single-view image, the method compresses its only view (the LLaVA-NeXT
+  adapter passes such images through untouched); in exact mode the one-token-per-view floor wins
+  over a total smaller than the number of views.
+* Stats: ``sampled`` lists the kept tokens outside G (a draw that hit an outlier counts as
+  global), so ``global`` and ``sampled`` are disjoint and together the kept tokens.
 """
 
 from __future__ import annotations
@@ -65,12 +88,17 @@ from torch import Tensor
 from vtcompress.budget import keep_count
 from vtcompress.config import CompressionConfig, check_choice
 from vtcompress.methods.tokencorr_ops import (
+    COMBINES,
+    GROUP_OUTLIERS,
     GROUP_POOLS,
     KEY_HEADS,
+    SAMPLINGS,
     adaptive_budgets,
     cls_patch_probs,
     exact_budgets,
+    group_outliers,
     information_density,
+    iqr_outliers,
     patch_keys,
     pool_groups,
     select_view,
@@ -96,13 +124,23 @@ class TokenCorrConfig(CompressionConfig):
     tau: [tau] cosine similarity above which two tokens count as alike.
     min_similar: [m] a token with at least this many alike tokens is redundant.
     iqr_k: [k] IQR fence multiplier for global tokens.
-    global_inside: [G inside n_c] global tokens count inside a view's budget.
+    combine: how the global (G) and local branches combine; None means "inside" (or what
+        ``global_inside`` says). "union" (the architecture figure, :meth:`paper`): n_c local
+        tokens drawn over all patches, kept together with every outlier; "inside": G counts
+        inside n_c; "disjoint": n_c local tokens drawn outside G, on top of G (adaptive only).
+        In exact allocation "union" is cut back to n_c (lowest local probability first,
+        outliers last).
+    global_inside: older spelling: True is ``combine="inside"``, False ``combine="disjoint"``.
     sampling: "sample" (seeded draws without replacement, the paper) or "topk" (deterministic).
     seed: view v of every image draws with ``seed * 65536 + v``, so an image keeps the same
         tokens alone or in any batch.
     compress_global: also compress the thumbnail / global view (the paper leaves it whole).
     group_pool: how grouped mode (DocOwl's 1x4 groups) pools patch attention over a group:
-        "sum" (the group's attention mass), "mean" or "max".
+        "sum" (the group's attention mass), "mean" or "max". It gives the groups' sampling
+        distribution, and their global scores with ``group_outliers="group"``.
+    group_outliers: grouped mode's global test: "patch" (default, the figure selects patches:
+        IQR outliers among the patch scores, a group holding one is global) or "group" (IQR
+        outliers among the ``group_pool``-pooled group scores).
     """
 
     allocation: str = "exact"
@@ -113,17 +151,36 @@ class TokenCorrConfig(CompressionConfig):
     tau: float = 0.9
     min_similar: int = 8
     iqr_k: float = 1.5
-    global_inside: bool = True
+    combine: str | None = None
+    global_inside: bool | None = None
     sampling: str = "sample"
     seed: int = 0
     compress_global: bool = False
     group_pool: str = "sum"
+    group_outliers: str = "patch"
 
     def validate(self) -> None:
         check_choice("allocation", self.allocation, ("adaptive", "exact"))
         check_choice("key_heads", self.key_heads, KEY_HEADS)
-        check_choice("sampling", self.sampling, ("sample", "topk"))
+        check_choice("sampling", self.sampling, SAMPLINGS)
         check_choice("group_pool", self.group_pool, GROUP_POOLS)
+        check_choice("group_outliers", self.group_outliers, GROUP_OUTLIERS)
+        if self.combine is not None:
+            check_choice("combine", self.combine, COMBINES)
+        if self.global_inside is not None:
+            if not isinstance(self.global_inside, bool):
+                raise TypeError(f"global_inside must be True, False or None, got {self.global_inside!r}")
+            legacy = "inside" if self.global_inside else "disjoint"
+            if self.combine is not None and self.combine != legacy:
+                raise ValueError(
+                    f"global_inside={self.global_inside} means combine={legacy!r}, but combine="
+                    f"{self.combine!r} was passed; pass combine only"
+                )
+        if self.combination == "disjoint" and self.allocation == "exact":
+            raise ValueError(
+                "combine='disjoint' keeps the outliers on top of each view's budget, so the total "
+                "cannot be exact; use allocation='adaptive', or combine='inside' or 'union'"
+            )
         if self.scale is not None and not (isinstance(self.scale, (int, float)) and self.scale > 0):
             raise ValueError(f"scale must be a number > 0 or None (use ratio), got {self.scale!r}")
         if self.scale is not None and self.allocation != "adaptive":
@@ -149,8 +206,27 @@ class TokenCorrConfig(CompressionConfig):
 
     @classmethod
     def paper(cls, **overrides: Any) -> TokenCorrConfig:
-        """The paper's allocation ``n_c = ceil(rho_c N_c)`` (scale 1, ratio unused)."""
-        return cls(**{"ratio": 1.0, "scale": 1.0, "allocation": "adaptive", **overrides})
+        """The architecture figure's reading: ``n_c = ceil(rho_c N_c)`` local draws over all
+        patches, united with every IQR outlier (scale 1, ratio unused; grouped mode: per-patch
+        outliers)."""
+        base: dict[str, Any] = {
+            "ratio": 1.0,
+            "scale": 1.0,
+            "allocation": "adaptive",
+            "group_outliers": "patch",
+        }
+        if "global_inside" not in overrides:
+            base["combine"] = "union"
+        return cls(**{**base, **overrides})
+
+    @property
+    def combination(self) -> str:
+        """The branch combination in force: ``combine``, else ``global_inside``'s, else "inside"."""
+        if self.combine is not None:
+            return self.combine
+        if self.global_inside is False:
+            return "disjoint"
+        return "inside"
 
     @property
     def is_off(self) -> bool:
@@ -182,10 +258,13 @@ class ViewSelection:
     """What ``tokencorr`` chose in one view.
 
     kept: long [k] kept units (patches, or groups in grouped mode) in raster order.
-    global_units / sampled: long, the kept units that were IQR outliers / drawn from the local
-        distribution (both empty for an uncompressed view).
+    global_units / sampled: long, the kept units that are IQR outliers (global) / the other
+        kept units, drawn from the local distribution; disjoint, together ``kept`` (both empty
+        for an uncompressed view).
     density: rho of the view (computed for every view). units: selectable valid units.
-    budget: n_c (units when uncompressed). compressed: whether the view was compressed.
+    budget: n_c, the number of local draws (units when uncompressed); with ``combine="union"``
+        or "disjoint" in adaptive mode ``k`` may exceed it by up to |G|.
+    compressed: whether the view was compressed.
     redundant: how many valid patches were redundant.
     """
 
@@ -255,12 +334,21 @@ def plan_views(
         patch_keys(low, config.key_heads), config.tau, config.min_similar, valid
     )
     p_low, p_deep, unit_valid = cls_patch_probs(low), cls_patch_probs(deep), valid
-    if tuple(group) != (1, 1):
+    grouped = tuple(group) != (1, 1)
+    if grouped:
         if grid is None:
             raise ValueError("grouped mode needs the patch grid (rows, cols)")
         p_low = pool_groups(p_low, grid, group, config.group_pool)
-        p_deep = pool_groups(p_deep, grid, group, config.group_pool)
         unit_valid = pool_groups(valid.float(), grid, group, "mean") == 1.0
+
+    def outliers_of(v: int) -> tuple[Tensor, Tensor]:
+        """View v's outlier mask and the scores that rank it, per unit."""
+        if grouped:
+            return group_outliers(
+                p_deep[v], valid[v], grid, group, config.iqr_k, config.group_outliers, config.group_pool
+            )
+        return iqr_outliers(p_deep[v], config.iqr_k, valid[v]), p_deep[v]
+
     units = unit_valid.sum(1).cpu()
     flags = [bool(c) and not config.is_off for c in compress]
     chosen = [v for v in range(num_views) if flags[v]]
@@ -290,15 +378,17 @@ def plan_views(
             kept = unit_valid[v].nonzero().squeeze(1)
             out.append(ViewSelection(kept, empty, empty, budget=int(units[v]), compressed=False, **common))
             continue
+        outliers, global_scores = outliers_of(v)
         kept, glob, local = select_view(
-            p_deep[v],
+            global_scores,
             p_low[v],
             budgets[v],
             unit_valid[v],
-            config.iqr_k,
-            config.global_inside,
-            config.sampling,
-            view_generator(config.seed, v),
+            combine=config.combination,
+            sampling=config.sampling,
+            generator=view_generator(config.seed, v),
+            outliers=outliers,
+            exact=config.allocation == "exact",
         )
         out.append(ViewSelection(kept, glob, local, budget=budgets[v], compressed=True, **common))
     return out

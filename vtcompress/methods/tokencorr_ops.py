@@ -16,11 +16,17 @@ import torch
 from torch import Tensor
 
 from vtcompress.budget import split_budget
+from vtcompress.config import check_choice
 from vtcompress.kernels import cls_attention_logits, redundancy_count
 from vtcompress.tokens import LayerQK
 
 KEY_HEADS: tuple[str, ...] = ("concat", "mean")
 GROUP_POOLS: tuple[str, ...] = ("sum", "mean", "max")
+SAMPLINGS: tuple[str, ...] = ("sample", "topk")
+# How the global (IQR outlier) and local (sampled) branches combine; see select_view.
+COMBINES: tuple[str, ...] = ("union", "inside", "disjoint")
+# Grouped mode: IQR outliers among patch scores (a group holding one is global) or group scores.
+GROUP_OUTLIERS: tuple[str, ...] = ("patch", "group")
 
 
 def patch_keys(qk: LayerQK, heads: str = "concat") -> Tensor:
@@ -120,6 +126,37 @@ def iqr_outliers(scores: Tensor, k: float = 1.5, valid: Tensor | None = None) ->
     return (scores.double() > q3 + k * (q3 - q1)) & valid
 
 
+def group_outliers(
+    patch_scores: Tensor,
+    valid: Tensor,
+    grid: tuple[int, int],
+    group: tuple[int, int],
+    iqr_k: float = 1.5,
+    detect: str = "patch",
+    pool: str = "sum",
+) -> tuple[Tensor, Tensor]:
+    """Global groups of one view (grouped mode, e.g. DocOwl's 1x4 H-Reducer groups).
+
+    Args:
+        patch_scores: [N] deep-layer [CLS] attention of each patch, raster order of ``grid``.
+        valid: bool [N]; a group is valid when all its patches are.
+        detect: "patch" (the architecture figure selects patches): IQR outliers among the valid
+            PATCH scores; a group is global when it holds an outlier patch, and is ranked by its
+            highest patch score. "group": IQR outliers among the valid groups' pooled scores
+            (``pool`` over each group), ranked by them.
+    Returns:
+        outliers bool [M] and ranking scores [M] per group (raster order of the group grid).
+    """
+    check_choice("detect", detect, GROUP_OUTLIERS)
+    group_valid = pool_groups(valid[None].float(), grid, group, "mean")[0] == 1.0
+    if detect == "patch":
+        hit = iqr_outliers(patch_scores, iqr_k, valid)
+        outliers = pool_groups(hit[None], grid, group, "max")[0] & group_valid
+        return outliers, pool_groups(patch_scores[None], grid, group, "max")[0]
+    scores = pool_groups(patch_scores[None], grid, group, pool)[0]
+    return iqr_outliers(scores, iqr_k, group_valid), scores
+
+
 def sample_without_replacement(probs: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
     """Draw ``k`` distinct indices, each next one with probability proportional to ``probs``.
 
@@ -148,53 +185,95 @@ def top_indices(scores: Tensor, k: int) -> Tensor:
     return torch.sort(scores.double(), descending=True, stable=True).indices[:k]
 
 
+def draw_local(
+    probs: Tensor, candidates: Tensor, k: int, sampling: str, generator: torch.Generator | None
+) -> Tensor:
+    """``k`` of ``candidates`` (long [C] unit indices) by local attention ``probs`` [M], ascending.
+
+    "sample": draws without replacement from ``probs`` renormalised over the candidates
+    (uniform when they hold no mass); "topk": the ``k`` most attended.
+    """
+    k = max(0, min(int(k), candidates.numel()))
+    p = probs[candidates].double()
+    if sampling == "sample":
+        p = p / p.sum() if float(p.sum()) > 0 else torch.ones_like(p)
+        pick = sample_without_replacement(p, k, generator)
+    elif sampling == "topk":
+        pick = top_indices(p, k)
+    else:
+        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+    return candidates[pick].sort().values
+
+
 def select_view(
     global_scores: Tensor,
     local_probs: Tensor,
     budget: int,
     valid: Tensor | None = None,
     iqr_k: float = 1.5,
-    global_inside: bool = True,
+    combine: str = "inside",
     sampling: str = "sample",
     generator: torch.Generator | None = None,
+    outliers: Tensor | None = None,
+    exact: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Pick one view's tokens: IQR-outlier global tokens, then local tokens drawn from [CLS] attention.
+    """Pick one view's tokens: IQR-outlier global tokens G and local tokens drawn from [CLS] attention.
+
+    How the two branches combine (``combine``, n_c = ``budget``):
+
+    * "union" (the architecture figure: independent branches, then aggregation): n_c local
+      tokens are drawn over ALL valid units, G is found independently, the view keeps
+      ``G | local``: between n_c and n_c + |G| units. With ``exact`` the union is cut back to
+      n_c: local-only units go first, lowest local probability first; outliers go last, lowest
+      ``global_scores`` first. So the view keeps G (its n_c highest if |G| > n_c) plus the most
+      attended of the drawn local units.
+    * "inside": G counts inside n_c (if |G| > n_c, the n_c highest ``global_scores`` of G stay);
+      n_c - |G| local tokens are drawn from the rest. Always n_c units.
+    * "disjoint": n_c local tokens drawn from the units outside G, kept on top of G:
+      |G| + n_c units (``exact`` is refused: the count depends on |G|).
 
     Args:
-        global_scores: [M] deep-layer [CLS] attention of each unit.
-        local_probs: [M] low-layer [CLS] attention of each unit; renormalised over the valid
-            units not already chosen, it is the distribution local tokens are drawn from.
-        budget: n_c. With ``global_inside`` the global tokens count inside it (if there are more
-            outliers than n_c, the n_c highest are kept); otherwise n_c local tokens come on top.
+        global_scores: [M] deep-layer [CLS] attention of each unit; finds G (unless ``outliers``
+            is given) and ranks it when G must be cut.
+        local_probs: [M] low-layer [CLS] attention of each unit: the local distribution.
+        budget: n_c, the number of local draws (capped by the valid units).
         valid: optional bool [M]; invalid units are never kept.
+        outliers: optional bool [M], G precomputed (grouped mode's per-patch outliers);
+            default: the upper IQR outliers of ``global_scores`` with fence ``iqr_k``.
+        exact: the view must keep exactly ``budget`` units (exact allocation).
         sampling: "sample" (seeded draws without replacement, the paper) or "topk" (the most
             attended, deterministic).
     Returns:
-        kept long [k] in raster order, global long [g], local long [k - g] (both ascending).
+        kept long [k] in raster order, global long [g] (the kept units of G), local long
+        [k - g] (the kept units outside G); both ascending, disjoint, together ``kept``.
     """
+    check_choice("combine", combine, COMBINES)
     if valid is None:
         valid = torch.ones_like(global_scores, dtype=torch.bool)
-    n_valid = int(valid.sum())
-    budget = max(0, min(int(budget), n_valid))
-    outlier = iqr_outliers(global_scores, iqr_k, valid)
-    glob = outlier.nonzero().squeeze(1)
-    if global_inside and glob.numel() > budget:
-        glob = glob[top_indices(global_scores[glob], budget)]
-    n_local = budget - glob.numel() if global_inside else budget
-    pool = valid.clone()
-    pool[glob] = False
-    cand = pool.nonzero().squeeze(1)
-    n_local = max(0, min(n_local, cand.numel()))
-    p = local_probs[cand].double()
-    if sampling == "sample":
-        p = p / p.sum() if float(p.sum()) > 0 else torch.ones_like(p)
-        pick = sample_without_replacement(p, n_local, generator)
-    elif sampling == "topk":
-        pick = top_indices(p, n_local)
-    else:
-        raise ValueError(f"sampling must be 'sample' or 'topk', got {sampling!r}")
-    local = cand[pick].sort().values
-    glob = glob.sort().values
+    budget = max(0, min(int(budget), int(valid.sum())))
+    if outliers is None:
+        outliers = iqr_outliers(global_scores, iqr_k, valid)
+    outliers = outliers & valid
+    glob = outliers.nonzero().squeeze(1)
+    if combine == "disjoint":
+        if exact:
+            raise ValueError(
+                "combine='disjoint' keeps the outliers on top of n_c, so it cannot keep an exact count"
+            )
+        local = draw_local(local_probs, (valid & ~outliers).nonzero().squeeze(1), budget, sampling, generator)
+    elif combine == "inside":
+        if glob.numel() > budget:
+            glob = glob[top_indices(global_scores[glob], budget)].sort().values
+        rest = (valid & ~outliers).nonzero().squeeze(1)
+        local = draw_local(local_probs, rest, budget - glob.numel(), sampling, generator)
+    else:  # union
+        drawn = draw_local(local_probs, valid.nonzero().squeeze(1), budget, sampling, generator)
+        local = drawn[~outliers[drawn]]
+        if exact and glob.numel() + local.numel() > budget:
+            if glob.numel() > budget:
+                glob = glob[top_indices(global_scores[glob], budget)].sort().values
+            room = budget - glob.numel()
+            local = local[top_indices(local_probs[local], room)].sort().values
     return torch.cat([glob, local]).sort().values, glob, local
 
 
