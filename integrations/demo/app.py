@@ -10,7 +10,9 @@ from typing import Any
 try:
     import gradio as gr
 except ImportError as err:  # pragma: no cover - exercised by the CLI's message
-    raise ImportError('the vtcompress demo needs gradio: pip install "vtcompress[demo]"') from err
+    from vtcompress.hints import needs_extra
+
+    raise ImportError(needs_extra("the vtcompress demo needs gradio", "demo")) from err
 
 from vtcompress.integrations.demo.engine import Comparison, DemoEngine, InputError, format_flops
 from vtcompress.integrations.demo.examples import write_examples

@@ -28,14 +28,14 @@ from typing import Any
 
 import torch
 
-from vtcompress.integrations.lmms_eval import EXTRA_HINT
+from vtcompress.integrations.lmms_eval import extra_hint
 
 try:
     from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
     from lmms_eval.api.model import lmms
     from lmms_eval.utils import simple_parse_args_string
 except ImportError as err:
-    raise ImportError(EXTRA_HINT) from err
+    raise ImportError(extra_hint()) from err
 
 from transformers import LogitsProcessor, LogitsProcessorList
 
