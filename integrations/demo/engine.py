@@ -23,7 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vtcompress.api import compressed, get_handle
 from vtcompress.flops import decoder_prefill_flops
-from vtcompress.inputs import ImageLimits
+from vtcompress.inputs import ImageLimits, to_rgb
 from vtcompress.integrations.demo import overlay
 from vtcompress.layout import AnyResLayout
 from vtcompress.registry import available_methods, make_config
@@ -157,7 +157,7 @@ class DemoEngine:
         """Load a LLaVA-NeXT checkpoint: ``"tiny"`` (offline, random weights), a hub id or a path."""
         from transformers import AutoProcessor, LlavaNextForConditionalGeneration
 
-        from vtcompress.integrations.llava_next.loader import resolve_model_path
+        from vtcompress.integrations.llava_next.loader import ModelNotFoundError, locate_checkpoint
         from vtcompress.integrations.llava_next.tiny import is_random_tiny
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -165,10 +165,13 @@ class DemoEngine:
             dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
         elif isinstance(dtype, str):
             dtype = getattr(torch, dtype)
-        path = resolve_model_path(model)
         try:
-            llava = LlavaNextForConditionalGeneration.from_pretrained(path, dtype=dtype)
-            processor = AutoProcessor.from_pretrained(path)
+            # Fails at once, naming the fix, for a missing path or an unreachable, uncached hub id.
+            path, hub_kwargs = locate_checkpoint(model)
+            llava = LlavaNextForConditionalGeneration.from_pretrained(path, dtype=dtype, **hub_kwargs)
+            processor = AutoProcessor.from_pretrained(path, **hub_kwargs)
+        except ModelNotFoundError as err:  # its message already names the fix
+            raise OSError(f"could not load a LLaVA-NeXT checkpoint from {str(model)!r}: {err}") from err
         except OSError as err:
             raise OSError(
                 f"could not load a LLaVA-NeXT checkpoint from {str(model)!r}: {err}\n"
@@ -187,7 +190,7 @@ class DemoEngine:
         if not isinstance(image, Image.Image):
             image = self._open(Path(image))
         self._check_size(image.size)
-        return image.convert("RGB")
+        return to_rgb(image)
 
     def _open(self, path: Path) -> Image.Image:
         unreadable = (
