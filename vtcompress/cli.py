@@ -17,6 +17,8 @@ from typing import NoReturn
 import vtcompress
 from vtcompress.examples import DEFAULT_EXAMPLE, EXAMPLES
 
+DESCRIPTION = __doc__.split("\n\n")[1].replace("``", "")
+
 
 class UsageError(Exception):
     """A bad command line; ``str(err)`` is one line naming the fix (exit code 2)."""
@@ -84,7 +86,13 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
         help="LLaVA-NeXT hub id or local checkpoint directory (default: tiny, a built-in model with "
         "random weights: offline, meaningless answers, real token counts and timings)",
     )
-    run.add_argument("--method", default="globalcom2", choices=available_methods(), metavar="METHOD")
+    run.add_argument(
+        "--method",
+        default="globalcom2",
+        choices=available_methods(),
+        metavar="METHOD",
+        help="compression method (default globalcom2; the list is below)",
+    )
     run.add_argument(
         "--ratio",
         type=_ratio,
@@ -115,15 +123,14 @@ def _run(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="vtcompress",
-        description=__doc__.split("\n\n")[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=DESCRIPTION,
     )
     parser.add_argument("--version", action="version", version=f"vtcompress {vtcompress.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser(
         "run",
         help="answer a question about an image, compressed vs uncompressed (no arguments: an offline example)",
-        description=__doc__.split("\n\n")[1],
+        description=DESCRIPTION,
     )
     add_run_arguments(run)
     try:
