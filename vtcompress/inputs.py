@@ -1,4 +1,5 @@
-"""Which images vtcompress's command line and demo accept: one rule for both.
+"""Which images vtcompress's command line and demo accept (one rule for both), and how an image
+of any mode becomes the 8-bit RGB the model sees (also used by the lmms-eval plugin).
 
 LLaVA-NeXT reads 14-px patches; an image under two patches a side leaves nothing to compress,
 and extreme aspect ratios break its own unpadding. Huge images are refused before decoding.
