@@ -23,6 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vtcompress.api import compressed, get_handle
 from vtcompress.flops import decoder_prefill_flops
+from vtcompress.inputs import ImageLimits, to_rgb
 from vtcompress.integrations.demo import overlay
 from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.registry import available_methods, make_config
@@ -34,12 +35,9 @@ class InputError(ValueError):
 
 
 @dataclass(frozen=True)
-class Limits:
-    """What the demo accepts. Extreme aspect ratios break LLaVA-NeXT's own unpadding."""
+class Limits(ImageLimits):
+    """What the demo accepts: the images ``vtcompress run`` accepts, and questions up to a length."""
 
-    min_side: int = 28  # two 14-px patches
-    max_pixels: int = 36_000_000
-    max_aspect: float = 20.0
     max_question_chars: int = 2000
 
 
@@ -159,7 +157,7 @@ class DemoEngine:
         """Load a LLaVA-NeXT checkpoint: ``"tiny"`` (offline, random weights), a hub id or a path."""
         from transformers import AutoProcessor, LlavaNextForConditionalGeneration
 
-        from vtcompress.integrations.llava_next.loader import resolve_model_path
+        from vtcompress.integrations.llava_next.loader import ModelNotFoundError, locate_checkpoint
         from vtcompress.integrations.llava_next.tiny import is_random_tiny
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -167,10 +165,13 @@ class DemoEngine:
             dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
         elif isinstance(dtype, str):
             dtype = getattr(torch, dtype)
-        path = resolve_model_path(model)
         try:
-            llava = LlavaNextForConditionalGeneration.from_pretrained(path, dtype=dtype)
-            processor = AutoProcessor.from_pretrained(path)
+            # Fails at once, naming the fix, for a missing path or an unreachable, uncached hub id.
+            path, hub_kwargs = locate_checkpoint(model)
+            llava = LlavaNextForConditionalGeneration.from_pretrained(path, dtype=dtype, **hub_kwargs)
+            processor = AutoProcessor.from_pretrained(path, **hub_kwargs)
+        except ModelNotFoundError as err:  # its message already names the fix
+            raise OSError(f"could not load a LLaVA-NeXT checkpoint from {str(model)!r}: {err}") from err
         except OSError as err:
             raise OSError(
                 f"could not load a LLaVA-NeXT checkpoint from {str(model)!r}: {err}\n"
@@ -189,7 +190,7 @@ class DemoEngine:
         if not isinstance(image, Image.Image):
             image = self._open(Path(image))
         self._check_size(image.size)
-        return image.convert("RGB")
+        return to_rgb(image)
 
     def _open(self, path: Path) -> Image.Image:
         unreadable = (
@@ -213,24 +214,9 @@ class DemoEngine:
                 raise InputError(unreadable) from err
 
     def _check_size(self, size: tuple[int, int]) -> None:
-        w, h = size
-        lim = self.limits
-        if min(w, h) < lim.min_side:
-            raise InputError(
-                f"The image is {w}x{h} px, too small: the demo needs at least {lim.min_side} px on each "
-                f"side (the vision encoder reads {self.patch_px}-px patches)."
-            )
-        if w * h > lim.max_pixels:
-            raise InputError(
-                f"The image is {w}x{h} px ({w * h / 1e6:.1f} megapixels); the demo accepts up to "
-                f"{lim.max_pixels / 1e6:.0f} megapixels. Please downscale it (the model sees at most "
-                f"a few crops of {self.view_px} px anyway)."
-            )
-        if max(w, h) / min(w, h) > lim.max_aspect:
-            raise InputError(
-                f"The image is {w}x{h} px, an aspect ratio above {lim.max_aspect:g}:1 that LLaVA-NeXT "
-                "cannot tile. Please crop it to a less extreme shape."
-            )
+        problem = self.limits.problem(*size, patch_px=self.patch_px)
+        if problem:
+            raise InputError(problem)
 
     def check_question(self, question: str | None) -> str:
         question = (question or "").strip()

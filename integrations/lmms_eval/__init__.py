@@ -19,7 +19,13 @@ LLAVA_NEXT_MODEL_ID = "vtcompress_llava_next"
 LLAVA_NEXT_CLASS_PATH = "vtcompress.integrations.lmms_eval.llava_next_model.CompressedLlavaNext"
 DOCOWL_MODEL_ID = "vtcompress_docowl"
 DOCOWL_CLASS_PATH = "vtcompress.integrations.lmms_eval.docowl_model.CompressedDocOwl"
-EXTRA_HINT = 'the lmms-eval plugin needs lmms-eval: pip install "vtcompress[eval]"'
+
+
+def extra_hint() -> str:
+    """What to install when lmms-eval is missing (right for a checkout and for a wheel)."""
+    from vtcompress.hints import needs_extra
+
+    return needs_extra("the lmms-eval plugin needs lmms-eval", "eval")
 
 
 def model_manifests() -> list:
@@ -27,7 +33,7 @@ def model_manifests() -> list:
     try:
         from lmms_eval.models.registry_v2 import ModelManifest
     except ImportError as err:  # only lmms-eval calls this, but say what is missing if not
-        raise ImportError(EXTRA_HINT) from err
+        raise ImportError(extra_hint()) from err
     return [
         ModelManifest(model_id=LLAVA_NEXT_MODEL_ID, simple_class_path=LLAVA_NEXT_CLASS_PATH),
         ModelManifest(model_id=DOCOWL_MODEL_ID, simple_class_path=DOCOWL_CLASS_PATH),
@@ -37,8 +43,8 @@ def model_manifests() -> list:
 __all__ = [
     "DOCOWL_CLASS_PATH",
     "DOCOWL_MODEL_ID",
-    "EXTRA_HINT",
     "LLAVA_NEXT_CLASS_PATH",
     "LLAVA_NEXT_MODEL_ID",
+    "extra_hint",
     "model_manifests",
 ]
