@@ -1,8 +1,9 @@
 """Which images vtcompress's command line and demo accept (one rule for both), and how an image
 of any mode becomes the 8-bit RGB the model sees (also used by the lmms-eval plugin).
 
-LLaVA-NeXT reads 14-px patches; an image under two patches a side leaves nothing to compress,
-and extreme aspect ratios break its own unpadding. Huge images are refused before decoding.
+LLaVA-NeXT reads 14-px patches; an image under two patches a side leaves nothing to compress.
+Long strips (receipts, banners) are fine: every method handles a crop grid that unpadding
+leaves empty. Huge images are refused before decoding.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ class ImageLimits:
 
     min_side: int = 28  # two 14-px patches
     max_pixels: int = 36_000_000
-    max_aspect: float = 20.0
 
     def problem(self, width: int, height: int, patch_px: int = 14) -> str | None:
         """A sentence saying what is wrong with a ``width`` x ``height`` image and how to fix it,
@@ -36,11 +36,6 @@ class ImageLimits:
                 f"The image is {w}x{h} px ({w * h / 1e6:.1f} megapixels); at most "
                 f"{self.max_pixels / 1e6:.0f} megapixels are accepted. Please downscale it (the model "
                 "sees a few crops of a few hundred pixels anyway)."
-            )
-        if max(w, h) / min(w, h) > self.max_aspect:
-            return (
-                f"The image is {w}x{h} px, an aspect ratio above {self.max_aspect:g}:1 that LLaVA-NeXT "
-                "cannot tile. Please crop it to a less extreme shape."
             )
         return None
 
