@@ -19,7 +19,6 @@ import torch
 
 from vtcompress.api import compressed
 from vtcompress.examples import DEFAULT_EXAMPLE, example
-from vtcompress.flops import decoder_prefill_flops
 from vtcompress.registry import make_config
 from vtcompress.stats import CompressionStats
 from vtcompress.timing import StageClock, Timing, synchronize
@@ -189,32 +188,14 @@ def answer(model, processor, inputs, max_new_tokens: int, method: str | None, ra
     return text or "(empty answer)"
 
 
-def views_and_lengths(model, inputs, image, stats: CompressionStats | None):
-    """Per view ``(name, original, kept)``, and prompt lengths and decoder FLOPs before/after."""
-    if stats is not None and stats.images:
-        im, sample = stats.images[0], stats.samples[0]
-        views = [(v.name, v.original, v.kept) for v in im.views]
-        lengths = (sample.length_before, sample.length_after)
-        flops = (sample.prefill_flops_before, sample.prefill_flops_after)
-        return views, (im.newlines_before, im.newlines_after), lengths, flops, im.note
-    # Compression off: nothing was measured; count what the untouched model sees.
-    from vtcompress.integrations.llava_next.layout import AnyResLayout
-
-    cfg = model.config
-    layout = AnyResLayout.for_image(
-        (image.height, image.width),
-        cfg.image_grid_pinpoints,
-        cfg.vision_config.image_size,
-        cfg.vision_config.patch_size,
-    )
-    names = ["thumbnail"] + [
-        f"crop {j // layout.cols},{j % layout.cols}" for j in range(layout.num_views - 1)
-    ]
-    views = [(n, c, c) for n, c in zip(names, layout.view_counts())]
-    newlines = layout.num_newlines("unpadded")
-    length = int(inputs["input_ids"].shape[1])
-    flops = decoder_prefill_flops(cfg.text_config, length)
-    return views, (newlines, newlines), (length, length), (flops, flops), ""
+def views_and_lengths(stats: CompressionStats):
+    """Per view ``(name, original, kept)``, and prompt lengths and decoder FLOPs before/after
+    (the pipeline reports them at every ratio, 1.0 included)."""
+    im, sample = stats.images[0], stats.samples[0]
+    views = [(v.name, v.original, v.kept) for v in im.views]
+    lengths = (sample.length_before, sample.length_after)
+    flops = (sample.prefill_flops_before, sample.prefill_flops_after)
+    return views, (im.newlines_before, im.newlines_after), lengths, flops, im.note
 
 
 def _ratio_text(after: float, before: float) -> str:
@@ -309,12 +290,12 @@ def run(args: argparse.Namespace) -> int:
         )
     inputs = prompt_inputs(processor, image, question, device, DTYPES[args.dtype])
     base, comp, stats = measure(model, inputs, args.method, args.ratio, args.warmup, args.repeats, device)
-    if stats is None and not off:
+    if stats is None or not stats.images:
         raise RuntimeError(f"{args.method} at ratio {args.ratio} reported no statistics")
     answers = (
         answer(model, processor, inputs, args.max_new_tokens, None, args.ratio),
         answer(model, processor, inputs, args.max_new_tokens, args.method, args.ratio),
     )
-    views, newlines, lengths, flops, note = views_and_lengths(model, inputs, image, stats)
+    views, newlines, lengths, flops, note = views_and_lengths(stats)
     report(args, described, question, answers, views, newlines, lengths, flops, note, base, comp, off)
     return 0

@@ -22,7 +22,6 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vtcompress.api import compressed, get_handle
-from vtcompress.flops import decoder_prefill_flops
 from vtcompress.inputs import ImageLimits, to_rgb
 from vtcompress.integrations.demo import overlay
 from vtcompress.integrations.llava_next.layout import AnyResLayout
@@ -301,61 +300,43 @@ class DemoEngine:
         ratio: float,
         full: RunResult,
         small: RunResult,
-        stats: CompressionStats | None,
+        stats: CompressionStats,
     ) -> Comparison:
         image_size = (image.height, image.width)
         pixel_values = inputs["pixel_values"][0]
         layout = self._layout(image_size, pixel_values.shape[0])
         pixel_values = pixel_values[: layout.num_views]
-        im: ImageStats | None = stats.images[0] if stats is not None and stats.images else None
+        # The pipeline reports every call with images, ratio 1.0 included.
+        im: ImageStats = stats.images[0]
+        sample = stats.samples[0]
         valid = [None] + (
             [m.view(self.side, self.side).numpy() for m in layout.crop_valid_mask()]
             if layout.has_crops
             else []
         )
-        names = ["thumbnail"] + [
-            f"crop {j // layout.cols},{j % layout.cols}" for j in range(layout.num_views - 1)
-        ]
-        counts = layout.view_counts()
         views, has_sizes, has_sources = [], False, False
         for v, pixels in enumerate(self._view_pixels(pixel_values)):
-            if im is not None:
-                vs = im.views[v]
-                kept, sizes, sources = vs.positions, vs.sizes, vs.sources
-            else:  # compression off (ratio 1.0): every valid token stays
-                ok = np.ones((self.side, self.side), bool) if valid[v] is None else valid[v]
-                kept, sizes, sources = [tuple(p) for p in np.argwhere(ok).tolist()], None, None
-            has_sizes |= sizes is not None
-            has_sources |= sources is not None
-            picture = overlay.render_view(pixels, self.side, kept, valid[v], sizes, sources)
-            views.append(ViewPicture(names[v], counts[v], len(kept), picture))
-
-        before = layout.num_tokens()
-        newlines = layout.num_newlines("unpadded")
-        sample = stats.samples[0] if stats is not None and stats.samples else None
-        text_cfg = self.model.config.text_config
-        flops_before = (
-            sample.prefill_flops_before if sample else decoder_prefill_flops(text_cfg, full.prompt_tokens)
-        )
-        flops_after = sample.prefill_flops_after if sample else flops_before
-        note = ""
-        if im is None or make_config(method, ratio=ratio).is_off:
+            vs = im.views[v]
+            has_sizes |= vs.sizes is not None
+            has_sources |= vs.sources is not None
+            picture = overlay.render_view(pixels, self.side, vs.positions, valid[v], vs.sizes, vs.sources)
+            views.append(ViewPicture(vs.name, vs.original, vs.kept, picture))
+        note = im.note
+        if make_config(method, ratio=ratio).is_off:
             note = "Ratio 1.0 switches compression off: both runs are the same model, token for token."
-        elif im.note:
-            note = im.note
         return Comparison(
             method=method,
             ratio=ratio,
             image_size=image_size,
             compressed=small,
             uncompressed=full,
-            tokens_before=before,
-            tokens_after=im.tokens_after if im else before,
-            newlines_before=newlines,
-            newlines_after=im.newlines_after if im else newlines,
-            compress_seconds=stats.compress_seconds if stats else 0.0,
-            flops_before=flops_before,
-            flops_after=flops_after,
+            tokens_before=im.tokens_before,
+            tokens_after=im.tokens_after,
+            newlines_before=im.newlines_before,
+            newlines_after=im.newlines_after,
+            compress_seconds=stats.compress_seconds,
+            flops_before=sample.prefill_flops_before,
+            flops_after=sample.prefill_flops_after,
             views=views,
             legend=overlay.legend(has_sizes, has_sources),
             note=note,
