@@ -121,8 +121,9 @@ def load(args: argparse.Namespace, device: torch.device):
 
 
 def prompt_inputs(processor, image, question: str, device: torch.device, dtype: torch.dtype):
-    conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-    prompt = processor.apply_chat_template(conversation, add_generation_prompt=True)
+    from vtcompress.integrations.llava_next.prompt import chat_prompt
+
+    prompt = chat_prompt(processor, question)
     inputs = processor(images=image, text=prompt, return_tensors="pt").to(device)
     inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
     return inputs

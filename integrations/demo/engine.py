@@ -25,6 +25,7 @@ from vtcompress.api import compressed, get_handle
 from vtcompress.inputs import ImageLimits, to_rgb
 from vtcompress.integrations.demo import overlay
 from vtcompress.integrations.llava_next.layout import AnyResLayout
+from vtcompress.integrations.llava_next.prompt import chat_prompt
 from vtcompress.registry import available_methods, make_config
 from vtcompress.stats import CompressionStats, ImageStats
 
@@ -143,7 +144,6 @@ class DemoEngine:
         self.view_px = cfg.vision_config.image_size
         self.patch_px = cfg.vision_config.patch_size
         self.side = self.view_px // self.patch_px
-        self.pinpoints = cfg.image_grid_pinpoints
 
     @classmethod
     def from_pretrained(
@@ -241,10 +241,7 @@ class DemoEngine:
 
     # --- running ------------------------------------------------------------------------------
     def prompt(self, question: str) -> str:
-        conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-        if getattr(self.processor, "chat_template", None):
-            return self.processor.apply_chat_template(conversation, add_generation_prompt=True)
-        return f"USER: <image>\n{question} ASSISTANT:"
+        return chat_prompt(self.processor, question)
 
     def _generate(self, inputs: dict[str, Any]) -> RunResult:
         timer = _FirstTokenTimer()
@@ -283,7 +280,7 @@ class DemoEngine:
     def _layout(self, image_size: tuple[int, int], num_views: int) -> AnyResLayout:
         if num_views == 1:
             return AnyResLayout.single_view(self.side)
-        return AnyResLayout.for_image(image_size, self.pinpoints, self.view_px, self.patch_px)
+        return AnyResLayout.for_config(self.model.config, image_size)
 
     def _view_pixels(self, pixel_values: torch.Tensor) -> list[np.ndarray]:
         ip = self.processor.image_processor
