@@ -79,3 +79,4 @@ def test_same_kept_positions_and_logits(both, case, method, ratio):
         assert torch.equal(a["logits"], b["logits"])
     else:
         torch.testing.assert_close(a["logits"], b["logits"], atol=1e-4, rtol=1e-4)
+        assert a["logits"].shape[0] < ours[(case, method, 1.0)]["logits"].shape[0]  # it compressed
