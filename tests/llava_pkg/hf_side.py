@@ -82,7 +82,8 @@ def main(checkpoint: str, cases_file: str, out_file: str) -> None:
             with vtc.compressed(model, method, ratio=ratio, **options) as handle:
                 logits = model(**inputs).logits[0]
                 views = handle.last_stats.images[0].views
-                results[(c, method, ratio)] = {"logits": logits, "positions": [v.positions for v in views]}
+                name = method + "".join(f"-{v}" for v in options.values())
+                results[(c, name, ratio)] = {"logits": logits, "positions": [v.positions for v in views]}
     torch.save(results, out_file)
 
 

@@ -30,8 +30,12 @@ ROOT = Path(__file__).resolve().parents[2]
 HF_PYTHON = Path(os.environ.get("VTCOMPRESS_HF_PYTHON", ROOT / ".venv" / "bin" / "python"))
 SIZES = [(200, 150), (150, 200), (300, 90), (500, 333), (1000, 500)]  # (width, height)
 RATIOS = [1.0, 0.5, 0.25, 0.1]
-OPTIONS = {"pitome": {"metric": "projected"}, "tome": {"metric": "projected"}}
-RUNS = [(m, r, OPTIONS.get(m, {})) for m in vtc.available_methods() for r in RATIOS]
+# every method with its defaults, and the merging methods inside the CLIP tower
+VARIANTS = [(m, {}) for m in vtc.available_methods()] + [
+    (m, {"placement": "tower"}) for m in ("pitome", "tome")
+]
+NAMES = [m + "".join(f"-{v}" for v in o.values()) for m, o in VARIANTS]
+RUNS = [(m, r, o) for m, o in VARIANTS for r in RATIOS]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +58,10 @@ def both(tmp_path_factory):
             with torch.no_grad(), vtc.compressed(model, method, ratio=ratio, **options) as handle:
                 logits = model(**inputs).logits[0]
                 views = handle.last_stats.images[0].views
-                ours[(c, method, ratio)] = {"logits": logits, "positions": [v.positions for v in views]}
+                ours[(c, method + "".join(f"-{v}" for v in options.values()), ratio)] = {
+                    "logits": logits,
+                    "positions": [v.positions for v in views],
+                }
     folder = tmp_path_factory.mktemp("cross")
     torch.save({"cases": cases, "runs": RUNS}, folder / "cases.pt")
     script = ROOT / "tests" / "llava_pkg" / "hf_side.py"
@@ -67,7 +74,7 @@ def both(tmp_path_factory):
     return ours, torch.load(folder / "hf.pt")
 
 
-@pytest.mark.parametrize("method", vtc.available_methods())
+@pytest.mark.parametrize("method", NAMES)
 @pytest.mark.parametrize("ratio", RATIOS)
 @pytest.mark.parametrize("case", range(len(SIZES)), ids=[f"{w}x{h}" for w, h in SIZES])
 def test_same_kept_positions_and_logits(both, case, method, ratio):

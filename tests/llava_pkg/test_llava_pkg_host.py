@@ -30,7 +30,6 @@ METHODS = vtc.available_methods()
 RATIO = 0.3
 # (width, height), as PIL and the llava package give sizes
 SIZES = [(200, 150), (150, 200), (300, 90), (500, 333), (1000, 500), (3000, 4), (4, 3000)]
-OPTIONS = {"pitome": {"metric": "projected"}, "tome": {"metric": "projected"}}
 
 
 @pytest.fixture(params=[True, False], ids=["llava-1.6-anyres", "llava-1.5-pad"])
@@ -56,7 +55,7 @@ def model_of(anyres: bool):
 
 def attach(anyres: bool, method: str, ratio: float = RATIO):
     model = model_of(anyres)
-    config = vtc.registry.make_config(method, ratio=ratio, **OPTIONS.get(method, {}))
+    config = vtc.registry.make_config(method, ratio=ratio)
     try:
         return model, vtc.compress(model, config)
     except ValueError as err:
@@ -242,3 +241,32 @@ def test_keep_all_packing_is_the_stock_sequence(size):
         layout, [o.positions for o in outs], [o.features for o in outs], model.model.image_newline
     )
     assert torch.equal(packed, stock)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("method", ["pitome", "tome"])
+@pytest.mark.parametrize(
+    "options", [{"placement": "tower"}, {"metric": "projected"}], ids=["tower", "projected"]
+)
+def test_merging_placements(anyres, method, options):
+    """Merging inside the CLIP tower (fewer tokens per view than the stock code expects) and
+    after the projector: counts follow the rule, generate runs, remove restores the model."""
+    model = model_of(anyres)
+    inputs = tiny_llava.inputs(anyres, [picture(500, 333)])
+    reference = model(**inputs).logits
+    handle = vtc.compress(model, method, ratio=RATIO, **options)
+    logits = model(**inputs).logits
+    image = handle.last_stats.images[0]
+    if (
+        "placement" in options
+    ):  # every view leaves the tower with floor(n^2 r) tokens (docs/methods/merging.md)
+        assert 0 < image.tokens_after < image.tokens_before
+        assert all(v.kept <= keep_count(64, RATIO) for v in image.views)
+    else:
+        assert image.tokens_after == keep_count(image.tokens_before, RATIO)
+    assert logits.shape[1] == reference.shape[1] - (image.tokens_before - image.tokens_after) - (
+        image.newlines_before - image.newlines_after
+    )
+    assert generate(model, inputs, max_new_tokens=2, do_sample=False).shape[1] >= 2
+    handle.remove()
+    assert torch.equal(model(**inputs).logits, reference)
