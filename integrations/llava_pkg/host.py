@@ -124,14 +124,15 @@ class LlavaPackageHost(Host):
         """Per encoded image, its layout (the stock code's reading of ``images``)."""
         if isinstance(images, list) or images.ndim == 5:
             views = [1 if x.ndim == 3 else x.shape[0] for x in images]
-            if not self.anyres:
-                raise ValueError(
-                    "lists of multi-view images need an anyres model (image_aspect_ratio='anyres')"
-                )
+            if not self.anyres:  # 'flat': each view becomes tokens of its own, no newline
+                if any(n > 1 for n in views):
+                    raise ValueError(
+                        "images of several views need an anyres model (image_aspect_ratio='anyres')"
+                    )
+                return [LlavaPackageLayout.single_view(self.side, newline=False)] * len(views)
+            pinpoints = self.model.config.image_grid_pinpoints
             return [
-                LlavaPackageLayout.for_image(
-                    size, self.model.config.image_grid_pinpoints, self.view_px, self.patch_px
-                )
+                LlavaPackageLayout.for_image(size, pinpoints, self.view_px, self.patch_px)
                 if n > 1
                 else LlavaPackageLayout.single_view(self.side, newline=True)
                 for n, size in zip(views, image_sizes)

@@ -270,3 +270,16 @@ def test_merging_placements(anyres, method, options):
     assert generate(model, inputs, max_new_tokens=2, do_sample=False).shape[1] >= 2
     handle.remove()
     assert torch.equal(model(**inputs).logits, reference)
+
+
+@torch.no_grad()
+def test_one_view_images_as_a_list_equal_the_stacked_tensor():
+    """LLaVA-1.5 takes images stacked [B, 3, S, S] or as a list of [3, S, S] (the 'flat' path)."""
+    model = model_of(False)
+    inputs = tiny_llava.inputs(False, [picture(500, 333), picture(300, 900, seed=1)])
+    handle = vtc.compress(model, "fastervlm", ratio=RATIO)
+    stacked = model(**inputs).logits
+    listed = model(**{**inputs, "images": list(inputs["images"])}).logits
+    assert torch.equal(stacked, listed)
+    assert handle.last_stats.images[1].tokens_after == keep_count(64, RATIO)
+    handle.remove()
