@@ -11,13 +11,12 @@ import pytest
 
 pytest.importorskip("llava.model.language_model.llava_llama")
 
+import tiny_llava  # noqa: E402  (tests/llava_pkg/tiny_llava.py)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from conftest import make_image  # noqa: E402  (tests/conftest.py)
 
 import vtcompress as vtc  # noqa: E402
-from tests.conformance.test_conformance import _runs  # noqa: E402
-from tests.conftest import make_image  # noqa: E402
-from tests.llava_pkg import tiny_llava  # noqa: E402
 from vtcompress.budget import keep_count  # noqa: E402
 from vtcompress.integrations.llava_pkg.host import IMAGE_TOKEN_INDEX, LlavaPackageHost  # noqa: E402
 from vtcompress.integrations.llava_pkg.layout import LlavaPackageLayout, pack_image  # noqa: E402
@@ -66,6 +65,12 @@ def attach(anyres: bool, method: str, ratio: float = RATIO):
 
 def picture(width: int, height: int, seed: int = 0):
     return make_image(width, height, seed)
+
+
+def _runs(flags: torch.Tensor) -> list[tuple[int, int]]:
+    """[start, stop) of each run of True in a 1-D bool tensor."""
+    edges = torch.diff(torch.cat([torch.tensor([0]), flags.int(), torch.tensor([0])]))
+    return list(zip((edges == 1).nonzero().flatten().tolist(), (edges == -1).nonzero().flatten().tolist()))
 
 
 def generate(model, inputs: dict, **kwargs):

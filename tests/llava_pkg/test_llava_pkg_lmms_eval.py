@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 pytest.importorskip("llava.model.language_model.llava_llama")
 pytest.importorskip("lmms_eval")
 
+import tiny_llava  # noqa: E402  (tests/llava_pkg/tiny_llava.py)
 import torch  # noqa: E402
 from llava.constants import DEFAULT_IMAGE_TOKEN  # noqa: E402
 from llava.conversation import conv_templates  # noqa: E402
@@ -26,7 +28,6 @@ from llava.mm_utils import get_model_name_from_path, process_images, tokenizer_i
 from llava.model.builder import load_pretrained_model  # noqa: E402
 
 import vtcompress as vtc  # noqa: E402
-from tests.llava_pkg import tiny_llava  # noqa: E402
 from vtcompress.budget import keep_count  # noqa: E402
 from vtcompress.integrations.llava_pkg.compat import patch_generate  # noqa: E402
 from vtcompress.integrations.llava_pkg.layout import LlavaPackageLayout  # noqa: E402
@@ -52,6 +53,16 @@ def _load(path: Path, name: str):
 
 
 synthetic = _load(ROOT / "evals" / "tasks" / "vtc_offline" / "synthetic.py", "vtc_llava_synthetic")
+
+
+def _max_new_tokens(task: str) -> int:
+    """The task's max_new_tokens (its own yaml, else the shared template)."""
+    folder = ROOT / "evals" / "tasks" / "vtc_offline"
+    for path in (folder / f"{task}.yaml", folder / "_default_template_vtc_offline_yaml"):
+        found = re.search(r"max_new_tokens: (\d+)", path.read_text())
+        if found:
+            return int(found.group(1))
+    raise AssertionError(f"no max_new_tokens for {task}")
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +102,7 @@ def _samples(run_dir: Path, task: str) -> list[dict]:
 
 
 def _answer(sample: dict) -> str:
-    answer = sample["resps"]
+    answer = sample["filtered_resps"]
     while isinstance(answer, list):
         answer = answer[0]
     return answer
@@ -118,9 +129,10 @@ def _reference_answers(method: str | None, ratio: float) -> dict[str, list[str]]
             pixels = process_images([image], processor, model.config)
             pixels = [p.half() for p in pixels] if isinstance(pixels, list) else pixels.half()
             out = model.generate(
-                ids, attention_mask=torch.ones_like(ids), pad_token_id=tokenizer.eos_token_id, images=pixels,
+                ids, attention_mask=ids.ne(tokenizer.eos_token_id), pad_token_id=tokenizer.eos_token_id,
+                images=pixels,
                 image_sizes=[image.size], do_sample=False, temperature=0, top_p=1.0, num_beams=1,
-                max_new_tokens=16, use_cache=True,
+                max_new_tokens=_max_new_tokens(task), use_cache=True,
             )  # fmt: skip
             answers[task].append(tokenizer.batch_decode(out, skip_special_tokens=True)[0])
     if handle is not None:

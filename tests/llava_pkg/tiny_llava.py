@@ -1,5 +1,7 @@
 """The tiny llava-format checkpoints the llava package tests share (built once per process), and
 model inputs as the original codebase builds them (``process_images``, ``tokenizer_image_token``).
+Imported as ``tiny_llava`` (not ``tests.llava_pkg...``): with lmms-eval installed, a dependency
+(latex2sympy2) installs a top-level ``tests`` package that would shadow this repository's.
 Importing this module needs the ``llava`` package (``.venv-llava``)."""
 
 from __future__ import annotations
