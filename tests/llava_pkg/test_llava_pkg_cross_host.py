@@ -20,6 +20,7 @@ pytest.importorskip("llava.model.language_model.llava_llama")
 
 import tiny_llava  # noqa: E402  (tests/llava_pkg/tiny_llava.py)
 import torch  # noqa: E402
+import transformers  # noqa: E402
 from conftest import make_image  # noqa: E402  (tests/conftest.py)
 
 import vtcompress as vtc  # noqa: E402
@@ -30,6 +31,9 @@ ROOT = Path(__file__).resolve().parents[2]
 HF_PYTHON = Path(os.environ.get("VTCOMPRESS_HF_PYTHON", ROOT / ".venv" / "bin" / "python"))
 SIZES = [(200, 150), (150, 200), (300, 90), (500, 333), (1000, 500)]  # (width, height)
 RATIOS = [1.0, 0.5, 0.25, 0.1]
+# Uncompressed logits are bit-identical from transformers 4.38 on (tested: 4.57.6); 4.36 computes
+# attention differently (float32 rounding), so there they are only allclose.
+EXACT = tuple(int(x) for x in transformers.__version__.split(".")[:2]) >= (4, 38)
 # every method with its defaults, and the merging methods inside the CLIP tower
 VARIANTS = [(m, {}) for m in vtc.available_methods()] + [
     (m, {"placement": "tower"}) for m in ("pitome", "tome")
@@ -79,11 +83,16 @@ def both(tmp_path_factory):
 @pytest.mark.parametrize("case", range(len(SIZES)), ids=[f"{w}x{h}" for w, h in SIZES])
 def test_same_kept_positions_and_logits(both, case, method, ratio):
     ours, theirs = both
+    if not EXACT and method.startswith(("pitome", "tome")):
+        # CLIP's attention rounds differently in 4.36 (eager) than in 5.x (SDPA), and the tiny
+        # tower's merge energies tie within that rounding: merges may pick other pairs.
+        pytest.skip("merging methods are compared on transformers >= 4.38")
     a, b = ours[(case, method, ratio)], theirs[(case, method, ratio)]
     assert a["positions"] == b["positions"]
     assert a["logits"].shape == b["logits"].shape
-    if ratio == 1.0:
+    if ratio == 1.0 and EXACT:
         assert torch.equal(a["logits"], b["logits"])
-    else:
-        torch.testing.assert_close(a["logits"], b["logits"], atol=1e-4, rtol=1e-4)
+        return
+    torch.testing.assert_close(a["logits"], b["logits"], atol=1e-4, rtol=1e-4)
+    if ratio < 1.0:
         assert a["logits"].shape[0] < ours[(case, method, 1.0)]["logits"].shape[0]  # it compressed
