@@ -189,10 +189,7 @@ class LlavaPackageHost(Host):
                     image_size=(int(size[1]), int(size[0])) if size is not None else (0, 0),
                     seconds=seconds,
                     newlines_before=layout.num_newlines("unpadded"),
-                    newlines_after=(
-                        seq.shape[0] if seq is not None else layout.num_tokens() + layout.num_newlines()
-                    )
-                    - kept,
+                    newlines_after=seq.shape[0] - kept if seq is not None else layout.num_newlines(),
                     note="single view: passed through uncompressed" if single else "",
                     passthrough=single,
                 )
