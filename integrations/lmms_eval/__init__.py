@@ -1,7 +1,9 @@
 """lmms-eval plugin: compressed models as lmms-eval models, found through entry points.
 
 After ``pip install "vtcompress[eval]"`` lmms-eval lists the models ``vtcompress_llava_next`` and
-``vtcompress_docowl`` (mPLUG-DocOwl1.5)::
+``vtcompress_docowl`` (mPLUG-DocOwl1.5), and ``vtcompress_llava`` (the original LLaVA codebase,
+built on lmms-eval's own ``llava`` model; it needs the ``llava`` package, see
+docs/hosts/llava-package.md)::
 
     lmms-eval --model vtcompress_llava_next \
         --model_args pretrained=llava-hf/llava-v1.6-vicuna-7b-hf,method=globalcom2,ratio=0.25,batch_size=8 \
@@ -19,6 +21,8 @@ LLAVA_NEXT_MODEL_ID = "vtcompress_llava_next"
 LLAVA_NEXT_CLASS_PATH = "vtcompress.integrations.lmms_eval.llava_next_model.CompressedLlavaNext"
 DOCOWL_MODEL_ID = "vtcompress_docowl"
 DOCOWL_CLASS_PATH = "vtcompress.integrations.lmms_eval.docowl_model.CompressedDocOwl"
+LLAVA_PKG_MODEL_ID = "vtcompress_llava"
+LLAVA_PKG_CLASS_PATH = "vtcompress.integrations.lmms_eval.llava_pkg_model.CompressedLlava"
 
 
 def extra_hint() -> str:
@@ -37,6 +41,7 @@ def model_manifests() -> list:
     return [
         ModelManifest(model_id=LLAVA_NEXT_MODEL_ID, simple_class_path=LLAVA_NEXT_CLASS_PATH),
         ModelManifest(model_id=DOCOWL_MODEL_ID, simple_class_path=DOCOWL_CLASS_PATH),
+        ModelManifest(model_id=LLAVA_PKG_MODEL_ID, simple_class_path=LLAVA_PKG_CLASS_PATH),
     ]
 
 
@@ -45,6 +50,8 @@ __all__ = [
     "DOCOWL_MODEL_ID",
     "LLAVA_NEXT_CLASS_PATH",
     "LLAVA_NEXT_MODEL_ID",
+    "LLAVA_PKG_CLASS_PATH",
+    "LLAVA_PKG_MODEL_ID",
     "extra_hint",
     "model_manifests",
 ]
