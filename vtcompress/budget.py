@@ -41,17 +41,18 @@ def split_budget(total: int, weights: Sequence[float] | Tensor, caps: Sequence[i
         shares = {i: (w[i] / wsum if wsum > 0 else 1 / len(open_groups)) * remaining for i in open_groups}
         # Groups whose share reaches their cap are filled first; the others re-split what is
         # left in the next round, so no rounding is spent on groups that are about to be capped.
-        full = [i for i in open_groups if shares[i] >= cap[i] - alloc[i]]
+        # (An open group holds nothing yet: groups are only filled here or in the last round.)
+        full = [i for i in open_groups if shares[i] >= cap[i]]
         if full:
             for i in full:
-                remaining -= cap[i] - alloc[i]
                 alloc[i] = cap[i]
+                remaining -= cap[i]
             open_groups = [i for i in open_groups if i not in full]
             continue
         # No cap binds: floors, then the leftover one by one, largest fractional part first
         # (ties: lower index). A share below its cap leaves room for its +1.
         for i in open_groups:
-            alloc[i] += math.floor(shares[i])
+            alloc[i] = math.floor(shares[i])
         left = remaining - sum(math.floor(shares[i]) for i in open_groups)
         order = sorted(open_groups, key=lambda i: (-(shares[i] - math.floor(shares[i])), i))
         for i in order[:left]:
