@@ -80,6 +80,12 @@ def test_split_budget_sums_to_the_total_within_caps_and_favours_heavier_groups()
                 assert abs(alloc[i] - got * weights[i] / wsum) < 1 + 1e-9, (weights, caps, total, alloc)
 
 
+def test_split_budget_weighs_in_double_precision():
+    # Weights 1 and 1 + 1e-9 are equal in float32; the heavier one must still win the last token.
+    assert split_budget(1, [1.0, 1.0 + 1e-9], [5, 5]) == [0, 1]
+    assert split_budget(1, torch.tensor([1.0, 1.0 + 1e-9], dtype=torch.float64), [5, 5]) == [0, 1]
+
+
 def test_split_budget_rejects_mismatched_lengths():
     with pytest.raises(ValueError, match="differ in length"):
         split_budget(3, [1, 2], [3])

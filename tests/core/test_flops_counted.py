@@ -51,6 +51,19 @@ def test_prefill_flops_equal_the_matmuls_torch_counts(n, overrides):
     assert decoder_prefill_flops(cfg, n) == counted
 
 
+def test_configs_without_head_dim_or_kv_heads_default_to_multi_head_attention():
+    from types import SimpleNamespace
+
+    model, cfg = _decoder(num_key_value_heads=4)
+    bare = SimpleNamespace(
+        hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4
+    )  # an older config: no head_dim, no num_key_value_heads
+    counted = _counted(model, input_ids=torch.arange(9)[None])
+    assert decoder_prefill_flops(bare, 9) == counted
+    none = SimpleNamespace(**vars(bare), head_dim=None, num_key_value_heads=None)
+    assert decoder_prefill_flops(none, 9) == counted
+
+
 def test_flops_of_the_language_model_inside_a_compressed_llava_match_its_prompt(processor):
     """The FLOPs the stats report are those of the prompt the language model really ran."""
     import vtcompress
