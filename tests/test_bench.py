@@ -11,7 +11,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
