@@ -147,4 +147,6 @@ def test_compressor_microbenchmark_counts_work():
     for row in rows:
         assert row["cpu_ms_per_batch"] > 0 and row["ms_per_batch"] > 0
         assert 0 < row["kernel_ops_per_image"] <= row["ops_per_image"]
-        assert row["host_reads_per_image"] >= 0
+        # Device -> host reads stall an accelerator: a compressor makes a handful per image, never
+        # one per view or per token.
+        assert 0 <= row["host_reads_per_image"] <= 3
