@@ -140,7 +140,14 @@ def prepare(work: Path, files: list[str], tests: list[str], code_ref: str, tests
         "also_copy =",
         "    evals",  # tests/test_bench.py imports the benchmark scripts
         "    mutation_clear_caches.py",
-        'pytest_add_cli_args = -p no:cacheprovider -p mutation_clear_caches -m "not slow" -q',
+        # One argument a line: mutmut passes a one-line value to pytest as a single argument.
+        "pytest_add_cli_args =",
+        "    -p",
+        "    no:cacheprovider",
+        "    -p",
+        "    mutation_clear_caches",
+        "    -m",
+        "    not slow",
         "pytest_add_cli_args_test_selection =",
         *[f"    {t}" for t in present],
     ]
