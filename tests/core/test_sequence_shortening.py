@@ -81,6 +81,14 @@ def test_several_images_in_one_sample_are_cut_in_order():
     assert out.keep[0].tolist() == [True, True, False, False, True, True, True, True]
 
 
+def test_a_later_image_in_a_sample_is_cut_at_its_own_run():
+    # Image 0 (2 placeholders) keeps 1, image 1 (3 placeholders) keeps 1: positions 2, 5 and 6 go.
+    ids = t([[5, IMG, IMG, 6, IMG, IMG, IMG, 7]])
+    out = shorten_placeholder_runs(ids, IMG, [2, 3], [1, 1], pad_token_id=PAD)
+    assert out.keep[0].tolist() == [True, True, False, True, True, False, False, True]
+    assert out.input_ids.tolist() == [[5, IMG, 6, IMG, 7]]
+
+
 def test_extras_with_trailing_dimensions_are_cut_alike():
     ids = t([[5, IMG, IMG, 6]])
     rope = torch.arange(12).view(1, 4, 3)  # e.g. multi-axis position ids [B, L, 3]

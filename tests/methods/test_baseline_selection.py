@@ -135,3 +135,9 @@ def test_every_baseline_keeps_the_exact_budget_of_sorted_unique_valid_tokens(met
         pos = o.positions.tolist()
         assert pos == sorted(set(pos))
         assert set(pos) <= set(range(16) if v == 0 else VALID_CROP)
+
+
+@pytest.mark.parametrize(("n", "k"), [(16, 4), (10, 3), (576, 144), (2016, 57), (9000, 8999)])
+def test_evenly_spaced_is_exact_integer_arithmetic(n, k):
+    # Stride middles floor((i + 1/2) n / k) == ((2i + 1) n) // (2k), exactly, for any view size.
+    assert evenly_spaced(n, k).tolist() == [((2 * i + 1) * n) // (2 * k) for i in range(k)]
