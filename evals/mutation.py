@@ -205,7 +205,9 @@ def run(modules: list[str], args, mutmut: Path, env) -> list[dict]:
     chosen = {}
     for m in modules:
         chosen[m] = names[m]
-        if args.sample and len(names[m]) > args.sample:
+        if args.only:  # re-check given mutants (e.g. the survivors of an earlier run)
+            chosen[m] = [n for n in names[m] if n in args.only]
+        elif args.sample and len(names[m]) > args.sample:
             chosen[m] = sorted(random.Random(f"{args.seed}-{m}").sample(names[m], args.sample))
     timed_out = False
     try:
@@ -294,6 +296,7 @@ def main(argv: list[str] | None = None) -> None:
         "--sample", type=int, default=0, help="at most this many mutants per module (seeded); 0: all"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", nargs="+", default=None, help="run just these mutants (names as reported)")
     parser.add_argument("--minutes", type=float, default=30.0, help="time box of the mutant runs")
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "vtcompress-mutation"))
     parser.add_argument("--out", default=None, help="append the report to this file")
@@ -309,8 +312,12 @@ def main(argv: list[str] | None = None) -> None:
     tests_commit = sh(["git", "rev-parse", "--short", args.tests_ref], ROOT).stdout.strip()
     header = (
         f"# mutation run '{args.label}': code {commit}, tests {tests_commit}, {version}, "
-        f"sample {args.sample or 'all'} per module (seed {args.seed})\n"
-        f"# machine: {os.cpu_count()}-core {platform.machine()} CPU (shared), no GPU, torch {torch.__version__}, "
+        + (
+            f"only the {len(args.only)} mutants named\n"
+            if args.only
+            else f"sample {args.sample or 'all'} per module (seed {args.seed})\n"
+        )
+        + f"# machine: {os.cpu_count()}-core {platform.machine()} CPU (shared), no GPU, torch {torch.__version__}, "
         f"python {platform.python_version()}, one mutmut worker at nice 10, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     )
     results, seconds, timed_out = run(args.modules.split(","), args, mutmut, env)
