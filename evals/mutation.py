@@ -49,6 +49,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "layout": (
         "vtcompress/layout.py",
         [
+            "tests/core/test_layout_geometry.py",
             "tests/test_layout_budget.py",
             "tests/test_globalcom2.py",
             "tests/methods/test_baseline_selection.py",
@@ -86,7 +87,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         "vtcompress/methods/tokencorr_ops.py",
         ["tests/test_tokencorr_ops.py", "tests/test_tokencorr_method.py"],
     ),
-    "merge": ("vtcompress/merge.py", ["tests/test_pitome_merge.py"]),
+    "merge": ("vtcompress/merge.py", ["tests/test_pitome_merge.py", "tests/methods/test_merge_ties.py"]),
     "flops": ("vtcompress/flops.py", ["tests/core/test_flops_counted.py", "tests/test_bench.py"]),
 }
 
