@@ -201,7 +201,9 @@ def test_concurrent_requests_each_get_their_own_compression(engine):
         t.start()
     for t in threads:
         t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a request never finished"
     assert not errors
+    assert sorted(results) == sorted(expected)  # every request answered, none lost
     for r, c in results.items():
         assert c.tokens_after == expected[r].tokens_after
         assert c.compressed.prompt_tokens == expected[r].compressed.prompt_tokens

@@ -39,19 +39,23 @@ def split_budget(total: int, weights: Sequence[float] | Tensor, caps: Sequence[i
     while remaining > 0 and open_groups:
         wsum = sum(w[i] for i in open_groups)
         shares = {i: (w[i] / wsum if wsum > 0 else 1 / len(open_groups)) * remaining for i in open_groups}
-        base = {i: min(math.floor(shares[i]), cap[i] - alloc[i]) for i in open_groups}
-        given = sum(base.values())
-        # Hand out the leftover one by one, largest fractional part first (ties: lower index).
-        order = sorted(open_groups, key=lambda i: (-(shares[i] - math.floor(shares[i])), i))
-        left = remaining - given
-        for i in order:
-            if left == 0:
-                break
-            if alloc[i] + base[i] < cap[i]:
-                base[i] += 1
-                left -= 1
+        # Groups whose share reaches their cap are filled first; the others re-split what is
+        # left in the next round, so no rounding is spent on groups that are about to be capped.
+        # (An open group holds nothing yet: groups are only filled here or in the last round.)
+        full = [i for i in open_groups if shares[i] >= cap[i]]
+        if full:
+            for i in full:
+                alloc[i] = cap[i]
+                remaining -= cap[i]
+            open_groups = [i for i in open_groups if i not in full]
+            continue
+        # No cap binds: floors, then the leftover one by one, largest fractional part first
+        # (ties: lower index). A share below its cap leaves room for its +1.
         for i in open_groups:
-            alloc[i] += base[i]
-        remaining = total - sum(alloc)
-        open_groups = [i for i in open_groups if alloc[i] < cap[i]]
+            alloc[i] = math.floor(shares[i])
+        left = remaining - sum(math.floor(shares[i]) for i in open_groups)
+        order = sorted(open_groups, key=lambda i: (-(shares[i] - math.floor(shares[i])), i))
+        for i in order[:left]:
+            alloc[i] += 1
+        break
     return alloc
