@@ -55,10 +55,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vtcompress.batch import Plans, SelectedBatch, cached_on, rank_mask, stacked
 from vtcompress.budget import keep_count, split_budget
 from vtcompress.config import CLS_ATTENTION, GLOBAL_VIEW, CompressionConfig, check_choice
 from vtcompress.layout import NEWLINE_POLICIES, Layout
-from vtcompress.registry import register_method
+from vtcompress.registry import register_batch, register_method
 from vtcompress.scores import cls_patch_logits
 from vtcompress.tokens import ImageTokens, ViewOutput, select_views
 
@@ -215,3 +216,151 @@ def globalcom2(tokens: ImageTokens, config: GlobalCom2Config) -> list[ViewOutput
     for j, (k, n) in enumerate(zip(budgets, counts.tolist())):
         positions.append(top_positions(combined[j], min(k, n)))
     return select_views(feats, positions)
+
+
+# --- batched path (exact allocation): same tokens as :func:`globalcom2`, image by image ------------
+def _exact_plan(layout: Layout, config: GlobalCom2Config) -> dict:
+    """What exact mode knows from the layout and options alone (see :func:`globalcom2_batch`)."""
+    r, n = config.ratio, layout.num_crops
+    h, w = layout.view_grid
+    thumb_k = keep_count(layout.view_tokens, r)
+    plan: dict = {"thumb_k": thumb_k, "total": keep_count(layout.num_tokens(), r)}
+    if not layout.has_crops:
+        return plan
+    counts = layout.crop_valid_mask().sum(1)
+    ph, pw = max(h // layout.rows, 1), max(w // layout.cols, 1)
+    ri = (torch.arange(h) // ph).clamp_max(layout.rows - 1)
+    ci = (torch.arange(w) // pw).clamp_max(layout.cols - 1)
+    region = (ri[:, None] * layout.cols + ci[None, :]).flatten()
+    cap_total = int(counts.sum())
+    crop_total = min(plan["total"] - thumb_k, cap_total)
+    # split_budget's rounds: one round is final unless a crop's share can reach its cap. A crop's
+    # weight N_j (1 + sigma_j - mean sigma), clipped at N_j / r, is at most N_j min(2 - 1/n, 1/r),
+    # every other crop's at least N_i (1 - 1/n): that bounds each share (margin for float error).
+    w_max = counts.double() * min(2 - 1 / n + 1e-6, 1 / r)
+    others = (cap_total - counts.double()) * max(1 - 1 / n - 1e-6, 0.0)
+    bound = crop_total * w_max / (w_max + others).clamp_min(1e-300)
+    one_round = bool(((bound < counts.double() - 1e-6) | (counts == 0)).all())
+    valid_crops = counts > 0
+    plan |= {
+        "region": region,
+        "region_sizes": torch.bincount(region, minlength=n).clamp_min(1),
+        "counts": counts,
+        "valid": layout.crop_valid_mask(),
+        "crop_total": crop_total,
+        "rounds": 1 if one_round else max(int(valid_crops.sum()), 1),
+        "budgets_thumb": torch.tensor([thumb_k]),
+    }
+    return plan
+
+
+_exact_plans = Plans(_exact_plan)
+_device_copies: dict = {}
+
+
+def _batched_crop_ratios(thumb: Tensor, plan: dict, config: GlobalCom2Config) -> Tensor:
+    """:func:`crop_ratios` of B thumbnails at once: [B, h*w] scores -> [B, n] float64."""
+    dev = thumb.device
+    region = cached_on(plan["region"], dev, _device_copies)
+    n = len(plan["counts"])
+    sums = torch.zeros(thumb.shape[0], n, dtype=torch.float64, device=dev).index_add_(
+        1, region, thumb.double()
+    )
+    if config.region_aggregation == "mean":
+        sums = sums / cached_on(plan["region_sizes"], dev, _device_copies)
+    weights = torch.exp((sums - sums.amax(1, keepdim=True)) / config.temperature)
+    sigma = weights / (weights.sum(1, keepdim=True) + 1e-8)
+    return (config.ratio * (1 + sigma - sigma.mean(1, keepdim=True))).clamp_max(1.0)
+
+
+def _batched_split(weights: Tensor, caps: Tensor, total: int, rounds: int) -> Tensor:
+    """:func:`~vtcompress.budget.split_budget` of B rows at once on the device, same arithmetic.
+
+    weights: [B, n] float64; caps: long [n]; total <= caps.sum(); ``rounds`` of water filling
+    (each round that does not finish closes a capped group, so n rounds always suffice).
+    Returns long [B, n]. The weight sum of each round is accumulated left to right, as Python's
+    ``sum`` does (``cumsum``; a closed group adds an exact 0).
+    """
+    b, n = weights.shape
+    w = weights.clamp_min(0)
+    alloc = torch.zeros(b, n, dtype=torch.long, device=w.device)
+    open_ = (caps > 0).expand(b, n)
+    remaining = torch.full((b, 1), total, dtype=torch.long, device=w.device)
+    for _ in range(rounds):
+        active = open_ & (remaining > 0)
+        wsum = torch.where(open_, w, 0).cumsum(1)[:, -1:]
+        n_open = open_.sum(1, keepdim=True)
+        shares = torch.where(wsum > 0, w / wsum, 1 / n_open.double()) * remaining
+        shares = torch.where(active, shares, 0)
+        floor = shares.floor()
+        base = torch.minimum(floor.long(), caps - alloc)
+        left = remaining - base.sum(1, keepdim=True)
+        # The leftover goes one token each to the largest fractional parts (ties: lower index)
+        # among groups still below their cap.
+        eligible = active & (alloc + base < caps)
+        key = torch.where(eligible, floor - shares, float("inf"))
+        base = base + (eligible & (key.argsort(dim=1, stable=True).argsort(dim=1) < left))
+        alloc = alloc + base
+        remaining = total - alloc.sum(1, keepdim=True)
+        open_ = open_ & (alloc < caps)
+    return alloc
+
+
+@register_batch("globalcom2")
+def globalcom2_batch(tokens: list[ImageTokens], config: GlobalCom2Config) -> SelectedBatch | None:
+    """:func:`globalcom2` for images of one layout, exact allocation (paper mode: None, as its
+    token count depends on the scores; it stays on the per-image path).
+
+    Budgets are computed on the device: the thumbnail keeps ``floor(576 r)``, the crops share the
+    rest by :func:`_batched_split`, and tokens are chosen by rank masks, so the image's total,
+    ``floor(r N)``, is known on the host and nothing is read back.
+    """
+    layout = tokens[0].layout
+    if config.allocation != "exact" or config.thumbnail_order != "spatial" or not layout.global_view:
+        return None
+    plan = _exact_plans(layout, config)
+    b, v = len(tokens), layout.num_views
+    batch = stacked(tokens)
+    scores = token_scores(batch, config.score).view(b, v, -1)  # [B, V, N] float32
+    dev = scores.device
+    thumb_budget = cached_on(plan["budgets_thumb"], dev, _device_copies)
+    if not layout.has_crops:
+        keep = rank_mask(scores, thumb_budget)
+    else:
+        thumb = scores[:, 0]  # [B, N]
+        ratios = _batched_crop_ratios(thumb, plan, config)
+        counts = cached_on(plan["counts"], dev, _device_copies)
+        crop_budgets = _batched_split(
+            counts.double() * (ratios / config.ratio), counts, plan["crop_total"], plan["rounds"]
+        )
+        combined = _batched_crop_scores(
+            scores[:, 1:], thumb, layout, config.alpha, cached_on(plan["valid"], dev, _device_copies)
+        )
+        ranked = torch.cat([scores[:, :1], combined], dim=1)
+        budgets = torch.cat([thumb_budget.expand(b, 1), crop_budgets], dim=1)
+        keep = rank_mask(ranked, budgets)
+    features = batch.features.view(b, *tokens[0].features.shape)
+    return SelectedBatch(layout, features, keep, plan["total"])
+
+
+def _batched_crop_scores(local: Tensor, thumb: Tensor, layout: Layout, alpha: float, valid: Tensor) -> Tensor:
+    """:func:`crop_scores` of B images: local [B, n, N], thumb [B, N] -> [B, n, N] (invalid: -inf)."""
+    b = local.shape[0]
+    (top, bottom), (left, right) = layout.valid_rows, layout.valid_cols
+    sh, sw = layout.view_grid
+    full = torch.zeros(b, layout.rows * sh, layout.cols * sw, device=local.device)
+    if bottom > top and right > left:
+        full[:, top:bottom, left:right] = F.interpolate(
+            thumb.float().view(b, 1, sh, sw),
+            size=(bottom - top, right - left),
+            mode="bilinear",
+            align_corners=False,
+        )[:, 0]
+    glob = full.view(b, layout.rows, sh, layout.cols, sw).permute(0, 1, 3, 2, 4).reshape(b, -1, sh * sw)
+
+    def unit(x: Tensor) -> Tensor:
+        x = torch.where(valid, x, 0)
+        return x / x.norm(dim=2, keepdim=True).clamp_min(1e-12)
+
+    combined = alpha * unit(local.float()) + (1 - alpha) * unit(glob)
+    return combined.masked_fill(~valid, float("-inf"))
