@@ -94,20 +94,40 @@ class CompressedImage:
 
 
 # --- inputs ---------------------------------------------------------------------------------------
+def joined(parts: list[Tensor]) -> Tensor:
+    """``torch.cat(parts)`` along dim 0, as a view (no copy) when the parts are consecutive slices
+    of one tensor, as hosts that run all views of a batch through the tower at once hand them over."""
+    first = parts[0]
+    try:
+        storage = first.untyped_storage().data_ptr()
+        offset, step = first.storage_offset(), first.stride(0)
+        for p in parts:
+            same = p.untyped_storage().data_ptr() == storage and p.stride() == first.stride()
+            if not same or p.shape[1:] != first.shape[1:] or p.storage_offset() != offset:
+                break
+            offset += p.shape[0] * step
+        else:
+            rows = sum(p.shape[0] for p in parts)
+            return first.as_strided((rows, *first.shape[1:]), first.stride(), first.storage_offset())
+    except (RuntimeError, NotImplementedError):  # tensors without storage (wrappers): copy
+        pass
+    return torch.cat(parts)
+
+
 def stacked(tokens: list[ImageTokens]) -> ImageTokens:
     """The images of one layout as one ImageTokens of B*V views (features [B*V, N, D], q/k and hidden
-    states concatenated): per-view functions (scores) then run once for the whole group."""
+    states joined, see :func:`joined`): per-view functions (scores) then run once for the group."""
     first = tokens[0]
     qk = {
         i: LayerQK(
-            torch.cat([t.qk[i].q_cls for t in tokens]),
-            torch.cat([t.qk[i].keys for t in tokens]),
+            joined([t.qk[i].q_cls for t in tokens]),
+            joined([t.qk[i].keys for t in tokens]),
             first.qk[i].scale,
         )
         for i in first.qk
     }
-    hidden = {i: torch.cat([t.hidden[i] for t in tokens]) for i in first.hidden}
-    features = torch.cat([t.features for t in tokens]) if len(tokens) > 1 else first.features
+    hidden = {i: joined([t.hidden[i] for t in tokens]) for i in first.hidden}
+    features = joined([t.features for t in tokens])
     return ImageTokens(features, first.layout, qk, hidden, 0, first.score_layer, first.num_layers)
 
 

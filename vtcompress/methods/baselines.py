@@ -93,7 +93,7 @@ def fastervlm(tokens: ImageTokens, config: FasterVLMConfig) -> list[ViewOutput]:
 _PER_IMAGE = {"uniform": uniform, "random": random_drop}
 
 
-def _layout_keep_mask(layout: Layout, config: CompressionConfig) -> Tensor:
+def _layout_keep_mask(layout: Layout, config: CompressionConfig) -> tuple[Tensor, int]:
     """CPU bool [V, N] of the tokens ``uniform`` / ``random`` keep: a function of the layout and
     config alone, so it is the per-image function's own choice on a feature-less image."""
     h, w = layout.view_grid
@@ -101,7 +101,7 @@ def _layout_keep_mask(layout: Layout, config: CompressionConfig) -> Tensor:
     mask = torch.zeros(layout.num_views, h * w, dtype=torch.bool)
     for v, out in enumerate(_PER_IMAGE[config.method](empty, config)):
         mask[v, out.positions] = True
-    return mask
+    return mask, int(mask.sum())
 
 
 _keep_masks = Plans(_layout_keep_mask)
@@ -123,9 +123,9 @@ _device_copies: dict = {}
 
 def _layout_only(tokens: list[ImageTokens], config: CompressionConfig) -> SelectedBatch:
     layout = tokens[0].layout
-    keep = _keep_masks(layout, config)
+    keep, total = _keep_masks(layout, config)
     features = stacked(tokens).features.view(len(tokens), *tokens[0].features.shape)
-    return SelectedBatch(layout, features, keep, int(keep.sum()))
+    return SelectedBatch(layout, features, keep, total)
 
 
 @register_batch("uniform")

@@ -246,7 +246,9 @@ def _exact_plan(layout: Layout, config: GlobalCom2Config) -> dict:
         "region": region,
         "region_sizes": torch.bincount(region, minlength=n).clamp_min(1),
         "counts": counts,
-        "valid": layout.crop_valid_mask(),
+        "invalid": ~layout.crop_valid_mask(),
+        "closed": counts[None] == 0,
+        "counts_f64": counts.double(),
         "crop_total": crop_total,
         "rounds": 1 if one_round else max(int(valid_crops.sum()), 1),
         "budgets_thumb": torch.tensor([thumb_k]),
@@ -273,32 +275,43 @@ def _batched_crop_ratios(thumb: Tensor, plan: dict, config: GlobalCom2Config) ->
     return (config.ratio * (1 + sigma - sigma.mean(1, keepdim=True))).clamp_max(1.0)
 
 
-def _batched_split(weights: Tensor, caps: Tensor, total: int, rounds: int) -> Tensor:
+def _batched_split(weights: Tensor, plan: dict) -> Tensor:
     """:func:`~vtcompress.budget.split_budget` of B rows at once on the device, same arithmetic.
 
-    weights: [B, n] float64; caps: long [n]; total <= caps.sum(); ``rounds`` of water filling
-    (each round that does not finish closes a capped group, so n rounds always suffice).
-    Returns long [B, n]. The weight sum of each round is accumulated left to right, as Python's
-    ``sum`` does (``cumsum``; a closed group adds an exact 0).
+    weights: [B, n] float64, >= 0, zero where a crop has no token (its cap). Returns long
+    [B, n]. Each round's weight sum is accumulated left to right, as Python's ``sum`` does
+    (``cumsum``; a closed group adds an exact 0). With ``plan["rounds"] == 1`` no share can
+    reach its cap, so the first round is final and needs no cap checks.
     """
+    dev = weights.device
+    caps = cached_on(plan["counts"], dev, _device_copies)
+    closed = cached_on(plan["closed"], dev, _device_copies)  # crops with no token: never given one
+    total = plan["crop_total"]
+    if plan["rounds"] == 1:
+        shares = weights / weights.cumsum(1)[:, -1:] * total
+        floor = shares.floor()
+        base = floor.long()
+        left = total - base.sum(1, keepdim=True)
+        # One token each to the largest fractional parts (ties: lower index) while any is left.
+        key = (floor - shares).masked_fill(closed, float("inf"))
+        return base + (key.argsort(dim=1, stable=True).argsort(dim=1) < left)
     b, n = weights.shape
-    w = weights.clamp_min(0)
-    alloc = torch.zeros(b, n, dtype=torch.long, device=w.device)
-    open_ = (caps > 0).expand(b, n)
-    remaining = torch.full((b, 1), total, dtype=torch.long, device=w.device)
-    for _ in range(rounds):
+    alloc = torch.zeros(b, n, dtype=torch.long, device=dev)
+    open_ = (~closed).expand(b, n)
+    remaining = torch.full((b, 1), total, dtype=torch.long, device=dev)
+    for _ in range(plan["rounds"]):
         active = open_ & (remaining > 0)
-        wsum = torch.where(open_, w, 0).cumsum(1)[:, -1:]
+        wsum = weights.masked_fill(~open_, 0).cumsum(1)[:, -1:]
         n_open = open_.sum(1, keepdim=True)
-        shares = torch.where(wsum > 0, w / wsum, 1 / n_open.double()) * remaining
-        shares = torch.where(active, shares, 0)
+        shares = torch.where(wsum > 0, weights / wsum, 1 / n_open.double()) * remaining
+        shares = shares.masked_fill(~active, 0)
         floor = shares.floor()
         base = torch.minimum(floor.long(), caps - alloc)
         left = remaining - base.sum(1, keepdim=True)
         # The leftover goes one token each to the largest fractional parts (ties: lower index)
         # among groups still below their cap.
         eligible = active & (alloc + base < caps)
-        key = torch.where(eligible, floor - shares, float("inf"))
+        key = (floor - shares).masked_fill(~eligible, float("inf"))
         base = base + (eligible & (key.argsort(dim=1, stable=True).argsort(dim=1) < left))
         alloc = alloc + base
         remaining = total - alloc.sum(1, keepdim=True)
@@ -329,12 +342,10 @@ def globalcom2_batch(tokens: list[ImageTokens], config: GlobalCom2Config) -> Sel
     else:
         thumb = scores[:, 0]  # [B, N]
         ratios = _batched_crop_ratios(thumb, plan, config)
-        counts = cached_on(plan["counts"], dev, _device_copies)
-        crop_budgets = _batched_split(
-            counts.double() * (ratios / config.ratio), counts, plan["crop_total"], plan["rounds"]
-        )
+        counts = cached_on(plan["counts_f64"], dev, _device_copies)
+        crop_budgets = _batched_split(counts * (ratios / config.ratio), plan)
         combined = _batched_crop_scores(
-            scores[:, 1:], thumb, layout, config.alpha, cached_on(plan["valid"], dev, _device_copies)
+            scores[:, 1:], thumb, layout, config.alpha, cached_on(plan["invalid"], dev, _device_copies)
         )
         ranked = torch.cat([scores[:, :1], combined], dim=1)
         budgets = torch.cat([thumb_budget.expand(b, 1), crop_budgets], dim=1)
@@ -343,24 +354,29 @@ def globalcom2_batch(tokens: list[ImageTokens], config: GlobalCom2Config) -> Sel
     return SelectedBatch(layout, features, keep, plan["total"])
 
 
-def _batched_crop_scores(local: Tensor, thumb: Tensor, layout: Layout, alpha: float, valid: Tensor) -> Tensor:
+def _batched_crop_scores(
+    local: Tensor, thumb: Tensor, layout: Layout, alpha: float, invalid: Tensor
+) -> Tensor:
     """:func:`crop_scores` of B images: local [B, n, N], thumb [B, N] -> [B, n, N] (invalid: -inf)."""
     b = local.shape[0]
     (top, bottom), (left, right) = layout.valid_rows, layout.valid_cols
     sh, sw = layout.view_grid
-    full = torch.zeros(b, layout.rows * sh, layout.cols * sw, device=local.device)
+    full_h, full_w = layout.rows * sh, layout.cols * sw
     if bottom > top and right > left:
-        full[:, top:bottom, left:right] = F.interpolate(
+        inner = F.interpolate(
             thumb.float().view(b, 1, sh, sw),
             size=(bottom - top, right - left),
             mode="bilinear",
             align_corners=False,
-        )[:, 0]
+        )
+        full = F.pad(inner, (left, full_w - right, top, full_h - bottom))  # zeros outside the unpadded region
+    else:
+        full = thumb.new_zeros(b, 1, full_h, full_w, dtype=torch.float32)
     glob = full.view(b, layout.rows, sh, layout.cols, sw).permute(0, 1, 3, 2, 4).reshape(b, -1, sh * sw)
 
     def unit(x: Tensor) -> Tensor:
-        x = torch.where(valid, x, 0)
         return x / x.norm(dim=2, keepdim=True).clamp_min(1e-12)
 
-    combined = alpha * unit(local.float()) + (1 - alpha) * unit(glob)
-    return combined.masked_fill(~valid, float("-inf"))
+    # the resized map is already 0 outside the unpadded region
+    combined = alpha * unit(local.float().masked_fill(invalid, 0)) + (1 - alpha) * unit(glob)
+    return combined.masked_fill(invalid, float("-inf"))
