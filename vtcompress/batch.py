@@ -139,6 +139,18 @@ def cached_on(tensor: Tensor, device: torch.device, cache: dict) -> Tensor:
     return cache[key][1]
 
 
+class Plan(dict):
+    """Host-side facts of one (layout, config): CPU tensors and numbers, made once; ``on`` gives a
+    tensor's copy on a device, made once per device (the plan holds it, so evicting the plan
+    frees it)."""
+
+    def on(self, name: str, device: torch.device) -> Tensor:
+        copies = self.__dict__.setdefault("_copies", {})
+        if (name, device) not in copies:
+            copies[name, device] = self[name].to(device)
+        return copies[name, device]
+
+
 class Plans:
     """A bounded cache of host-side plans keyed by (layout, config, ...); configs are mutable
     dataclasses, so they are keyed by their type and values as they were when first seen."""

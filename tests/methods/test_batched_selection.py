@@ -154,3 +154,21 @@ def test_globalcom2_ties_keep_the_same_counts_per_view():
         tokens = [image(layout, gen, i) for i in range(3)]
         for t, r in zip(tokens, compress_images(spec, config, tokens)):
             assert [o.num_kept for o in r.views] == [o.num_kept for o in compress_image(spec, config, t)]
+
+
+def test_globalcom2_water_filling_rounds_match_split_budget():
+    """High ratios let a crop's share reach its cap: the device split then runs several rounds."""
+    from vtcompress.methods.globalcom2 import _exact_plans
+
+    spec, gen, rng = get_method("globalcom2"), torch.Generator().manual_seed(6), random.Random(6)
+    several = 0
+    for _ in range(30):
+        config = make_config(
+            "globalcom2", ratio=rng.choice([0.6, 0.8, 0.95]), temperature=rng.choice([0.01, 0.1])
+        )
+        layout = anyres_layout(rng)
+        several += _exact_plans(layout, config)["rounds"] > 1
+        tokens = [image(layout, gen, i) for i in range(3)]
+        for t, r in zip(tokens, compress_images(spec, config, tokens)):
+            assert kept_sets(r.views) == kept_sets(compress_image(spec, config, t))
+    assert several > 10

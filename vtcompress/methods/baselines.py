@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from vtcompress.batch import Plans, SelectedBatch, cached_on, rank_mask, stacked
+from vtcompress.batch import Plan, Plans, SelectedBatch, rank_mask, stacked
 from vtcompress.budget import keep_count, split_budget
 from vtcompress.config import CompressionConfig
 from vtcompress.layout import Layout, view_positions
@@ -107,18 +107,17 @@ def _layout_keep_mask(layout: Layout, config: CompressionConfig) -> tuple[Tensor
 _keep_masks = Plans(_layout_keep_mask)
 
 
-def _fastervlm_plan(layout: Layout, config: FasterVLMConfig) -> tuple[Tensor, Tensor, int]:
+def _fastervlm_plan(layout: Layout, config: FasterVLMConfig) -> Plan:
     """Invalid tokens (bool [V, N]), per-view budgets (long [V]) and the image's total."""
     h, w = layout.view_grid
     invalid = torch.ones(layout.num_views, h * w, dtype=torch.bool)
     for v, pos in enumerate(view_positions(layout)):
         invalid[v, pos] = False
     budgets = torch.tensor(uniform_view_budgets(ImageTokens(torch.zeros(0), layout), config.ratio))
-    return invalid, budgets, int(budgets.sum())
+    return Plan(invalid=invalid, budgets=budgets, total=int(budgets.sum()))
 
 
 _fastervlm_plans = Plans(_fastervlm_plan)
-_device_copies: dict = {}
 
 
 def _layout_only(tokens: list[ImageTokens], config: CompressionConfig) -> SelectedBatch:
@@ -144,10 +143,10 @@ def random_drop_batch(tokens: list[ImageTokens], config: RandomConfig) -> Select
 def fastervlm_batch(tokens: list[ImageTokens], config: FasterVLMConfig) -> SelectedBatch:
     """:func:`fastervlm` for images of one layout: one score pass, one rank selection."""
     layout, b = tokens[0].layout, len(tokens)
-    invalid, budgets, total = _fastervlm_plans(layout, config)
+    plan = _fastervlm_plans(layout, config)
     batch = stacked(tokens)
     attn = cls_patch_attention(batch, batch.score_layer).view(b, layout.num_views, -1)  # [B, V, N]
     device = attn.device
-    scores = attn.masked_fill(cached_on(invalid, device, _device_copies), float("-inf"))
-    keep = rank_mask(scores, cached_on(budgets, device, _device_copies))
-    return SelectedBatch(layout, batch.features.view(b, *tokens[0].features.shape), keep, total)
+    scores = attn.masked_fill(plan.on("invalid", device), float("-inf"))
+    keep = rank_mask(scores, plan.on("budgets", device))
+    return SelectedBatch(layout, batch.features.view(b, *tokens[0].features.shape), keep, plan["total"])

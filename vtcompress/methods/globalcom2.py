@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vtcompress.batch import Plans, SelectedBatch, cached_on, rank_mask, stacked
+from vtcompress.batch import Plan, Plans, SelectedBatch, rank_mask, stacked
 from vtcompress.budget import keep_count, split_budget
 from vtcompress.config import CLS_ATTENTION, GLOBAL_VIEW, CompressionConfig, check_choice
 from vtcompress.layout import NEWLINE_POLICIES, Layout
@@ -219,12 +219,12 @@ def globalcom2(tokens: ImageTokens, config: GlobalCom2Config) -> list[ViewOutput
 
 
 # --- batched path (exact allocation): same tokens as :func:`globalcom2`, image by image ------------
-def _exact_plan(layout: Layout, config: GlobalCom2Config) -> dict:
+def _exact_plan(layout: Layout, config: GlobalCom2Config) -> Plan:
     """What exact mode knows from the layout and options alone (see :func:`globalcom2_batch`)."""
     r, n = config.ratio, layout.num_crops
     h, w = layout.view_grid
     thumb_k = keep_count(layout.view_tokens, r)
-    plan: dict = {"thumb_k": thumb_k, "total": keep_count(layout.num_tokens(), r)}
+    plan = Plan(thumb_k=thumb_k, total=keep_count(layout.num_tokens(), r))
     if not layout.has_crops:
         return plan
     counts = layout.crop_valid_mask().sum(1)
@@ -257,25 +257,24 @@ def _exact_plan(layout: Layout, config: GlobalCom2Config) -> dict:
 
 
 _exact_plans = Plans(_exact_plan)
-_device_copies: dict = {}
 
 
-def _batched_crop_ratios(thumb: Tensor, plan: dict, config: GlobalCom2Config) -> Tensor:
+def _batched_crop_ratios(thumb: Tensor, plan: Plan, config: GlobalCom2Config) -> Tensor:
     """:func:`crop_ratios` of B thumbnails at once: [B, h*w] scores -> [B, n] float64."""
     dev = thumb.device
-    region = cached_on(plan["region"], dev, _device_copies)
+    region = plan.on("region", dev)
     n = len(plan["counts"])
     sums = torch.zeros(thumb.shape[0], n, dtype=torch.float64, device=dev).index_add_(
         1, region, thumb.double()
     )
     if config.region_aggregation == "mean":
-        sums = sums / cached_on(plan["region_sizes"], dev, _device_copies)
+        sums = sums / plan.on("region_sizes", dev)
     weights = torch.exp((sums - sums.amax(1, keepdim=True)) / config.temperature)
     sigma = weights / (weights.sum(1, keepdim=True) + 1e-8)
     return (config.ratio * (1 + sigma - sigma.mean(1, keepdim=True))).clamp_max(1.0)
 
 
-def _batched_split(weights: Tensor, plan: dict) -> Tensor:
+def _batched_split(weights: Tensor, plan: Plan) -> Tensor:
     """:func:`~vtcompress.budget.split_budget` of B rows at once on the device, same arithmetic.
 
     weights: [B, n] float64, >= 0, zero where a crop has no token (its cap). Returns long
@@ -284,8 +283,8 @@ def _batched_split(weights: Tensor, plan: dict) -> Tensor:
     reach its cap, so the first round is final and needs no cap checks.
     """
     dev = weights.device
-    caps = cached_on(plan["counts"], dev, _device_copies)
-    closed = cached_on(plan["closed"], dev, _device_copies)  # crops with no token: never given one
+    caps = plan.on("counts", dev)
+    closed = plan.on("closed", dev)  # crops with no token: never given one
     total = plan["crop_total"]
     if plan["rounds"] == 1:
         shares = weights / weights.cumsum(1)[:, -1:] * total
@@ -336,17 +335,15 @@ def globalcom2_batch(tokens: list[ImageTokens], config: GlobalCom2Config) -> Sel
     batch = stacked(tokens)
     scores = token_scores(batch, config.score).view(b, v, -1)  # [B, V, N] float32
     dev = scores.device
-    thumb_budget = cached_on(plan["budgets_thumb"], dev, _device_copies)
+    thumb_budget = plan.on("budgets_thumb", dev)
     if not layout.has_crops:
         keep = rank_mask(scores, thumb_budget)
     else:
         thumb = scores[:, 0]  # [B, N]
         ratios = _batched_crop_ratios(thumb, plan, config)
-        counts = cached_on(plan["counts_f64"], dev, _device_copies)
+        counts = plan.on("counts_f64", dev)
         crop_budgets = _batched_split(counts * (ratios / config.ratio), plan)
-        combined = _batched_crop_scores(
-            scores[:, 1:], thumb, layout, config.alpha, cached_on(plan["invalid"], dev, _device_copies)
-        )
+        combined = _batched_crop_scores(scores[:, 1:], thumb, layout, config.alpha, plan.on("invalid", dev))
         ranked = torch.cat([scores[:, :1], combined], dim=1)
         budgets = torch.cat([thumb_budget.expand(b, 1), crop_budgets], dim=1)
         keep = rank_mask(ranked, budgets)
