@@ -14,6 +14,7 @@ newline slots) is worked out on the CPU once and cached per layout (:func:`packi
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -31,6 +32,8 @@ class SelectedBatch:
     keep: bool [B, V, N] on the features' device, or bool [V, N] on the CPU when the kept set
         depends on the layout alone (the same for every image: ``uniform``, ``random``).
     total: tokens each image keeps (every image of the group keeps as many).
+    info: optional ``(row, keep [V, N] on the CPU) -> per-view dicts``, the methods' per-view
+        stats (``ViewOutput.info``), called when the views are first read.
     Kept tokens of a view are emitted in raster order of the view's grid.
     """
 
@@ -38,6 +41,7 @@ class SelectedBatch:
     features: Tensor
     keep: Tensor
     total: int
+    info: Callable[[int, Tensor], list[dict]] | None = None
     _views: list[list[ViewOutput]] | None = field(default=None, repr=False)
 
     @property
@@ -59,6 +63,10 @@ class SelectedBatch:
                 select_views(self.features[b], [m.nonzero().squeeze(1) for m in keep[b]])
                 for b in range(self.size)
             ]
+            if self.info is not None:
+                for b, views in enumerate(self._views):
+                    for out, info in zip(views, self.info(b, keep[b])):
+                        out.info = info
         return self._views[row]
 
 

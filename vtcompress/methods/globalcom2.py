@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vtcompress.batch import Plan, Plans, SelectedBatch, rank_mask, stacked
-from vtcompress.budget import keep_count, split_budget
+from vtcompress.budget import keep_count, split_budget, split_budget_rows
 from vtcompress.config import CLS_ATTENTION, GLOBAL_VIEW, CompressionConfig, check_choice
 from vtcompress.layout import NEWLINE_POLICIES, Layout
 from vtcompress.registry import register_batch, register_method
@@ -294,28 +294,7 @@ def _batched_split(weights: Tensor, plan: Plan) -> Tensor:
         # One token each to the largest fractional parts (ties: lower index) while any is left.
         key = (floor - shares).masked_fill(closed, float("inf"))
         return base + (key.argsort(dim=1, stable=True).argsort(dim=1) < left)
-    b, n = weights.shape
-    alloc = torch.zeros(b, n, dtype=torch.long, device=dev)
-    open_ = (~closed).expand(b, n)
-    remaining = torch.full((b, 1), total, dtype=torch.long, device=dev)
-    for _ in range(plan["rounds"]):
-        active = open_ & (remaining > 0)
-        wsum = weights.masked_fill(~open_, 0).cumsum(1)[:, -1:]
-        n_open = open_.sum(1, keepdim=True)
-        shares = torch.where(wsum > 0, weights / wsum, 1 / n_open.double()) * remaining
-        shares = shares.masked_fill(~active, 0)
-        floor = shares.floor()
-        base = torch.minimum(floor.long(), caps - alloc)
-        left = remaining - base.sum(1, keepdim=True)
-        # The leftover goes one token each to the largest fractional parts (ties: lower index)
-        # among groups still below their cap.
-        eligible = active & (alloc + base < caps)
-        key = (floor - shares).masked_fill(~eligible, float("inf"))
-        base = base + (eligible & (key.argsort(dim=1, stable=True).argsort(dim=1) < left))
-        alloc = alloc + base
-        remaining = total - alloc.sum(1, keepdim=True)
-        open_ = open_ & (alloc < caps)
-    return alloc
+    return split_budget_rows(weights, caps, total, plan["rounds"])
 
 
 @register_batch("globalcom2")
