@@ -46,7 +46,9 @@ def test_batched_equals_per_image_on_the_host(host, method, monkeypatch):
 
     monkeypatch.setitem(registry._METHODS, method, dataclasses.replace(spec, compress_batch=counted))
     batched = run(host, method)
-    assert (2, True) in groups  # the two 672 x 672 images went through the batched path together
+    # the two 672 x 672 images went through the batched path together (DocOwl's grouped
+    # tokencorr keeps the per-image path)
+    assert ((2, False) if (host.name, method) == ("docowl", "tokencorr") else (2, True)) in groups
     monkeypatch.setitem(registry._METHODS, method, dataclasses.replace(spec, compress_batch=None))
     per_image = run(host, method)
     assert torch.equal(batched[0], per_image[0])

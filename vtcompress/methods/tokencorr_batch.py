@@ -52,6 +52,7 @@ def _plan(layout: Layout, config: TokenCorrConfig, num_views: int, n: int) -> Pl
     rest = max(0, total - whole - int(floor.sum()))
     caps = n_chosen - floor
     rest = min(rest, int(caps.sum()))
+    # A share never exceeds ``rest``: when every open cap is above it, the first round is final.
     compressed = torch.zeros(num_views, dtype=torch.bool)
     compressed[chosen] = True
     # torch.quantile's linear interpolation over a view's valid scores, sorted first
@@ -73,7 +74,7 @@ def _plan(layout: Layout, config: TokenCorrConfig, num_views: int, n: int) -> Pl
         floor=floor,
         caps=caps,
         rest=rest,
-        rounds=len(chosen),
+        rounds=1 if bool((caps[caps > 0] > rest).all()) else len(chosen),
         below=below,
         above=ranks.ceil().long(),
         weight=ranks - below,
