@@ -65,7 +65,10 @@ def compress_images(
     if method.compress_batch is not None and not config.is_off:
         groups: dict[Layout, list[int]] = {}
         for i, t in enumerate(tokens):
-            groups.setdefault(t.layout, []).append(i)
+            try:
+                groups.setdefault(t.layout, []).append(i)
+            except TypeError:  # an unhashable third-party layout: that image goes alone
+                continue
         for members in groups.values():
             batch = method.compress_batch([tokens[i] for i in members], config)
             if batch is not None:
