@@ -246,7 +246,7 @@ def pack_selected(batch: SelectedBatch, newline: Tensor | None, policy: NewlineP
     slots = v * n
     total = batch.total + plan.newlines
     if batch.static:  # the kept slots are known on the host: one gather
-        key = ("static", id(batch.keep))
+        key = ("static", id(batch.keep), feats.device)
         if key not in plan.device_copies:
             kept = torch.cat([batch.keep.reshape(-1), torch.ones(plan.newlines, dtype=torch.bool)])[plan.perm]
             entry = plan.perm[kept]
