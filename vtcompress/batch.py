@@ -34,6 +34,8 @@ class SelectedBatch:
     total: tokens each image keeps (every image of the group keeps as many).
     info: optional ``(row, keep [V, N] on the CPU) -> per-view dicts``, the methods' per-view
         stats (``ViewOutput.info``), called when the views are first read.
+    build_views: optional ``row -> per-view outputs``, for methods whose outputs carry more than
+        the kept rows (merging: sizes, sources); by default they are read off ``keep``.
     Kept tokens of a view are emitted in raster order of the view's grid.
     """
 
@@ -42,6 +44,7 @@ class SelectedBatch:
     keep: Tensor
     total: int
     info: Callable[[int, Tensor], list[dict]] | None = None
+    build_views: Callable[[int], list[ViewOutput]] | None = None
     _views: list[list[ViewOutput]] | None = field(default=None, repr=False)
 
     @property
@@ -55,6 +58,8 @@ class SelectedBatch:
 
     def views(self, row: int) -> list[ViewOutput]:
         """Per-view outputs of image ``row``; the first call reads the masks back once for all rows."""
+        if self._views is None and self.build_views is not None:
+            self._views = [self.build_views(b) for b in range(self.size)]
         if self._views is None:
             keep = self.keep.cpu()  # the one device -> host copy of the group (a no-op if static)
             if self.static:

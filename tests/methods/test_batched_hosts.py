@@ -23,7 +23,9 @@ def run(host, method: str):
     old = vtc.get_handle(model)
     if old is not None:
         old.remove()
-    handle = vtc.compress(model, registry.make_config(method, ratio=0.3))
+    handle = vtc.compress(
+        model, registry.make_config(method, ratio=0.3, **host.method_options.get(method, {}))
+    )
     images = [picture(w, h, seed) for w, h, seed in IMAGES]
     with torch.no_grad():
         logits = model(**host.inputs(images)).logits
