@@ -145,9 +145,11 @@ TINY_COMPRESSORS = ["--methods", "globalcom2,uniform", "--width", "16", "--repea
 
 def test_compressor_costs_are_per_image():
     compressors = _bench("compressors")
-    one = compressors.main([*TINY_COMPRESSORS, "--batch", "1", "--emulate"])
+    one = compressors.main([*TINY_COMPRESSORS, "--batch", "1", "--emulate", "--path", "per-image"])
     # On a CPU the torch reference runs anyway: forcing it changes nothing but must work.
-    two = compressors.main([*TINY_COMPRESSORS, "--batch", "2", "--emulate", "--reference-kernels"])
+    two = compressors.main(
+        [*TINY_COMPRESSORS, "--batch", "2", "--emulate", "--reference-kernels", "--path", "per-image"]
+    )
     assert [r["method"] for r in two] == ["globalcom2", "uniform"]
     counts = (
         "ops_per_image", "kernel_ops_per_image", "host_reads_per_image", "emulated_device_ops_per_image",
@@ -161,6 +163,20 @@ def test_compressor_costs_are_per_image():
         assert b["host_reads_per_image"] <= 3
         # The same work for every image: counts do not depend on the batch size.
         assert {k: a[k] for k in counts} == {k: b[k] for k in counts}, a["method"]
+
+
+def test_batched_compressor_costs_are_per_batch():
+    """The batched path (the default) does the same work for a batch of 1 or 2: per image, half."""
+    compressors = _bench("compressors")
+    one = compressors.main([*TINY_COMPRESSORS, "--batch", "1"])
+    two = compressors.main([*TINY_COMPRESSORS, "--batch", "2", "--path", "both"])
+    batched = [r for r in two if r["path"] == "batched"]
+    assert [r["method"] for r in batched] == ["globalcom2", "uniform"]
+    for a, b in zip(one, batched):
+        assert a["path"] == "batched" and a["host_reads_per_image"] == b["host_reads_per_image"] == 0
+        assert a["ops_per_image"] == 2 * b["ops_per_image"]
+    per_image = {r["method"]: r["ops_per_image"] for r in two if r["path"] == "per-image"}
+    assert all(per_image[r["method"]] > r["ops_per_image"] for r in batched)
 
 
 def test_emulated_accelerator_counts_launches_syncs_and_copies():

@@ -59,3 +59,41 @@ def split_budget(total: int, weights: Sequence[float] | Tensor, caps: Sequence[i
             alloc[i] += 1
         break
     return alloc
+
+
+def split_budget_rows(weights: Tensor, caps: Tensor, total: int, rounds: int) -> Tensor:
+    """:func:`split_budget` of B rows at once, on the weights' device, with the same arithmetic.
+
+    Args:
+        weights: [B, n] float64 (negative weights count as 0); caps: long [n] on the same device;
+        total: tokens per row (<= caps.sum()); rounds: water-filling rounds to run, at most n
+            are ever needed (each round that does not finish closes a capped group).
+    Returns:
+        long [B, n], row by row what :func:`split_budget` returns, with no read back to the host.
+        Each round's weight sum is accumulated left to right as Python's ``sum`` does
+        (``cumsum``; a closed group adds an exact 0).
+    """
+    b, n = weights.shape
+    dev = weights.device
+    w = weights.clamp_min(0)
+    alloc = torch.zeros(b, n, dtype=torch.long, device=dev)
+    open_ = (caps > 0).expand(b, n)
+    remaining = torch.full((b, 1), total, dtype=torch.long, device=dev)
+    for _ in range(rounds):
+        active = open_ & (remaining > 0)
+        wsum = w.masked_fill(~open_, 0).cumsum(1)[:, -1:]
+        n_open = open_.sum(1, keepdim=True)
+        shares = torch.where(wsum > 0, w / wsum, 1 / n_open.double()) * remaining
+        shares = shares.masked_fill(~active, 0)
+        floor = shares.floor()
+        base = torch.minimum(floor.long(), caps - alloc)
+        left = remaining - base.sum(1, keepdim=True)
+        # The leftover goes one token each to the largest fractional parts (ties: lower index)
+        # among groups still below their cap.
+        eligible = active & (alloc + base < caps)
+        key = (floor - shares).masked_fill(~eligible, float("inf"))
+        base = base + (eligible & (key.argsort(dim=1, stable=True).argsort(dim=1) < left))
+        alloc = alloc + base
+        remaining = total - alloc.sum(1, keepdim=True)
+        open_ = open_ & (alloc < caps)
+    return alloc

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from transformers.image_processing_utils import select_best_resolution
 
+from vtcompress.batch import CompressedImage, pack_selected
 from vtcompress.layout import GridLayout, NewlinePolicy
 
 
@@ -163,3 +164,28 @@ def _to_cpu(positions: list[Tensor]) -> list[Tensor]:
         return list(positions)
     flat = torch.cat([p.reshape(-1).long() for p in positions]).cpu()
     return list(flat.split([p.numel() for p in positions]))
+
+
+def pack_images(
+    images: list[CompressedImage], newline: Tensor | None, policy: NewlinePolicy = "unpadded"
+) -> list[Tensor]:
+    """Every image's packed sequence ([T_i, D] each, as :func:`pack_views` packs it).
+
+    Images compressed together (one :class:`~vtcompress.batch.SelectedBatch`) are packed at once,
+    with no read back to the host; the others one by one.
+    """
+    out: list[Tensor | None] = [None] * len(images)
+    groups: dict[int, list[int]] = {}
+    for i, im in enumerate(images):
+        if im.batch is not None:
+            groups.setdefault(id(im.batch), []).append(i)
+        else:
+            views = im.views
+            out[i] = pack_views(
+                im.layout, [o.positions for o in views], [o.features for o in views], newline, policy
+            )
+    for members in groups.values():
+        packed = pack_selected(images[members[0]].batch, newline, policy).unbind(0)
+        for i in members:
+            out[i] = packed[images[i].row]
+    return out
