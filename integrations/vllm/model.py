@@ -149,23 +149,24 @@ class CompressedLlavaNextForConditionalGeneration(LlavaNextForConditionalGenerat
         self._hidden: dict[int, Tensor] = {}
         self._qk: dict[int, tuple[Tensor, Tensor]] = {}
         tower = getattr(self.vision_tower, "vision_model", None)
-        self.layers = tower.encoder.layers if tower is not None else []
-        if self.layers and len(self.layers) != self.geometry.depth:
+        # A plain list: the layers stay children of the tower only (no second parameter name).
+        self.vision_layers: list[nn.Module] = list(tower.encoder.layers) if tower is not None else []
+        if self.vision_layers and len(self.vision_layers) != self.geometry.depth:
             raise RuntimeError(
-                f"expected a vision tower of {self.geometry.depth} layers, got {len(self.layers)}"
+                f"expected a vision tower of {self.geometry.depth} layers, got {len(self.vision_layers)}"
             )
         self.next_qk: NextLayerQK | None = None
-        if self.layers and self.geometry.depth < self.geometry.num_layers:
+        if self.vision_layers and self.geometry.depth < self.geometry.num_layers:
             with self._mark_tower_model(vllm_config, "image"):
                 self.next_qk = NextLayerQK(
                     self.config.vision_config,
                     f"vision_tower.vision_model.encoder.layers.{self.geometry.depth}.",
                 )
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.vision_layers):
             layer.register_forward_pre_hook(self._grab_input(i))
             layer.self_attn.qkv_proj.register_forward_hook(self._grab_qk(i))
-        if self.layers:
-            self.layers[-1].register_forward_hook(self._grab_output(len(self.layers)))
+        if self.vision_layers:
+            self.vision_layers[-1].register_forward_hook(self._grab_output(len(self.vision_layers)))
 
     # --- capture --------------------------------------------------------------------------------
     def _grab_input(self, index: int):
@@ -186,7 +187,7 @@ class CompressedLlavaNextForConditionalGeneration(LlavaNextForConditionalGenerat
         def hook(module, args, output) -> None:
             if -1 - index in self._capturing:  # q/k wanted: marked as -1 - layer
                 q, k, _ = output[0].chunk(3, dim=-1)
-                tp = getattr(self.layers[index].self_attn, "tp_size", 1)
+                tp = getattr(self.vision_layers[index].self_attn, "tp_size", 1)
                 if tp > 1:  # each rank holds its own heads, in order: gather them
                     from vllm.distributed import tensor_model_parallel_all_gather
 
@@ -205,7 +206,7 @@ class CompressedLlavaNextForConditionalGeneration(LlavaNextForConditionalGenerat
             qk, hidden = config.capture_layers(self.geometry.score_layer, self.geometry.num_layers)
             want |= hidden
             for i in qk:
-                want |= {i} if i == len(self.layers) else {-1 - i}
+                want |= {i} if i == len(self.vision_layers) else {-1 - i}
         self._capturing, self._hidden, self._qk = want, {}, {}
         try:
             yield
@@ -217,7 +218,7 @@ class CompressedLlavaNextForConditionalGeneration(LlavaNextForConditionalGenerat
         heads = self.config.vision_config.num_attention_heads
         out = {}
         for i in sorted(qk_layers):
-            if i == len(self.layers):
+            if i == len(self.vision_layers):
                 q, k = self.next_qk(self._hidden[i][views])
             else:
                 q, k = (t[views] for t in self._qk[i])
