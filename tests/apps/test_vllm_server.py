@@ -22,8 +22,8 @@ import pytest
 pytest.importorskip("vllm", reason="vLLM is not installed here: bash .ci/vllm-setup.sh builds .venv-vllm")
 openai = pytest.importorskip("openai")
 
-from tests._vllm_common import ARCH, rule_count, vllm_env  # noqa: E402
 from tests.conftest import IMAGE_SIZES, make_image  # noqa: E402
+from tests.helpers.vllm_common import ARCH, rule_count, vllm_env  # noqa: E402
 from vtcompress.integrations.vllm.tiny import save_tiny_for_vllm  # noqa: E402
 
 SERVER = {"method": "tokencorr", "ratio": 0.25}

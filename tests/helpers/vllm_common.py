@@ -20,7 +20,7 @@ ARCH = "VtcompressLlavaNextForConditionalGeneration"
 PROMPT = "USER: <image>\nWhat is in the image? ASSISTANT:"
 MAX_TOKENS = 8
 EOS = 2
-RUNNER = Path(__file__).with_name("_vllm_runner.py")
+RUNNER = Path(__file__).with_name("vllm_runner.py")
 METHODS = ["globalcom2", "fastervlm", "uniform", "random", "tokencorr", "pitome", "tome"]
 RATIOS = [0.5, 0.25, 0.1]
 # (width, height): a letterboxed wide image, a tall 1x3 grid, a wide 2x1 grid.
@@ -54,7 +54,7 @@ def vllm_env() -> dict[str, str]:
 
 
 def run_vllm(tmp_path: Path, spec: dict, timeout: int = 900) -> list[dict]:
-    """Run tests/_vllm_runner.py on ``spec`` in a fresh process; its per-request results."""
+    """Run tests/helpers/vllm_runner.py on ``spec`` in a fresh process; its per-request results."""
     path = tmp_path / f"spec-{abs(hash(json.dumps(spec, sort_keys=True)))}.json"
     path.write_text(json.dumps(spec))
     proc = subprocess.run(

@@ -1,6 +1,6 @@
 """vLLM's ``LLM.generate`` on the compressed LLaVA-NeXT equals transformers + vtcompress.
 
-Every engine runs in a process of its own (tests/_vllm_runner.py) on the same tiny float32
+Every engine runs in a process of its own (tests/helpers/vllm_runner.py) on the same tiny float32
 weights the transformers reference loads. One engine serves every method and ratio through
 per-request ``mm_processor_kwargs``; the others are plain vLLM and the compressed model with
 prefix caching and chunked prefill switched off.
@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("vllm", reason="vLLM is not installed here: bash .ci/vllm-setup.sh builds .venv-vllm")
 
-from tests._vllm_common import (  # noqa: E402
+from tests.helpers.vllm_common import (  # noqa: E402
     ARCH,
     METHODS,
     PROMPT,

@@ -1,6 +1,6 @@
 """Run one vLLM engine over a list of image requests in its own process; print JSON results.
 
-    python tests/_vllm_runner.py SPEC.json   ->  stdout: {"results": [{"tokens": [...], "prompt_len": n}]}
+    python tests/helpers/vllm_runner.py SPEC.json   ->  stdout: {"results": [{"tokens": [...], "prompt_len": n}]}
 
 SPEC: {"model": dir, "hf_overrides": {...} or null, "max_tokens": int, "engine": {LLM kwargs},
 "requests": [{"size": [w, h], "seed": int, "prompt": str, "mm_processor_kwargs": {...} or null}]}.
@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def main(spec_path: str) -> None:
