@@ -2,26 +2,54 @@
 
 transformers' ``LlavaOnevisionProcessor`` always builds a video processor, which needs
 torchvision; without it even ``video_processor=None`` fails the processor's class check. Images
-need no video processor, so :class:`ImageOnlyOnevisionProcessor` accepts ``None`` there and
-:func:`load_processor` uses it (with the PIL image processor) when torchvision is absent.
+need no video processor, so :class:`ImageOnlyOnevisionProcessor` has none (it is neither
+checked nor saved) and :func:`load_processor` uses it, with the PIL image processor, when
+torchvision is absent or a local checkpoint has no video processor (the tiny model).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 from transformers import LlavaOnevisionProcessor
 
 
 class ImageOnlyOnevisionProcessor(LlavaOnevisionProcessor):
-    """``LlavaOnevisionProcessor`` that may have no video processor (images only)."""
+    """``LlavaOnevisionProcessor`` without a video processor (images only).
 
-    def check_argument_for_proper_class(self, argument_name: str, argument: Any):
-        if argument is None and argument_name == "video_processor":
-            return None
-        return super().check_argument_for_proper_class(argument_name, argument)
+    The signature is the parent's without ``video_processor``: transformers derives the
+    sub-processors it checks and saves, and the options it saves, from it.
+    """
+
+    def __init__(
+        self,
+        image_processor=None,
+        tokenizer=None,
+        num_image_tokens: int | None = None,
+        vision_feature_select_strategy: str | None = None,
+        chat_template: str | None = None,
+        image_token: str = "<image>",
+        video_token: str = "<video>",
+        vision_aspect_ratio: str = "anyres_max_9",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            image_processor,
+            tokenizer,
+            None,
+            num_image_tokens=num_image_tokens,
+            vision_feature_select_strategy=vision_feature_select_strategy,
+            chat_template=chat_template,
+            image_token=image_token,
+            video_token=video_token,
+            vision_aspect_ratio=vision_aspect_ratio,
+            **kwargs,
+        )
+        self.video_processor = None
 
 
 def has_torchvision() -> bool:
@@ -38,7 +66,6 @@ def build_processor(tokenizer, chat_template: str | None = None, **image_process
     return ImageOnlyOnevisionProcessor(
         image_processor=LlavaOnevisionImageProcessorPil(**image_processor_kwargs),
         tokenizer=tokenizer,
-        video_processor=None,
         num_image_tokens=729,
         vision_feature_select_strategy="full",
         chat_template=chat_template,
@@ -46,10 +73,21 @@ def build_processor(tokenizer, chat_template: str | None = None, **image_process
     )
 
 
+def has_video_processor(path: str | os.PathLike) -> bool:
+    """False for a local checkpoint saved without a video processor; True otherwise (hub ids)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return True
+    config = folder / "processor_config.json"
+    in_config = config.exists() and "video_processor" in json.loads(config.read_text())
+    return in_config or (folder / "video_preprocessor_config.json").exists()
+
+
 def load_processor(path: str | os.PathLike, **kwargs: Any):
-    """The checkpoint's processor: ``AutoProcessor`` with torchvision, else the image-only one
-    built from the same files (tokenizer, image processor, processor options)."""
-    if has_torchvision():
+    """The checkpoint's processor: ``AutoProcessor`` when torchvision is installed and the
+    checkpoint has a video processor, else the image-only one built from the same files
+    (tokenizer, image processor, processor options)."""
+    if has_torchvision() and has_video_processor(path):
         from transformers import AutoProcessor
 
         return AutoProcessor.from_pretrained(path, **kwargs)
@@ -72,6 +110,5 @@ def load_processor(path: str | os.PathLike, **kwargs: Any):
     return ImageOnlyOnevisionProcessor(
         image_processor=LlavaOnevisionImageProcessorPil.from_pretrained(path, **kwargs),
         tokenizer=AutoTokenizer.from_pretrained(path, **kwargs),
-        video_processor=None,
         **options,
     )
