@@ -123,7 +123,7 @@ class LlavaOnevisionHost(PlaceholderHost):
         )
         grid = crops.view(base.rows, base.cols, self.side, self.side, -1)
         grid = grid.permute(4, 0, 2, 1, 3).contiguous().flatten(1, 2).flatten(2, 3)
-        grid = unpad_image(grid, torch.tensor(size))
+        grid = unpad_image(grid, list(size))
         if tuple(grid.shape[1:]) != layout.resampled_from:
             raise RuntimeError(
                 f"unpadded crop map {tuple(grid.shape[1:])} != layout's {layout.resampled_from}"
