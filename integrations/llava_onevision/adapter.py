@@ -102,12 +102,12 @@ class LlavaOnevisionHost(PlaceholderHost):
             raise ValueError(f"expected {self.side**2} tokens per view, got {feats.shape[1]}")
         if feats.shape[0] == 1:  # an image of a multi-image prompt: one view
             return OneVisionLayout.single_view(self.side), feats
-        layout = OneVisionLayout.for_onevision_image(
+        layout = OneVisionLayout.for_image(
             size,
             mcfg.image_grid_pinpoints,
-            aspect,
             mcfg.vision_config.image_size,
             mcfg.vision_config.patch_size,
+            vision_aspect_ratio=aspect,
         )
         if layout.resampled_from is None:
             if feats.shape[0] != 1 + layout.num_crops:

@@ -71,15 +71,16 @@ class OneVisionLayout(AnyResLayout):
     resampled_from: tuple[int, int] | None = None
 
     @classmethod
-    def for_onevision_image(
+    def for_image(
         cls,
         image_size: tuple[int, int],
         grid_pinpoints: list[tuple[int, int]] | list[list[int]] | None = None,
-        vision_aspect_ratio: str = "anyres_max_9",
         view_px: int = VIEW_PX,
         patch_px: int = PATCH_PX,
+        vision_aspect_ratio: str = "anyres_max_9",
     ) -> OneVisionLayout:
-        """Layout of an image of ``(height, width)`` pixels, as an anyres (single-image) sample.
+        """Layout of an image of ``(height, width)`` pixels, as an anyres (single-image) sample:
+        LLaVA-NeXT's, then shrunk per ``vision_aspect_ratio``.
 
         ``grid_pinpoints`` default: OneVision's 36 (384i, 384j), i, j in 1..6. ``layout.num_tokens()``
         is the N of the count rule and ``layout.num_newlines()`` the newlines.

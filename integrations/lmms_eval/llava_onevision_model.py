@@ -86,12 +86,12 @@ class CompressedLlavaOnevision(CompressedModel):
         entries = []
         for size, anyres in zip(inputs["image_sizes"].tolist(), single):
             if anyres:
-                layout = OneVisionLayout.for_onevision_image(
+                layout = OneVisionLayout.for_image(
                     size,
                     cfg.image_grid_pinpoints,
-                    cfg.vision_aspect_ratio,
                     cfg.vision_config.image_size,
                     cfg.vision_config.patch_size,
+                    vision_aspect_ratio=cfg.vision_aspect_ratio,
                 )
             else:
                 layout = OneVisionLayout.single_view(

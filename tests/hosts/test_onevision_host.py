@@ -156,7 +156,7 @@ def test_loader_builds_the_tiny_model_offline(tmp_path, monkeypatch):
     batch = inputs(processor, [make_image(500, 300)])
     with torch.no_grad():
         model(**batch)
-    layout = OneVisionLayout.for_onevision_image((300, 500))
+    layout = OneVisionLayout.for_image((300, 500))
     assert handle.last_stats.images[0].tokens_after == keep_count(layout.num_tokens(), 0.5)
     assert (tmp_path / "tiny-llava-onevision-random" / "vtcompress.json").exists()
 

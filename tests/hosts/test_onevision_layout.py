@@ -27,7 +27,7 @@ PUBLISHED = {
 
 @pytest.mark.parametrize("size", list(PUBLISHED), ids=lambda s: f"{s[0]}x{s[1]}")
 def test_layout_gives_the_lm_crop_grid_and_placeholder_count(size):
-    layout = OneVisionLayout.for_onevision_image(size)
+    layout = OneVisionLayout.for_image(size)
     grid, placeholders = PUBLISHED[size]
     assert layout.unpadded_shape == grid
     assert layout.num_tokens() == 729 + grid[0] * grid[1]
@@ -42,19 +42,19 @@ def test_count_rule_matches_the_processor(size):
     processor = build_processor(build_tokenizer())
     h, w = size
     ids = processor(images=[make_image(w, h)], text=["<image>hi"], return_tensors="pt")["input_ids"]
-    layout = OneVisionLayout.for_onevision_image(size)
+    layout = OneVisionLayout.for_image(size)
     assert int((ids == processor.image_token_id).sum()) == layout.num_tokens() + layout.num_newlines()
 
 
 def test_a_shrunk_map_becomes_tiles_and_a_small_one_keeps_its_crops():
-    shrunk = OneVisionLayout.for_onevision_image((1080, 1920))
+    shrunk = OneVisionLayout.for_image((1080, 1920))
     assert shrunk.resampled_from == (75, 135)  # unpadded 3 x 5 crops, then anyres_max_9
     assert (shrunk.rows, shrunk.cols) == (3, 4)  # ceil(60 / 27) x ceil(108 / 27) tiles
     assert (shrunk.valid_rows, shrunk.valid_cols) == ((0, 60), (0, 108))
     assert shrunk.view_names()[:3] == ["thumbnail", "tile 0,0", "tile 0,1"]
     # 60 x 108 = two full rows of tiles and a row of 6-token-high tiles
     assert shrunk.view_counts() == [729] + [729] * 8 + [6 * 27] * 4
-    small = OneVisionLayout.for_onevision_image((480, 640))
+    small = OneVisionLayout.for_image((480, 640))
     assert small.resampled_from is None and (small.rows, small.cols) == (2, 2)
     assert (small.valid_rows, small.valid_cols) == ((7, 47), (0, 54))  # letterbox rows removed
 
@@ -69,7 +69,7 @@ def test_tiles_hold_the_map_in_raster_order_and_zeros_outside():
 
 
 def test_count_rule_for_a_ratio():
-    layout = OneVisionLayout.for_onevision_image((1080, 1920))
+    layout = OneVisionLayout.for_image((1080, 1920))
     # ratio = kept / original visual tokens, newlines excluded: floor(0.25 * (729 + 60 * 108))
     assert keep_count(layout.num_tokens(), 0.25) == 1802
 

@@ -109,7 +109,7 @@ def test_batched_answers_equal_one_by_one_and_counts_follow_the_rule(lmm):
     assert [r.text for r in batched] == [r.text for r in single]
     for result, doc in zip(batched, task_dict["t"]["test"]):
         (image,) = result.token_counts.vtcompress["images"]
-        layout = OneVisionLayout.for_onevision_image((doc["images"][0].height, doc["images"][0].width))
+        layout = OneVisionLayout.for_image((doc["images"][0].height, doc["images"][0].width))
         assert image["tokens_before"] == layout.num_tokens()
         assert image["tokens_kept"] == keep_count(layout.num_tokens(), RATIO) == sum(image["views_kept"])
         assert image["newlines_kept"] == layout.num_newlines()
@@ -143,5 +143,5 @@ def test_command_line(workspace):
             sample = json.loads(line)
             (image,) = sample["token_counts"][0]["vtcompress"]["images"]
             width, height = synthetic.generate(kind, LIMIT)[sample["doc_id"]].image.size
-            layout = OneVisionLayout.for_onevision_image((height, width))
+            layout = OneVisionLayout.for_image((height, width))
             assert image["tokens_kept"] == keep_count(layout.num_tokens(), RATIO)
