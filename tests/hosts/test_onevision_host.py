@@ -184,3 +184,15 @@ def test_batch_of_shrunk_anyres_and_multi_image_samples_equals_one_by_one(tiny, 
         cursor += n
     assert together == alone
     assert [im.grid for im in handle.last_stats.images] == [(0, 0), (0, 0)]  # the two-image sample
+
+
+@torch.no_grad()
+def test_sdpa_stays_on_and_no_attention_weights_are_requested(tiny, model):
+    _, processor = tiny
+    batch = inputs(processor, [make_image(500, 300)])
+    handle = vtc.compress(model, "uniform", ratio=0.5)
+    out = model(**batch)
+    assert model.config._attn_implementation == "sdpa"
+    assert model.config.vision_config._attn_implementation == "sdpa"
+    assert out.attentions is None
+    handle.remove()
