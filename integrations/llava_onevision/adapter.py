@@ -129,7 +129,7 @@ class LlavaOnevisionHost(PlaceholderHost):
                 f"unpadded crop map {tuple(grid.shape[1:])} != layout's {layout.resampled_from}"
             )
         shrunk = nn.functional.interpolate(grid[None], list(layout.unpadded_shape), mode="bilinear")[0]
-        return layout, torch.cat([feats[:1], tile_map(shrunk, self.side)], dim=0)
+        return layout, torch.cat([feats[:1], tile_map(shrunk, layout)], dim=0)
 
     def _pack_image_features(self, image_features, image_sizes, image_newline=None, vision_aspect_ratio=None):
         """Replacement of LlavaOnevisionModel.pack_image_features: compress, then pack each image."""

@@ -16,8 +16,8 @@ see, so every kept token is a real LM token and the count depends on the image s
 * an image of a multi-image prompt is one 27x27 view (``N = 729``) plus one newline.
 
 The crop map is handed to compressors as 27x27 views: the real crops when the map was not shrunk
-(unpadded as LLaVA-NeXT's), else 27x27 tiles of the shrunk map (``resampled_from`` set), whose
-bottom row and right column of tiles may be partial (``valid_rows`` / ``valid_cols``). After
+(unpadded as LLaVA-NeXT's), else 27x27 tiles over the shrunk map (``resampled_from`` set), the
+map centred in the tile grid (``valid_rows`` / ``valid_cols``; outer tiles may be partial). After
 shrinking, an LM token is a bilinear mix of SigLIP patches, so it has no per-patch attention
 score; the methods this host serves score the projected tokens themselves.
 """
@@ -92,10 +92,12 @@ class OneVisionLayout(AnyResLayout):
         new_rows, new_cols = shrunk_shape(rows, cols, base.side, max_crops(vision_aspect_ratio))
         if (new_rows, new_cols) == (rows, cols):
             return cls(base.rows, base.cols, base.side, base.valid_rows, base.valid_cols)
+        # Tiles cover the shrunk map centred, as the real crops cover the letterboxed image, so the
+        # thumbnail's equal regions (GlobalCom²) meet the tiles about where crops would be.
         side = base.side
-        return cls(
-            -(-new_rows // side), -(-new_cols // side), side, (0, new_rows), (0, new_cols), (rows, cols)
-        )
+        tiles_h, tiles_w = -(-new_rows // side), -(-new_cols // side)
+        top, left = (tiles_h * side - new_rows) // 2, (tiles_w * side - new_cols) // 2
+        return cls(tiles_h, tiles_w, side, (top, top + new_rows), (left, left + new_cols), (rows, cols))
 
     @classmethod
     def single_view(cls, side: int = VIEW_PX // PATCH_PX) -> OneVisionLayout:
@@ -108,17 +110,24 @@ class OneVisionLayout(AnyResLayout):
         return [self.global_name, *tiles]
 
 
-def tile_map(crop_map: Tensor, side: int) -> Tensor:
-    """Cut an LM crop map into ``side x side`` views, zero-padded at the bottom and right.
+def tile_map(crop_map: Tensor, layout: OneVisionLayout) -> Tensor:
+    """Cut an LM crop map into the layout's ``side x side`` tiles, zeros around the map.
 
     Args:
-        crop_map: [D, R, C] (transformers' layout of the stitched, unpadded, shrunk crops).
+        crop_map: [D, R, C] (transformers' layout of the stitched, unpadded, shrunk crops), R x C
+            the layout's ``unpadded_shape``.
     Returns:
-        [ceil(R/side) * ceil(C/side), side*side, D], tiles in row-major order, raster inside.
+        [rows * cols, side*side, D], tiles in row-major order, raster inside; the map sits at
+        ``valid_rows`` x ``valid_cols`` of the tile grid.
     """
-    d, r, c = crop_map.shape
-    a, b = -(-r // side), -(-c // side)
-    padded = F.pad(crop_map, (0, b * side - c, 0, a * side - r))
-    # [D, a*side, b*side] -> [a, b, side, side, D]
-    tiles = padded.view(d, a, side, b, side).permute(1, 3, 2, 4, 0)
-    return tiles.reshape(a * b, side * side, d)
+    d = crop_map.shape[0]
+    side, (top, bottom), (left, right) = layout.side, layout.valid_rows, layout.valid_cols
+    if tuple(crop_map.shape[1:]) != (bottom - top, right - left):
+        raise ValueError(
+            f"crop map {tuple(crop_map.shape[1:])} does not fit the layout's {layout.unpadded_shape}"
+        )
+    pad = (left, layout.cols * side - right, top, layout.rows * side - bottom)
+    padded = F.pad(crop_map, pad)
+    # [D, rows*side, cols*side] -> [rows, cols, side, side, D]
+    tiles = padded.view(d, layout.rows, side, layout.cols, side).permute(1, 3, 2, 4, 0)
+    return tiles.reshape(layout.num_crops, side * side, d)

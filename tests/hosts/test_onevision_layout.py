@@ -50,22 +50,26 @@ def test_a_shrunk_map_becomes_tiles_and_a_small_one_keeps_its_crops():
     shrunk = OneVisionLayout.for_image((1080, 1920))
     assert shrunk.resampled_from == (75, 135)  # unpadded 3 x 5 crops, then anyres_max_9
     assert (shrunk.rows, shrunk.cols) == (3, 4)  # ceil(60 / 27) x ceil(108 / 27) tiles
-    assert (shrunk.valid_rows, shrunk.valid_cols) == ((0, 60), (0, 108))
+    assert (shrunk.valid_rows, shrunk.valid_cols) == ((10, 70), (0, 108))  # centred in 81 x 108
     assert shrunk.view_names()[:3] == ["thumbnail", "tile 0,0", "tile 0,1"]
-    # 60 x 108 = two full rows of tiles and a row of 6-token-high tiles
-    assert shrunk.view_counts() == [729] + [729] * 8 + [6 * 27] * 4
+    # 60 rows = 17 in the top row of tiles, 27 in the middle one, 16 in the bottom one
+    assert shrunk.view_counts() == [729] + [17 * 27] * 4 + [729] * 4 + [16 * 27] * 4
     small = OneVisionLayout.for_image((480, 640))
     assert small.resampled_from is None and (small.rows, small.cols) == (2, 2)
     assert (small.valid_rows, small.valid_cols) == ((7, 47), (0, 54))  # letterbox rows removed
 
 
-def test_tiles_hold_the_map_in_raster_order_and_zeros_outside():
+def test_tiles_hold_the_map_in_raster_order_and_zeros_around_it():
     crop_map = torch.randn(5, 30, 40)  # [D, R, C]
-    tiles = tile_map(crop_map, 27)  # 2 x 2 tiles
+    layout = OneVisionLayout(2, 2, 27, (12, 42), (7, 47), resampled_from=(50, 60))
+    tiles = tile_map(crop_map, layout)
     assert tiles.shape == (4, 729, 5)
     grid = tiles.view(2, 2, 27, 27, 5).permute(0, 2, 1, 3, 4).reshape(54, 54, 5)
-    assert torch.equal(grid[:30, :40], crop_map.permute(1, 2, 0))
-    assert not grid[30:].any() and not grid[:, 40:].any()
+    assert torch.equal(grid[12:42, 7:47], crop_map.permute(1, 2, 0))
+    grid[12:42, 7:47] = 0
+    assert not grid.any()
+    with pytest.raises(ValueError, match="does not fit"):
+        tile_map(torch.randn(5, 31, 40), layout)
 
 
 def test_count_rule_for_a_ratio():
