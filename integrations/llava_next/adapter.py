@@ -120,9 +120,7 @@ class LlavaNextAdapter(PlaceholderHost):
             if self.tower is None and feats.shape[1] != self.side * self.side:
                 raise ValueError(f"expected {self.side**2} tokens per view, got {feats.shape[1]}")
             size = tuple(int(x) for x in image_sizes[idx])
-            layout = AnyResLayout.for_image(
-                size, mcfg.image_grid_pinpoints, mcfg.vision_config.image_size, mcfg.vision_config.patch_size
-            )
+            layout = AnyResLayout.for_config(mcfg, size)
             if feats.shape[0] == 1:
                 layout = AnyResLayout.single_view(self.side)
             tokens = self._image_tokens(idx, feats, layout, slice(offset, offset + feats.shape[0]))

@@ -10,7 +10,7 @@ with one ``image_newline`` after each row.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -52,6 +52,12 @@ class AnyResLayout(GridLayout):
         ch, cw = select_best_resolution((h, w), [tuple(p) for p in grid_pinpoints])
         rows, cols = ch // view_px, cw // view_px
         return cls.from_grid(rows, cols, side, (h, w))
+
+    @classmethod
+    def for_config(cls, config: Any, image_size: tuple[int, int]) -> AnyResLayout:
+        """Layout of an image of ``(height, width)`` pixels for a ``LlavaNextConfig``."""
+        vision = config.vision_config
+        return cls.for_image(image_size, config.image_grid_pinpoints, vision.image_size, vision.patch_size)
 
     @classmethod
     def from_grid(cls, rows: int, cols: int, side: int, image_size: tuple[int, int]) -> AnyResLayout:
