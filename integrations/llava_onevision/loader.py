@@ -69,20 +69,44 @@ def load_compressed_onevision(
         ``(model, processor)``; ``vtcompress.get_handle(model)`` is the compression handle. Without
         torchvision the processor is image-only (see :mod:`.processing`).
     """
-    from transformers import LlavaOnevisionForConditionalGeneration
-
-    from vtcompress.integrations.llava_onevision.processing import load_processor
-
     config = onevision_config(method, ratio, method_options)  # fails before loading
     path = resolve_model_path(model)
     try:
-        onevision = LlavaOnevisionForConditionalGeneration.from_pretrained(path, **from_pretrained_kwargs)
+        onevision, processor = load_onevision(path, **from_pretrained_kwargs)
     except OSError as err:
         raise OSError(
             f"could not load LLaVA-OneVision weights from {path!r}: {err}\n"
             "Give a local directory or a hub id reachable from here, or model='tiny' for the offline tiny model."
         ) from err
-    processor = load_processor(path)
-    onevision.eval()
     compress(onevision, config)
     return onevision, processor
+
+
+def is_onevision_checkpoint(path: str | os.PathLike, **kwargs: Any) -> bool:
+    """Whether ``path`` (a directory or hub id that ``from_pretrained`` can read) holds a
+    LLaVA-OneVision config."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(path, **kwargs).model_type == "llava_onevision"
+
+
+def load_onevision(path: str | os.PathLike, **from_pretrained_kwargs: Any):
+    """``(model, processor)`` of a OneVision checkpoint, uncompressed (the image-only processor
+    where transformers' own cannot be built; see :mod:`.processing`)."""
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    from vtcompress.integrations.llava_onevision.processing import load_processor
+
+    model = LlavaOnevisionForConditionalGeneration.from_pretrained(path, **from_pretrained_kwargs)
+    hub = {k: v for k, v in from_pretrained_kwargs.items() if k in ("local_files_only", "revision", "token")}
+    return model.eval(), load_processor(path, **hub)
+
+
+def method_config(
+    model: Any, method: str | CompressionConfig, ratio: float | None = None
+) -> CompressionConfig:
+    """The config a command line or app uses for ``method`` on ``model``: this host's defaults
+    (:data:`NAME_DEFAULTS`) on a OneVision model, the config class's defaults elsewhere."""
+    if type(model).__name__ in ("LlavaOnevisionForConditionalGeneration", "LlavaOnevisionModel"):
+        return onevision_config(method, ratio)
+    return make_config(method, **explicit_options(ratio, None))
