@@ -17,7 +17,9 @@ from typing import Any
 
 import torch
 
+from vtcompress.api import compress as compressed_model
 from vtcompress.api import compressed
+from vtcompress.config import CompressionConfig
 from vtcompress.examples import DEFAULT_EXAMPLE, example
 from vtcompress.registry import make_config
 from vtcompress.stats import CompressionStats
@@ -100,6 +102,7 @@ def load(args: argparse.Namespace, device: torch.device):
 
     from vtcompress.integrations.llava_next.loader import ModelNotFoundError, locate_checkpoint
     from vtcompress.integrations.llava_next.tiny import is_random_tiny
+    from vtcompress.integrations.llava_onevision.loader import is_onevision_checkpoint, load_onevision
 
     try:
         path, kwargs = locate_checkpoint(args.model)
@@ -109,13 +112,18 @@ def load(args: argparse.Namespace, device: torch.device):
         print(f"note: the hub is not reachable; loading {args.model} from the local cache", file=sys.stderr)
     hf_logging.disable_progress_bar()
     try:
-        model = LlavaNextForConditionalGeneration.from_pretrained(path, dtype=DTYPES[args.dtype], **kwargs)
-        processor = AutoProcessor.from_pretrained(path, **kwargs)
+        if is_onevision_checkpoint(path, **kwargs):
+            model, processor = load_onevision(path, dtype=DTYPES[args.dtype], **kwargs)
+        else:
+            model = LlavaNextForConditionalGeneration.from_pretrained(
+                path, dtype=DTYPES[args.dtype], **kwargs
+            )
+            processor = AutoProcessor.from_pretrained(path, **kwargs)
     except (OSError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UsageError(
-            f"--model: cannot load a LLaVA-NeXT checkpoint from {args.model!r} ({first}); give a "
-            "LLaVA-NeXT checkpoint (e.g. llava-hf/llava-v1.6-mistral-7b-hf) or leave --model out"
+            f"--model: cannot load a LLaVA-NeXT or LLaVA-OneVision checkpoint from {args.model!r} ({first}); "
+            "give one (e.g. llava-hf/llava-v1.6-mistral-7b-hf) or leave --model out"
         ) from None
     return model.to(device).eval(), processor, is_random_tiny(path)
 
@@ -148,7 +156,7 @@ def _one_pass(model, inputs, clock: StageClock, stats_of) -> dict[str, float]:
     }
 
 
-def measure(model, inputs, method: str, ratio: float, warmup: int, repeats: int, device: torch.device):
+def measure(model, inputs, config: CompressionConfig, warmup: int, repeats: int, device: torch.device):
     """Time prefill passes of both variants; returns ``(uncompressed, compressed, last stats)``."""
     inner = model.model
     clock = StageClock({"vision tower": inner.vision_tower, "language model": inner.language_model}, device)
@@ -158,7 +166,7 @@ def measure(model, inputs, method: str, ratio: float, warmup: int, repeats: int,
     def run(variant: str) -> dict[str, float]:
         if variant == "uncompressed":
             return _one_pass(model, inputs, clock, lambda: None)
-        with compressed(model, method, ratio=ratio) as handle:
+        with compressed(model, config) as handle:
             handle.last_stats = None
             seconds = _one_pass(model, inputs, clock, lambda: handle.last_stats)
             last[0] = handle.last_stats
@@ -176,12 +184,12 @@ def measure(model, inputs, method: str, ratio: float, warmup: int, repeats: int,
     return results["uncompressed"], results["compressed"], last[0]
 
 
-def answer(model, processor, inputs, max_new_tokens: int, method: str | None, ratio: float) -> str:
+def answer(model, processor, inputs, max_new_tokens: int, config: CompressionConfig | None) -> str:
     with torch.inference_mode():
-        if method is None:
+        if config is None:
             out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
         else:
-            with compressed(model, method, ratio=ratio):
+            with compressed(model, config):
                 out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
     text = processor.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     # A model with random weights emits arbitrary bytes: keep the terminal readable.
@@ -274,6 +282,8 @@ def noise_warnings(base: Measured, comp: Measured, off: bool) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """The ``vtcompress run`` job; raises UsageError (one line, exit 2) on bad input."""
+    from vtcompress.integrations.llava_onevision.loader import method_config
+
     device = check_device(args.device)
     args.device_used = device
     image, question, described = choose_input(args)
@@ -289,13 +299,18 @@ def run(args: argparse.Namespace) -> int:
             "and FLOPs are real. For real answers: --model llava-hf/llava-v1.6-mistral-7b-hf (or a local "
             "directory)."
         )
+    config = method_config(model, args.method, args.ratio)  # a host's defaults for a method name
+    try:
+        compressed_model(model, config).remove()  # a host that cannot serve the method says so here
+    except ValueError as err:
+        raise UsageError(f"--method {args.method}: {err}") from None
     inputs = prompt_inputs(processor, image, question, device, DTYPES[args.dtype])
-    base, comp, stats = measure(model, inputs, args.method, args.ratio, args.warmup, args.repeats, device)
+    base, comp, stats = measure(model, inputs, config, args.warmup, args.repeats, device)
     if stats is None or not stats.images:
         raise RuntimeError(f"{args.method} at ratio {args.ratio} reported no statistics")
     answers = (
-        answer(model, processor, inputs, args.max_new_tokens, None, args.ratio),
-        answer(model, processor, inputs, args.max_new_tokens, args.method, args.ratio),
+        answer(model, processor, inputs, args.max_new_tokens, None),
+        answer(model, processor, inputs, args.max_new_tokens, config),
     )
     views, newlines, lengths, flops, note = views_and_lengths(stats)
     report(args, described, question, answers, views, newlines, lengths, flops, note, base, comp, off)

@@ -19,8 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default="tiny",
-        help='LLaVA-NeXT checkpoint: hub id, local directory, or "tiny" (default: the offline tiny '
-        "model with random weights; its answers are meaningless, the token views are real)",
+        help='LLaVA-NeXT or LLaVA-OneVision checkpoint: hub id, local directory, or "tiny" (default: '
+        "the offline tiny LLaVA-NeXT with random weights; its answers are meaningless, the token views "
+        "are real)",
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")

@@ -1,4 +1,5 @@
-"""The demo's model side: one LLaVA-NeXT loaded once, asked twice (compressed and not) per request.
+"""The demo's model side: one LLaVA-NeXT or LLaVA-OneVision loaded once, asked twice (compressed
+and not) per request.
 
 Compression hooks belong to the model object, so every generate call runs under one lock: while
 a compressed run holds the hooks, no other request may run uncompressed on the same model.
@@ -21,12 +22,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from vtcompress.api import compressed, get_handle
+from vtcompress.api import compress, compressed, get_handle
 from vtcompress.inputs import ImageLimits, to_rgb
 from vtcompress.integrations.demo import overlay
 from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.integrations.llava_next.prompt import chat_prompt
-from vtcompress.registry import available_methods, make_config
+from vtcompress.integrations.llava_onevision.layout import OneVisionLayout
+from vtcompress.integrations.llava_onevision.loader import method_config
+from vtcompress.registry import available_methods
 from vtcompress.stats import CompressionStats, ImageStats
 
 
@@ -111,11 +114,12 @@ def _printable(text: str) -> str:
 
 
 class DemoEngine:
-    """A LLaVA-NeXT model and processor shared by every request of the demo.
+    """A LLaVA-NeXT or LLaVA-OneVision model and processor shared by every request of the demo.
 
     Args:
-        model: an uncompressed ``LlavaNextForConditionalGeneration`` (eval mode).
-        processor: its ``LlavaNextProcessor``.
+        model: an uncompressed ``LlavaNextForConditionalGeneration`` or
+            ``LlavaOnevisionForConditionalGeneration`` (eval mode).
+        processor: its processor.
         name: shown on the page.
         random_weights: True for the offline tiny model (the page says its answers mean nothing).
         max_new_tokens: answer length limit.
@@ -144,6 +148,7 @@ class DemoEngine:
         self.view_px = cfg.vision_config.image_size
         self.patch_px = cfg.vision_config.patch_size
         self.side = self.view_px // self.patch_px
+        self.onevision = type(model).__name__ == "LlavaOnevisionForConditionalGeneration"
 
     @classmethod
     def from_pretrained(
@@ -153,11 +158,13 @@ class DemoEngine:
         dtype: str | torch.dtype | None = None,
         **kwargs: Any,
     ) -> DemoEngine:
-        """Load a LLaVA-NeXT checkpoint: ``"tiny"`` (offline, random weights), a hub id or a path."""
+        """Load a LLaVA-NeXT or LLaVA-OneVision checkpoint: ``"tiny"`` (a LLaVA-NeXT; offline,
+        random weights), a hub id or a path."""
         from transformers import AutoProcessor, LlavaNextForConditionalGeneration
 
         from vtcompress.integrations.llava_next.loader import ModelNotFoundError, locate_checkpoint
         from vtcompress.integrations.llava_next.tiny import is_random_tiny
+        from vtcompress.integrations.llava_onevision.loader import is_onevision_checkpoint, load_onevision
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if dtype is None or dtype == "auto":
@@ -167,8 +174,11 @@ class DemoEngine:
         try:
             # Fails at once, naming the fix, for a missing path or an unreachable, uncached hub id.
             path, hub_kwargs = locate_checkpoint(model)
-            llava = LlavaNextForConditionalGeneration.from_pretrained(path, dtype=dtype, **hub_kwargs)
-            processor = AutoProcessor.from_pretrained(path, **hub_kwargs)
+            if is_onevision_checkpoint(path, **hub_kwargs):
+                llava, processor = load_onevision(path, dtype=dtype, **hub_kwargs)
+            else:
+                llava = LlavaNextForConditionalGeneration.from_pretrained(path, dtype=dtype, **hub_kwargs)
+                processor = AutoProcessor.from_pretrained(path, **hub_kwargs)
         except ModelNotFoundError as err:  # its message already names the fix
             raise OSError(f"could not load a LLaVA-NeXT checkpoint from {str(model)!r}: {err}") from err
         except OSError as err:
@@ -178,7 +188,8 @@ class DemoEngine:
                 "llava-hf/llava-v1.6-mistral-7b-hf), or leave --model out for the offline tiny model."
             ) from err
         random_weights = Path(path).is_dir() and is_random_tiny(path)
-        name = "tiny LLaVA-NeXT (random weights)" if random_weights else str(model)
+        family = "LLaVA-OneVision" if type(llava).__name__.startswith("LlavaOnevision") else "LLaVA-NeXT"
+        name = f"tiny {family} (random weights)" if random_weights else str(model)
         return cls(llava.to(device), processor, name, random_weights, **kwargs)
 
     # --- input checks -------------------------------------------------------------------------
@@ -234,7 +245,7 @@ class DemoEngine:
             raise InputError(f"Unknown method {method!r}; choose one of: {', '.join(methods)}.")
         try:
             ratio = float(ratio)
-            make_config(method, ratio=ratio)
+            method_config(self.model, method, ratio)
         except (TypeError, ValueError) as err:
             raise InputError(f"Invalid setting: {err}") from err
         return method, ratio
@@ -269,9 +280,14 @@ class DemoEngine:
         inputs = inputs.to(self.model.device)
         if torch.is_floating_point(inputs["pixel_values"]):
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        config = method_config(self.model, method, ratio)  # a host's defaults for a method name
         with self.lock:
+            try:
+                compress(self.model, config).remove()  # a host that cannot serve the method says so
+            except ValueError as err:
+                raise InputError(f"{method} cannot run on this model: {err}") from err
             full = self._generate(inputs)
-            with compressed(self.model, method, ratio=ratio) as handle:
+            with compressed(self.model, config) as handle:
                 small = self._generate(inputs)
                 stats = handle.last_stats
         return self._comparison(image, inputs, method, ratio, full, small, stats)
@@ -280,7 +296,31 @@ class DemoEngine:
     def _layout(self, image_size: tuple[int, int], num_views: int) -> AnyResLayout:
         if num_views == 1:
             return AnyResLayout.single_view(self.side)
+        if self.onevision:
+            cfg = self.model.config
+            return OneVisionLayout.for_image(
+                image_size,
+                cfg.image_grid_pinpoints,
+                self.view_px,
+                self.patch_px,
+                vision_aspect_ratio=cfg.vision_aspect_ratio,
+            )
         return AnyResLayout.for_config(self.model.config, image_size)
+
+    def _tile_pixels(self, image: Image.Image, layout: OneVisionLayout) -> list[np.ndarray]:
+        """What each tile of a shrunk OneVision crop map shows: the image resized to one
+        ``patch_px`` square per token of the map, centred in the tile grid (grey around it)."""
+        (top, bottom), (left, right) = layout.valid_rows, layout.valid_cols
+        p, side = self.patch_px, layout.side
+        canvas = np.full((layout.rows * side * p, layout.cols * side * p, 3), 128, dtype=np.uint8)
+        resized = image.resize(((right - left) * p, (bottom - top) * p), Image.Resampling.BICUBIC)
+        canvas[top * p : bottom * p, left * p : right * p] = np.asarray(resized)
+        size = side * p
+        return [
+            canvas[r * size : (r + 1) * size, c * size : (c + 1) * size]
+            for r in range(layout.rows)
+            for c in range(layout.cols)
+        ]
 
     def _view_pixels(self, pixel_values: torch.Tensor) -> list[np.ndarray]:
         ip = self.processor.image_processor
@@ -302,7 +342,10 @@ class DemoEngine:
         image_size = (image.height, image.width)
         pixel_values = inputs["pixel_values"][0]
         layout = self._layout(image_size, pixel_values.shape[0])
-        pixel_values = pixel_values[: layout.num_views]
+        if getattr(layout, "resampled_from", None):  # OneVision shrank the crops: show its tiles
+            pictures = self._view_pixels(pixel_values[:1]) + self._tile_pixels(image, layout)
+        else:
+            pictures = self._view_pixels(pixel_values[: layout.num_views])
         # The pipeline reports every call with images, ratio 1.0 included.
         im: ImageStats = stats.images[0]
         sample = stats.samples[0]
@@ -312,14 +355,15 @@ class DemoEngine:
             else []
         )
         views, has_sizes, has_sources = [], False, False
-        for v, pixels in enumerate(self._view_pixels(pixel_values)):
+        seen = self.side * self.patch_px  # SigLIP at 384 px sees 27 patches of 14: 378 px
+        for v, pixels in enumerate(p[:seen, :seen] for p in pictures):
             vs = im.views[v]
             has_sizes |= vs.sizes is not None
             has_sources |= vs.sources is not None
             picture = overlay.render_view(pixels, self.side, vs.positions, valid[v], vs.sizes, vs.sources)
             views.append(ViewPicture(vs.name, vs.original, vs.kept, picture))
         note = im.note
-        if make_config(method, ratio=ratio).is_off:
+        if method_config(self.model, method, ratio).is_off:
             note = "Ratio 1.0 switches compression off: both runs are the same model, token for token."
         return Comparison(
             method=method,

@@ -56,6 +56,14 @@ def _docowl(dtype: torch.dtype):
     return model.to(dtype), processor
 
 
+@functools.cache
+def _onevision(dtype: torch.dtype):
+    from vtcompress.integrations.llava_onevision.tiny import build_tiny_onevision
+
+    model, processor = build_tiny_onevision(seed=0)
+    return model.to(dtype), processor
+
+
 def _docowl_prompt(question: str, images: int) -> str:
     from vtcompress.integrations.docowl.processing import IMAGE_MARKER, mplug_owl2_prompt
 
@@ -75,6 +83,18 @@ HOSTS = [
         _docowl_prompt,
         lambda model: model.config.image_token_id,
         method_options={"pitome": {"metric": "projected"}, "tome": {"metric": "projected"}},
+    ),
+    HostCase(
+        "llava_onevision",
+        _onevision,
+        lambda q, n: "<|im_start|>user\n" + "<image>\n" * n + f"{q}<|im_end|>\n<|im_start|>assistant\n",
+        lambda model: model.config.image_token_id,
+        # SigLIP has no [CLS]: GlobalCom²'s feature-only score, merging on the LM tokens themselves.
+        method_options={
+            "globalcom2": {"score": "mean_cos"},
+            "pitome": {"metric": "projected"},
+            "tome": {"metric": "projected"},
+        },
     ),
 ]
 

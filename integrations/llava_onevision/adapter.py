@@ -1,0 +1,186 @@
+"""LLaVA-OneVision (transformers 5.x) host: removable hooks around the stock model.
+
+What it installs (all undone by ``remove()``):
+* ``pack_image_features`` on the inner ``LlavaOnevisionModel``: where per-view projected
+  features exist; it stitches, unpads and shrinks the crops exactly as the stock code does, runs
+  the method on the LM's own tokens (see :mod:`.layout`) and packs the kept ones with the
+  newlines;
+* ``get_image_features`` (signature kept: generate() selects arguments by it): turns capture on,
+  and returns the features already computed for the same pixels in this call;
+* ``forward`` and ``generate`` of the outer model: the prompt surgery of
+  :class:`~vtcompress.integrations.placeholder_host.PlaceholderHost`.
+
+What it provides: the base view as a global view (GlobalCom²'s thumbnail). Not provided:
+[CLS] attention (SigLIP has no [CLS], and no layer of the checkpoint attends over the features
+the projector gets: the tower was cut below its last layer), vision hidden states (after
+anyres_max shrinking an LM token is a mix of patches, so a patch's hidden state is not a
+token's) and in-tower merging (written for towers with [CLS]). Videos pass through
+uncompressed.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformers.models.llava_onevision.modeling_llava_onevision import unpad_image
+
+from vtcompress.api import CompressionHandle
+from vtcompress.config import GLOBAL_VIEW, CompressionConfig
+from vtcompress.integrations.llava_next.layout import AnyResLayout, pack_views
+from vtcompress.integrations.llava_onevision.layout import OneVisionLayout, tile_map
+from vtcompress.integrations.placeholder_host import PlaceholderHost
+from vtcompress.pipeline import image_stats
+from vtcompress.tokens import ImageTokens
+
+MODEL_CLASSES = ("LlavaOnevisionForConditionalGeneration", "LlavaOnevisionModel")
+SERVED = (
+    "SigLIP has no [CLS]: this host serves globalcom2 (score='mean_cos'), pitome and tome "
+    "(metric='projected'), uniform and random"
+)
+
+
+class LlavaOnevisionHost(PlaceholderHost):
+    model_names = "LlavaOnevisionForConditionalGeneration, LlavaOnevisionModel"
+    provides = frozenset({GLOBAL_VIEW})
+
+    @staticmethod
+    def supports(model: nn.Module) -> bool:
+        return type(model).__name__ in MODEL_CLASSES
+
+    def __init__(self, model: nn.Module, config: CompressionConfig, handle: CompressionHandle) -> None:
+        self.inner = model.model if type(model).__name__ == MODEL_CLASSES[0] else model
+        mcfg = self.inner.config
+        if mcfg.vision_feature_select_strategy != "full":
+            raise ValueError(
+                "vtcompress supports LLaVA-OneVision with vision_feature_select_strategy='full' "
+                "(SigLIP has no [CLS] to drop; the published checkpoints use 'full')"
+            )
+        vision = self.inner.vision_tower
+        self.side = mcfg.vision_config.image_size // mcfg.vision_config.patch_size
+        num_layers = len(getattr(vision, "vision_model", vision).encoder.layers)
+        layer = mcfg.vision_feature_layer if isinstance(mcfg.vision_feature_layer, int) else -1
+        score_layer = min(layer % (num_layers + 1), num_layers - 1)
+        try:
+            super().__init__(model, config, handle, score_layer, num_layers)
+        except ValueError as err:
+            if "does not provide" not in str(err):
+                raise
+            raise ValueError(f"{err}. {SERVED}") from None
+        self.image_token_id, self.text_config = mcfg.image_token_id, mcfg.text_config
+        self.time_vision(vision, lambda: self.inner.device)
+        self.patch(self.inner, "pack_image_features", self._pack_image_features)
+        self.patch(
+            self.inner, "get_image_features", self._wrap_get_image_features(self.inner.get_image_features)
+        )
+        self.patch_prompt_surgery(model)
+
+    # --- encoding and compression ----------------------------------------------------------------
+    def _wrap_get_image_features(self, original):
+        @functools.wraps(original)
+        def get_image_features(pixel_values, image_sizes, *args, **kwargs):
+            encoded = self.encoded_for(pixel_values)
+            if encoded is not None:
+                return encoded
+            self.begin()
+            try:
+                return original(pixel_values, image_sizes, *args, **kwargs)
+            finally:
+                self.end()
+
+        return get_image_features
+
+    def _views(self, feats: Tensor, size: tuple[int, int], aspect: str) -> tuple[OneVisionLayout, Tensor]:
+        """One image's layout and its [V, side*side, D] views (base first) for the compressor.
+
+        feats: [1 + crops, side*side, D] projected features of the image's SigLIP views.
+        """
+        mcfg = self.inner.config
+        if feats.shape[1] != self.side**2:
+            raise ValueError(f"expected {self.side**2} tokens per view, got {feats.shape[1]}")
+        if feats.shape[0] == 1:  # an image of a multi-image prompt: one view
+            return OneVisionLayout.single_view(self.side), feats
+        layout = OneVisionLayout.for_image(
+            size,
+            mcfg.image_grid_pinpoints,
+            mcfg.vision_config.image_size,
+            mcfg.vision_config.patch_size,
+            vision_aspect_ratio=aspect,
+        )
+        if layout.resampled_from is None:
+            if feats.shape[0] != 1 + layout.num_crops:
+                raise ValueError(
+                    f"image of {size} should have {1 + layout.num_crops} views, got {feats.shape[0]}"
+                )
+            return layout, feats
+        # The stock steps (modeling_llava_onevision.pack_image_features), same ops in the same order,
+        # so that keeping every token reproduces the stock features bit for bit.
+        crops = feats[1:]
+        base = AnyResLayout.for_image(
+            size, mcfg.image_grid_pinpoints, mcfg.vision_config.image_size, mcfg.vision_config.patch_size
+        )
+        grid = crops.view(base.rows, base.cols, self.side, self.side, -1)
+        grid = grid.permute(4, 0, 2, 1, 3).contiguous().flatten(1, 2).flatten(2, 3)
+        grid = unpad_image(grid, list(size))
+        if tuple(grid.shape[1:]) != layout.resampled_from:
+            raise RuntimeError(
+                f"unpadded crop map {tuple(grid.shape[1:])} != layout's {layout.resampled_from}"
+            )
+        shrunk = nn.functional.interpolate(grid[None], list(layout.unpadded_shape), mode="bilinear")[0]
+        return layout, torch.cat([feats[:1], tile_map(shrunk, layout)], dim=0)
+
+    def _pack_image_features(self, image_features, image_sizes, image_newline=None, vision_aspect_ratio=None):
+        """Replacement of LlavaOnevisionModel.pack_image_features: compress, then pack each image."""
+        aspect = vision_aspect_ratio or self.inner.config.vision_aspect_ratio
+        if not self.capturing:  # called from elsewhere (e.g. a user): stock behaviour
+            return type(self.inner).pack_image_features(
+                self.inner, image_features, image_sizes, image_newline, aspect
+            )
+        policy = getattr(self.config, "newline", "unpadded")
+        packed = []
+        for idx, feats in enumerate(image_features):
+            size = tuple(int(x) for x in image_sizes[idx])
+            layout, views = self._views(feats, size, aspect)
+            tokens = ImageTokens(
+                views, layout, index=idx, score_layer=self.score_layer, num_layers=self.num_layers
+            )
+            outs, seconds = self.compress(tokens)
+            seq = pack_views(
+                layout,
+                [o.positions for o in outs],
+                [o.features for o in outs],
+                image_newline,
+                "unpadded" if self.off else policy,
+            )
+            packed.append(seq)
+            self.stats.compress_seconds += seconds
+            kept = sum(o.num_kept for o in outs)
+            self.stats.images.append(
+                image_stats(
+                    layout,
+                    outs,
+                    self.config,
+                    index=idx,
+                    image_size=size,
+                    seconds=seconds,
+                    newlines_before=layout.num_newlines("unpadded"),
+                    newlines_after=seq.shape[0] - kept,
+                    note="anyres_max shrank the crops: views are tiles of the shrunk map"
+                    if layout.resampled_from
+                    else "",
+                )
+            )
+        lens = torch.tensor([s.shape[0] for s in packed], dtype=torch.long, device=image_features[0].device)
+        return packed, lens
+
+    # --- prompt surgery --------------------------------------------------------------------------
+    def encode(self, call: dict[str, Any]) -> tuple[Any, list[int]]:
+        # As the stock forward: vision_aspect_ratio comes from the config (forward ignores its own).
+        keys = ("vision_feature_layer", "vision_feature_select_strategy", "batch_num_images")
+        extra = {k: call[k] for k in keys if call.get(k) is not None}
+        features = self.inner.get_image_features(
+            call["pixel_values"], call["image_sizes"], return_dict=True, **extra
+        )
+        return features, [int(f.shape[0]) for f in features.pooler_output]
