@@ -139,14 +139,18 @@ class LlavaOnevisionHost(PlaceholderHost):
                 self.inner, image_features, image_sizes, image_newline, aspect
             )
         policy = getattr(self.config, "newline", "unpadded")
-        packed = []
+        images, sizes = [], []
         for idx, feats in enumerate(image_features):
             size = tuple(int(x) for x in image_sizes[idx])
             layout, views = self._views(feats, size, aspect)
-            tokens = ImageTokens(
-                views, layout, index=idx, score_layer=self.score_layer, num_layers=self.num_layers
+            images.append(
+                ImageTokens(views, layout, index=idx, score_layer=self.score_layer, num_layers=self.num_layers)
             )
-            outs, seconds = self.compress(tokens)
+            sizes.append(size)
+        results, seconds = self.compress_all(images)  # the whole batch in one call
+        packed = []
+        for idx, result in enumerate(results):
+            layout, outs = result.layout, result.views
             seq = pack_views(
                 layout,
                 [o.positions for o in outs],
@@ -155,23 +159,22 @@ class LlavaOnevisionHost(PlaceholderHost):
                 "unpadded" if self.off else policy,
             )
             packed.append(seq)
-            self.stats.compress_seconds += seconds
-            kept = sum(o.num_kept for o in outs)
             self.stats.images.append(
                 image_stats(
                     layout,
                     outs,
                     self.config,
                     index=idx,
-                    image_size=size,
-                    seconds=seconds,
+                    image_size=sizes[idx],
+                    seconds=seconds / len(results),
                     newlines_before=layout.num_newlines("unpadded"),
-                    newlines_after=seq.shape[0] - kept,
+                    newlines_after=seq.shape[0] - result.num_kept,
                     note="anyres_max shrank the crops: views are tiles of the shrunk map"
                     if layout.resampled_from
                     else "",
                 )
             )
+        self.stats.compress_seconds += seconds
         lens = torch.tensor([s.shape[0] for s in packed], dtype=torch.long, device=image_features[0].device)
         return packed, lens
 

@@ -224,7 +224,9 @@ def _exact_plan(layout: Layout, config: GlobalCom2Config) -> Plan:
     r, n = config.ratio, layout.num_crops
     h, w = layout.view_grid
     thumb_k = keep_count(layout.view_tokens, r)
-    plan = Plan(thumb_k=thumb_k, total=keep_count(layout.num_tokens(), r))
+    plan = Plan(
+        thumb_k=thumb_k, total=keep_count(layout.num_tokens(), r), budgets_thumb=torch.tensor([thumb_k])
+    )
     if not layout.has_crops:
         return plan
     counts = layout.crop_valid_mask().sum(1)
@@ -251,7 +253,6 @@ def _exact_plan(layout: Layout, config: GlobalCom2Config) -> Plan:
         "counts_f64": counts.double(),
         "crop_total": crop_total,
         "rounds": 1 if one_round else max(int(valid_crops.sum()), 1),
-        "budgets_thumb": torch.tensor([thumb_k]),
     }
     return plan
 
