@@ -48,6 +48,11 @@ def load_compressed_docowl(*args: Any, **kwargs: Any):
     return _loader("docowl")(*args, **kwargs)
 
 
+def load_compressed_qwen2_5_vl(*args: Any, **kwargs: Any):
+    """See :func:`vtcompress.integrations.qwen2_5_vl.load_compressed_qwen2_5_vl`."""
+    return _loader("qwen2_5_vl")(*args, **kwargs)
+
+
 __all__ = [
     "CompressionConfig",
     "CompressionHandle",
@@ -70,6 +75,7 @@ __all__ = [
     "get_handle",
     "load_compressed_docowl",
     "load_compressed_llava",
+    "load_compressed_qwen2_5_vl",
     "register_adapter",
     "register_method",
 ]
