@@ -33,21 +33,29 @@ class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
 
 
 def load_processor(path: str | os.PathLike, **kwargs: Any):
-    """The checkpoint's processor: the stock one where torchvision is installed, else images only."""
+    """The checkpoint's processor: the stock one where torchvision is installed (and the
+    checkpoint has a processor config), else an image-only one from its tokenizer and image
+    processor config."""
+    from transformers import AutoTokenizer, ProcessorMixin
+
     try:
         import torchvision  # noqa: F401
     except ImportError:
-        from transformers import AutoTokenizer
+        pass
+    else:
+        from transformers import AutoProcessor
 
-        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-        image_processor = Qwen2VLImageProcessorPil.from_pretrained(path, **kwargs)
-        template = getattr(tokenizer, "chat_template", None)
-        return ImageOnlyQwen2_5_VLProcessor(
-            image_processor=image_processor, tokenizer=tokenizer, video_processor=None, chat_template=template
-        )
-    from transformers import AutoProcessor
-
-    return AutoProcessor.from_pretrained(path, **kwargs)
+        processor = AutoProcessor.from_pretrained(path, **kwargs)
+        if isinstance(processor, ProcessorMixin):
+            return processor
+    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    image_processor = Qwen2VLImageProcessorPil.from_pretrained(path, **kwargs)
+    return ImageOnlyQwen2_5_VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=None,
+        chat_template=getattr(tokenizer, "chat_template", None),
+    )
 
 
 def merged_grid(

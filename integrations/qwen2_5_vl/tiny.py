@@ -137,7 +137,10 @@ def save_tiny_qwen2_5_vl(path: str | os.PathLike | None = None, seed: int = 0) -
     path = Path(path) if path is not None else default_tiny_path()
     model, processor = build_tiny_qwen2_5_vl(seed)
     model.save_pretrained(path)
-    processor.save_pretrained(path)
+    # The image-only processor has no video processor to save: its parts are saved one by one
+    # (processing.load_processor reads them back).
+    processor.tokenizer.save_pretrained(path)
+    processor.image_processor.save_pretrained(path)
     (path / "vtcompress.json").write_text(
         json.dumps({"name": TINY_NAME, "seed": seed, "random_weights": True})
     )
