@@ -1,7 +1,7 @@
 """lmms-eval plugin: compressed models as lmms-eval models, found through entry points.
 
-After ``pip install "vtcompress[eval]"`` lmms-eval lists the models ``vtcompress_llava_next`` and
-``vtcompress_docowl`` (mPLUG-DocOwl1.5)::
+After ``pip install "vtcompress[eval]"`` lmms-eval lists the models ``vtcompress_llava_next``,
+``vtcompress_docowl`` (mPLUG-DocOwl1.5) and ``vtcompress_qwen2_5_vl`` (Qwen2.5-VL)::
 
     lmms-eval --model vtcompress_llava_next \
         --model_args pretrained=llava-hf/llava-v1.6-vicuna-7b-hf,method=globalcom2,ratio=0.25,batch_size=8 \
@@ -10,7 +10,7 @@ After ``pip install "vtcompress[eval]"`` lmms-eval lists the models ``vtcompress
 Registration is the ``lmms_eval.models`` entry point of this distribution, which names
 :func:`model_manifests`. This module imports nothing from lmms-eval at import time, so
 ``import vtcompress`` never needs the extra; the model modules (:mod:`.model`,
-:mod:`.llava_next_model`, :mod:`.docowl_model`) do need it.
+:mod:`.llava_next_model`, :mod:`.docowl_model`, :mod:`.qwen2_5_vl_model`) do need it.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ LLAVA_NEXT_MODEL_ID = "vtcompress_llava_next"
 LLAVA_NEXT_CLASS_PATH = "vtcompress.integrations.lmms_eval.llava_next_model.CompressedLlavaNext"
 DOCOWL_MODEL_ID = "vtcompress_docowl"
 DOCOWL_CLASS_PATH = "vtcompress.integrations.lmms_eval.docowl_model.CompressedDocOwl"
+QWEN2_5_VL_MODEL_ID = "vtcompress_qwen2_5_vl"
+QWEN2_5_VL_CLASS_PATH = "vtcompress.integrations.lmms_eval.qwen2_5_vl_model.CompressedQwen2_5_VL"
 EXTRA_HINT = 'the lmms-eval plugin needs lmms-eval: pip install "vtcompress[eval]"'
 
 
@@ -31,6 +33,7 @@ def model_manifests() -> list:
     return [
         ModelManifest(model_id=LLAVA_NEXT_MODEL_ID, simple_class_path=LLAVA_NEXT_CLASS_PATH),
         ModelManifest(model_id=DOCOWL_MODEL_ID, simple_class_path=DOCOWL_CLASS_PATH),
+        ModelManifest(model_id=QWEN2_5_VL_MODEL_ID, simple_class_path=QWEN2_5_VL_CLASS_PATH),
     ]
 
 
@@ -40,5 +43,7 @@ __all__ = [
     "EXTRA_HINT",
     "LLAVA_NEXT_CLASS_PATH",
     "LLAVA_NEXT_MODEL_ID",
+    "QWEN2_5_VL_CLASS_PATH",
+    "QWEN2_5_VL_MODEL_ID",
     "model_manifests",
 ]
