@@ -37,7 +37,7 @@ from vtcompress.api import CompressionHandle
 from vtcompress.config import CompressionConfig
 from vtcompress.integrations.placeholder_host import PlaceholderHost
 from vtcompress.integrations.qwen2_5_vl.layout import Qwen2_5_VLLayout
-from vtcompress.pipeline import image_stats
+from vtcompress.pipeline import check_applicable, image_stats
 from vtcompress.sequence import ShortenedBatch, compact_rows
 from vtcompress.tokens import ImageTokens
 
@@ -64,13 +64,9 @@ class Qwen2_5_VLAdapter(PlaceholderHost):
         self.inner = model.model
         vision = self.inner.visual
         num_layers = len(vision.blocks)
+        check_served(config, num_layers)
         # The merger reads the last block's output: score_layer names that block.
-        try:
-            super().__init__(model, config, handle, num_layers - 1, num_layers)
-        except ValueError as err:
-            if "does not provide" not in str(err):
-                raise
-            raise ValueError(f"{err}. {SERVED}") from None
+        super().__init__(model, config, handle, num_layers - 1, num_layers)
         self.image_token_id = model.config.image_token_id
         self.text_config = model.config.text_config
         self.merge = vision.spatial_merge_size
@@ -113,8 +109,9 @@ class Qwen2_5_VLAdapter(PlaceholderHost):
         layout = Qwen2_5_VLLayout.from_grid_thw(thw, self.merge)
         if features.shape[0] != layout.num_tokens():
             raise RuntimeError(f"image {index}: {features.shape[0]} features for a {layout.grid} token grid")
-        tokens = ImageTokens(features[None], layout, index=index, score_layer=self.score_layer,
-                             num_layers=self.num_layers)  # fmt: skip
+        tokens = ImageTokens(
+            features[None], layout, index=index, score_layer=self.score_layer, num_layers=self.num_layers
+        )
         outs, seconds = self.compress(tokens)
         out = outs[0]
         positions = out.positions.detach().cpu().long()
@@ -180,3 +177,15 @@ class Qwen2_5_VLAdapter(PlaceholderHost):
         new["mm_encoder_outputs"], self._encoded = {"image": self._encoded}, None
         new["position_ids"] = kept
         return new
+
+
+def check_served(config: CompressionConfig, num_layers: int = 32) -> None:
+    """Raise ValueError when this host cannot serve ``config``, naming what is missing and what
+    it serves (``num_layers``: the vision tower's depth, 32 in the published checkpoints)."""
+    host = f"{Qwen2_5_VLAdapter.__name__} ({Qwen2_5_VLAdapter.model_names})"
+    try:
+        check_applicable(config, host, Qwen2_5_VLAdapter.provides, num_layers - 1, num_layers)
+    except ValueError as err:
+        if "does not provide" not in str(err):
+            raise
+        raise ValueError(f"{err}. {SERVED}") from None

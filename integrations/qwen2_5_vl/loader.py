@@ -54,15 +54,13 @@ def load_compressed_qwen2_5_vl(
     """
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from vtcompress.integrations.qwen2_5_vl.adapter import Qwen2_5_VLAdapter
+    from vtcompress.integrations.qwen2_5_vl.adapter import check_served
     from vtcompress.integrations.qwen2_5_vl.processing import load_processor
-    from vtcompress.pipeline import check_applicable
 
     config = make_config(method, **explicit_options(ratio, method_options))  # fails before loading
     # Refuse before loading. The tower depth is not known yet: 32, the published checkpoints'
     # (the capabilities this host lacks do not depend on it).
-    check_applicable(config, "Qwen2_5_VLAdapter (Qwen2_5_VLForConditionalGeneration)",
-                     Qwen2_5_VLAdapter.provides, 31, 32)  # fmt: skip
+    check_served(config)
     path = resolve_model_path(model)
     try:
         qwen = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, **from_pretrained_kwargs)
