@@ -168,3 +168,20 @@ def test_forward_continues_from_the_cache(model):
     whole["attention_mask"] = torch.cat([call["attention_mask"], torch.ones_like(nxt)], 1)
     whole["mm_token_type_ids"] = torch.cat([call["mm_token_type_ids"], torch.zeros_like(nxt)], 1)
     torch.testing.assert_close(step, model(**whole).logits[:, -1], atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("method", ["uniform", "pitome"])
+def test_batched_greedy_generate_equals_a_greedy_forward_loop(model, method):
+    """Left padding, mixed sizes, two images in one prompt: generate's carried positions equal
+    the positions a forward recomputes from the uncompressed prompt at every step."""
+    call = batch()
+    vtc.compress(model, method, ratio=0.3, **SERVED[method])
+    out = model.generate(**call, max_new_tokens=3, do_sample=False)
+    step = dict(call)
+    for _ in range(3):
+        nxt = model(**step).logits[:, -1].argmax(-1, keepdim=True)
+        step["input_ids"] = torch.cat([step["input_ids"], nxt], 1)
+        step["attention_mask"] = torch.cat([step["attention_mask"], torch.ones_like(nxt)], 1)
+        step["mm_token_type_ids"] = torch.cat([step["mm_token_type_ids"], torch.zeros_like(nxt)], 1)
+    assert torch.equal(out, step["input_ids"])
