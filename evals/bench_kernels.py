@@ -44,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+from vtcompress.hints import install_command
 from vtcompress.kernels import reference
 
 MiB = 2**20
@@ -143,7 +144,7 @@ def implementations(device: torch.device, chunk_size: int | None) -> dict[str, d
         try:
             from vtcompress.kernels import triton_ops
         except ImportError:
-            print('# triton not installed (pip install "vtcompress[kernels]"): no triton column')
+            print(f"# triton not installed ({install_command('kernels')}): no triton column")
         else:
             impls["triton"] = {
                 "cosine_topk": triton_ops.cosine_topk,

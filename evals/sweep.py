@@ -10,7 +10,9 @@ by every method. Finished runs are reused unless --rerun. Writes to --out:
 ``results.csv`` / ``results.md`` (one row per method, ratio, task, metric, with the mean visual
 tokens kept and the mean analytic prefill FLOPs from the logged samples) and ``score_vs_ratio.png``
 / ``score_vs_flops.png`` (each task's primary metric). lmms-eval exits 0 even when every request
-failed, so a run counts as done only when its results file exists; empty answers are counted.
+failed, so a run counts as done only when its results file exists; empty answers are counted, and
+so are the samples the model could not process (logged with their error): the sweep ends by
+saying how many failed and exits with code 1 if any did.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class Row:
     score: float
     samples: int
     empty_answers: int
+    failed: int
     visual_tokens_before: float
     visual_tokens_kept: float
     kept_fraction: float
@@ -145,7 +148,7 @@ def _mean(values: list[float]) -> float:
 
 def sample_summary(samples_file: Path) -> dict[str, float]:
     """Means over the logged samples of one task: tokens, FLOPs, prefill time, empty answers."""
-    records, empty = [], 0
+    records, empty, failed = [], 0, 0
     for line in samples_file.read_text().splitlines():
         sample = json.loads(line)
         answer = sample.get("filtered_resps", sample.get("resps"))
@@ -153,13 +156,17 @@ def sample_summary(samples_file: Path) -> dict[str, float]:
             answer = answer[0] if answer else ""
         empty += not str(answer).strip()
         counts = (sample.get("token_counts") or [None])[0] or {}
-        if "vtcompress" in counts:
-            records.append(counts["vtcompress"])
+        record = counts.get("vtcompress")
+        if record and record.get("failed"):
+            failed += 1
+        elif record:
+            records.append(record)
     flops_before = _mean([r["prefill_flops_before"] for r in records])
     flops_after = _mean([r["prefill_flops_after"] for r in records])
     return {
-        "samples": len(records),
+        "samples": len(records) + failed,
         "empty_answers": empty,
+        "failed": failed,
         "visual_tokens_before": _mean([r["visual_tokens_before"] for r in records]),
         "visual_tokens_kept": _mean([r["visual_tokens_kept"] for r in records]),
         "kept_fraction": _mean([r["kept_fraction"] for r in records]),
@@ -199,13 +206,17 @@ def write_table(rows: list[Row], out: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(asdict(r) for r in rows)
-    header = "| method | ratio | task | metric | score | visual tokens kept | kept | prefill GFLOPs | prefill s | empty |"
-    lines = [header, "|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+    header = (
+        "| method | ratio | task | metric | score | visual tokens kept | kept | prefill GFLOPs | prefill s "
+        "| empty | failed |"
+    )
+    lines = [header, "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(
             f"| {r.method} | {r.ratio:g} | {r.task} | {r.metric} | {r.score:.4f} | "
             f"{r.visual_tokens_kept:.1f} / {r.visual_tokens_before:.1f} | {r.kept_fraction:.3f} | "
-            f"{r.prefill_flops / 1e9:.3f} | {r.prefill_seconds:.3f} | {r.empty_answers}/{r.samples} |"
+            f"{r.prefill_flops / 1e9:.3f} | {r.prefill_seconds:.3f} | {r.empty_answers}/{r.samples} "
+            f"| {r.failed}/{r.samples} |"
         )
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
@@ -286,8 +297,23 @@ def main(argv: list[str] | None = None) -> list[Row]:
     write_table(rows, out)
     plot(primary_rows(rows, args.metric), out)
     print((out / "results.md").read_text())
+    print(failure_summary(rows))
     return rows
 
 
+def failure_summary(rows: list[Row]) -> str:
+    """One line: how many samples failed, over every run and task (each task counted once)."""
+    per_task = {(r.method, r.ratio, r.task): (r.failed, r.samples) for r in rows}
+    failed = sum(f for f, _ in per_task.values())
+    total = sum(n for _, n in per_task.values())
+    where = ", ".join(f"{m} r={ratio:g} {t}: {f}" for (m, ratio, t), (f, _) in per_task.items() if f)
+    line = f"sweep: {failed} of {total} samples failed"
+    return line + (f" ({where}; their errors are in the runs' *_samples_*.jsonl)" if failed else "")
+
+
+def exit_code(rows: list[Row]) -> int:
+    return 1 if any(r.failed for r in rows) else 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_code(main()))

@@ -123,9 +123,11 @@ def backend_for(*tensors: Tensor | None, k: int | None = None) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _warn_missing_triton() -> None:
+    from vtcompress.hints import install_command
+
     warnings.warn(
         "triton is not installed, so vtcompress.kernels runs its torch reference on CUDA tensors; "
-        'pip install "vtcompress[kernels]" for the Triton kernels.',
+        f"{install_command('kernels')} for the Triton kernels.",
         RuntimeWarning,
         stacklevel=4,
     )

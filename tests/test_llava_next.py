@@ -51,9 +51,15 @@ def test_kept_counts_follow_the_exact_budget_rule(model, processor, method, shap
     assert stats.views[0].kept == keep_count(576, 0.25) or method != "globalcom2"
     assert sum(v.kept for v in stats.views) == stats.tokens_after
     assert out.shape[1] == inputs["input_ids"].shape[1] - (stats.tokens_before - stats.tokens_after)
-    for view in stats.views[1:]:  # kept crop positions lie in the unpadded region
+    (top, bottom), (left, right) = layout.valid_rows, layout.valid_cols
+    for j, view in enumerate(stats.views[1:]):  # kept crop positions lie in the unpadded region
+        assert view.name == f"crop {j // layout.cols},{j % layout.cols}"
         assert view.kept <= view.original
         assert len(set(view.positions)) == view.kept
+        crop_row, crop_col = divmod(j, layout.cols)
+        for r, c in view.positions:
+            assert top <= crop_row * layout.side + r < bottom, (view.name, r, c)
+            assert left <= crop_col * layout.side + c < right, (view.name, r, c)
 
 
 def test_paper_allocation_count_rule(model, processor):
@@ -154,20 +160,71 @@ def test_sdpa_and_eager_agree_and_bf16_runs(processor):
         vtcompress.compress(model, "globalcom2", ratio=0.25)
         results[impl] = logits(model, inputs)
     assert torch.allclose(results["sdpa"], results["eager"], atol=1e-4)
+    # bf16 is the same model rounded: "uniform" keeps the same tokens whatever the precision, so
+    # the logits must agree with fp32 up to bf16 rounding (8 bits of mantissa through 2+2 layers).
+    reference, _ = build_tiny_llava_next()
     model, _ = build_tiny_llava_next(dtype=torch.bfloat16)
-    vtcompress.compress(model, "globalcom2", ratio=0.25)
+    vtcompress.compress(reference, "uniform", ratio=0.25)
+    vtcompress.compress(model, "uniform", ratio=0.25)
+    fp32 = logits(reference, inputs)
     out = logits(model, {**inputs, "pixel_values": inputs["pixel_values"].bfloat16()})
-    assert out.dtype == torch.bfloat16 and out.shape == results["sdpa"].shape
+    assert out.dtype == torch.bfloat16 and out.shape == fp32.shape
+    assert torch.allclose(out.float(), fp32, atol=0.02 * fp32.abs().max().item(), rtol=0)
 
 
 def test_labels_and_position_ids_are_cut_alike(model, processor):
-    inputs = inputs_for(processor, [IMAGE_SIZES["wide"]])
-    labels = inputs["input_ids"].clone()
-    labels[labels == model.config.image_token_id] = -100
-    vtcompress.compress(model, "uniform", ratio=0.25)
-    with torch.no_grad():
-        out = model(**inputs, labels=labels)
-    assert torch.isfinite(out.loss)
+    # Two samples of different lengths, left padded: the language model must get each row's
+    # position ids renumbered contiguously (pads keep their value), and the labels cut like the ids.
+    inputs = inputs_for(
+        processor, [IMAGE_SIZES["wide"], IMAGE_SIZES["letterbox_tall"]], ["Hi?", "A longer question here?"]
+    )
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    image = ids == model.config.image_token_id
+    labels = torch.where(image | (mask == 0), -100, ids)
+    position_ids = (mask.cumsum(1) - 1).masked_fill(mask == 0, 1)
+    seen = {}
+
+    def record(module, args, kwargs):
+        seen.update(kwargs)
+
+    hook = model.model.language_model.register_forward_pre_hook(record, with_kwargs=True)
+    handle = vtcompress.compress(model, "uniform", ratio=0.25)
+    try:
+        with torch.no_grad():
+            out = model(**inputs, labels=labels, position_ids=position_ids)
+    finally:
+        hook.remove()
+    new_mask = seen["attention_mask"]
+    if isinstance(new_mask, dict):  # some transformers versions pass prepared masks
+        new_mask = None
+    removed = [
+        (im.tokens_before + im.newlines_before) - (im.tokens_after + im.newlines_after)
+        for im in handle.last_stats.images
+    ]
+    new_len = out.logits.shape[1]
+    assert new_len == ids.shape[1] - min(removed)
+    expected_pos = torch.ones(2, new_len, dtype=position_ids.dtype)
+    expected_labels = torch.full((2, new_len), -100)
+    for b in range(2):
+        n = int(mask[b].sum()) - removed[b]  # real tokens left in row b
+        expected_pos[b, new_len - n :] = torch.arange(n)
+        text = ~image[b] & (mask[b] == 1)
+        first_image = int(image[b].nonzero()[0])
+        kept_image = int(image[b].sum()) - removed[b]
+        row = torch.cat(
+            [ids[b, text][: int(text[:first_image].sum())], torch.full((kept_image,), -100),
+             ids[b, text][int(text[:first_image].sum()) :]]
+        )  # fmt: skip
+        expected_labels[b, new_len - n :] = row
+        if new_mask is not None:
+            assert new_mask[b].tolist() == [0] * (new_len - n) + [1] * n
+    assert torch.equal(seen["position_ids"], expected_pos)
+    # The loss the model reports is the one for the labels cut like the ids.
+    shift_logits, shift_labels = out.logits[:, :-1].float(), expected_labels[:, 1:]
+    loss = torch.nn.functional.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100
+    )
+    assert out.loss.item() == pytest.approx(loss.item(), rel=1e-5)
 
 
 def test_bad_input_errors_name_the_fix(model, processor):

@@ -21,6 +21,7 @@ from vtcompress.methods.tokencorr_ops import (
     select_view,
     top_indices,
 )
+from vtcompress.tokens import LayerQK
 
 
 def brute_density(keys: np.ndarray, tau: float, m: int, valid: np.ndarray) -> tuple[float, list[bool]]:
@@ -209,3 +210,10 @@ def test_pool_groups_matches_loops():
     assert pool_groups(x, (8, 12), (1, 4), "max").shape == (2, 24)
     with pytest.raises(ValueError, match="does not tile"):
         pool_groups(x, (8, 12), (1, 5))
+
+
+def test_patch_keys_names_the_choices_on_a_bad_head_mode():
+    qk = LayerQK(q_cls=torch.zeros(1, 2, 3), keys=torch.zeros(1, 5, 2, 3), scale=1.0)
+    assert patch_keys(qk, "concat").shape == (1, 4, 6) and patch_keys(qk, "mean").shape == (1, 4, 3)
+    with pytest.raises(ValueError, match=r"heads must be one of \('concat', 'mean'\), got 'sum'"):
+        patch_keys(qk, "sum")

@@ -39,19 +39,61 @@ def split_budget(total: int, weights: Sequence[float] | Tensor, caps: Sequence[i
     while remaining > 0 and open_groups:
         wsum = sum(w[i] for i in open_groups)
         shares = {i: (w[i] / wsum if wsum > 0 else 1 / len(open_groups)) * remaining for i in open_groups}
-        base = {i: min(math.floor(shares[i]), cap[i] - alloc[i]) for i in open_groups}
-        given = sum(base.values())
-        # Hand out the leftover one by one, largest fractional part first (ties: lower index).
-        order = sorted(open_groups, key=lambda i: (-(shares[i] - math.floor(shares[i])), i))
-        left = remaining - given
-        for i in order:
-            if left == 0:
-                break
-            if alloc[i] + base[i] < cap[i]:
-                base[i] += 1
-                left -= 1
+        # Groups whose share reaches their cap are filled first; the others re-split what is
+        # left in the next round, so no rounding is spent on groups that are about to be capped.
+        # (An open group holds nothing yet: groups are only filled here or in the last round.)
+        full = [i for i in open_groups if shares[i] >= cap[i]]
+        if full:
+            for i in full:
+                alloc[i] = cap[i]
+                remaining -= cap[i]
+            open_groups = [i for i in open_groups if i not in full]
+            continue
+        # No cap binds: floors, then the leftover one by one, largest fractional part first
+        # (ties: lower index). A share below its cap leaves room for its +1.
         for i in open_groups:
-            alloc[i] += base[i]
-        remaining = total - sum(alloc)
-        open_groups = [i for i in open_groups if alloc[i] < cap[i]]
+            alloc[i] = math.floor(shares[i])
+        left = remaining - sum(math.floor(shares[i]) for i in open_groups)
+        order = sorted(open_groups, key=lambda i: (-(shares[i] - math.floor(shares[i])), i))
+        for i in order[:left]:
+            alloc[i] += 1
+        break
+    return alloc
+
+
+def split_budget_rows(weights: Tensor, caps: Tensor, total: int, rounds: int) -> Tensor:
+    """:func:`split_budget` of B rows at once, on the weights' device, with the same arithmetic.
+
+    Args:
+        weights: [B, n] float64 (negative weights count as 0); caps: long [n] on the same device;
+        total: tokens per row (<= caps.sum()); rounds: water-filling rounds to run, at most n
+            are ever needed (each round that does not finish closes a capped group).
+    Returns:
+        long [B, n], row by row what :func:`split_budget` returns, with no read back to the host.
+        Each round's weight sum is accumulated left to right as Python's ``sum`` does
+        (``cumsum``; a closed group adds an exact 0).
+    """
+    b, n = weights.shape
+    dev = weights.device
+    w = weights.clamp_min(0)
+    alloc = torch.zeros(b, n, dtype=torch.long, device=dev)
+    open_ = (caps > 0).expand(b, n)
+    remaining = torch.full((b, 1), total, dtype=torch.long, device=dev)
+    for _ in range(rounds):
+        active = open_ & (remaining > 0)
+        wsum = w.masked_fill(~open_, 0).cumsum(1)[:, -1:]
+        n_open = open_.sum(1, keepdim=True)
+        shares = torch.where(wsum > 0, w / wsum, 1 / n_open.double()) * remaining
+        shares = shares.masked_fill(~active, 0)
+        floor = shares.floor()
+        base = torch.minimum(floor.long(), caps - alloc)
+        left = remaining - base.sum(1, keepdim=True)
+        # The leftover goes one token each to the largest fractional parts (ties: lower index)
+        # among groups still below their cap.
+        eligible = active & (alloc + base < caps)
+        key = (floor - shares).masked_fill(~eligible, float("inf"))
+        base = base + (eligible & (key.argsort(dim=1, stable=True).argsort(dim=1) < left))
+        alloc = alloc + base
+        remaining = total - alloc.sum(1, keepdim=True)
+        open_ = open_ & (alloc < caps)
     return alloc

@@ -1,108 +1,135 @@
-"""``vtcompress`` command line: ``run`` answers one question about one image, with and without
-compression, and prints the answer, visual tokens before/after and prefill times."""
+"""``vtcompress`` command line.
+
+``vtcompress run`` answers one question about one image with and without compression, and prints
+both answers, the visual tokens kept per view, timings and the analytic FLOPs. With no arguments
+it runs offline: a bundled example image and its question, on the built-in tiny model.
+``vtcompress demo`` (the ``demo`` extra) serves the same comparison as a web page.
+
+Every usage error is one line on stderr naming the fix, with exit code 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
-from collections.abc import Callable
+from typing import NoReturn
 
-import torch
+import vtcompress
+from vtcompress.examples import DEFAULT_EXAMPLE, EXAMPLES
+from vtcompress.quickrun import UsageError
 
-
-def _prefill_seconds(fn: Callable[[], object], repeats: int) -> float:
-    """Best-of-``repeats`` wall time of ``fn`` (a forward over the prompt)."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+DESCRIPTION = __doc__.split("\n\n")[1].replace("``", "")
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from PIL import Image
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but an error is one line (no usage block) and names where the help is."""
 
-    from vtcompress.api import compress
-    from vtcompress.integrations.llava_next.loader import TINY, resolve_model_path
-    from vtcompress.integrations.llava_next.tiny import is_random_tiny
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _ratio(text: str) -> float:
+    from vtcompress.config import check_ratio
 
     try:
-        image = Image.open(args.image).convert("RGB")
-    except (OSError, ValueError) as err:
-        print(f"error: cannot read image {args.image!r}: {err}", file=sys.stderr)
-        return 2
-    if not args.question.strip():
-        print("error: --question is empty", file=sys.stderr)
-        return 2
-
-    from transformers import AutoProcessor, LlavaNextForConditionalGeneration
-
-    path = resolve_model_path(args.model)
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
-    model = LlavaNextForConditionalGeneration.from_pretrained(path, dtype=dtype).to(args.device).eval()
-    processor = AutoProcessor.from_pretrained(path)
-    if args.model == TINY or is_random_tiny(path):
-        print(
-            "note: model is the built-in tiny LLaVA-NeXT with RANDOM weights: its answer is meaningless; "
-            "pass --model llava-hf/llava-v1.6-mistral-7b-hf (or a local path) for real answers."
-        )
-    conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": args.question}]}]
-    prompt = processor.apply_chat_template(conversation, add_generation_prompt=True)
-    inputs = processor(images=image, text=prompt, return_tensors="pt").to(args.device)
-    inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
-
-    with torch.inference_mode():
-        base_time = _prefill_seconds(lambda: model(**inputs), args.repeats)
-        handle = compress(model, args.method, ratio=args.ratio)
-        comp_time = _prefill_seconds(lambda: model(**inputs), args.repeats)
-        out = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False)
-    answer = processor.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
-    stats = handle.last_stats
-    image_stats = stats.images[0]
-    sample = stats.samples[0]
-    print(f"model: {args.model}  method: {args.method}  ratio: {args.ratio}")
-    print(f"answer: {answer!r}")
-    print(
-        f"visual tokens: {image_stats.tokens_before} -> {image_stats.tokens_after} "
-        f"({image_stats.kept_fraction:.1%} kept; newlines {image_stats.newlines_before} -> {image_stats.newlines_after})"
-        + (f"  [{image_stats.note}]" if image_stats.note else "")
-    )
-    for view in image_stats.views:
-        print(f"  {view.name:>10}: {view.original} -> {view.kept}")
-    print(f"prompt length: {sample.length_before} -> {sample.length_after} tokens")
-    print(
-        f"prefill time ({args.device}, best of {args.repeats}): {base_time * 1e3:.1f} ms uncompressed, "
-        f"{comp_time * 1e3:.1f} ms compressed ({comp_time / base_time:.2f}x); "
-        f"compressor {image_stats.seconds * 1e3:.2f} ms"
-    )
-    print(
-        f"decoder prefill FLOPs (analytic): {sample.prefill_flops_before / 1e9:.2f} -> "
-        f"{sample.prefill_flops_after / 1e9:.2f} GFLOPs"
-    )
-    return 0
+        return check_ratio(float(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a kept fraction in (0, 1]: e.g. 0.25 keeps a quarter of the visual tokens, "
+            "1.0 switches compression off"
+        ) from err
 
 
-def build_parser() -> argparse.ArgumentParser:
+def add_run_arguments(run: argparse.ArgumentParser) -> None:
     from vtcompress.integrations.llava_next.loader import TINY
     from vtcompress.registry import available_methods
 
-    parser = argparse.ArgumentParser(prog="vtcompress", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="answer a question about an image, compressed vs uncompressed")
-    run.add_argument("--image", required=True, help="path to an image file")
-    run.add_argument("--question", required=True)
-    run.add_argument(
-        "--model", default=TINY, help="LLaVA-NeXT hub id or local path (default: offline tiny model)"
+    examples = ", ".join(f"{e.name} ({e.description})" for e in EXAMPLES.values())
+    source = run.add_mutually_exclusive_group()
+    source.add_argument("--image", help="path to an image file (default: the bundled example)")
+    source.add_argument(
+        "--example",
+        choices=list(EXAMPLES),
+        metavar="NAME",
+        help=f"a bundled example image: {examples} (default: {DEFAULT_EXAMPLE})",
     )
-    run.add_argument("--method", default="globalcom2", choices=available_methods())
-    run.add_argument("--ratio", type=float, default=0.25, help="kept fraction of visual tokens, in (0, 1]")
-    run.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    run.add_argument(
+        "--question",
+        help="the question (default: the example's own question, or 'What is in the image?' with --image)",
+    )
+    run.add_argument(
+        "--model",
+        default=TINY,
+        help="LLaVA-NeXT hub id or local checkpoint directory (default: tiny, a built-in model with "
+        "random weights: offline, meaningless answers, real token counts and timings)",
+    )
+    run.add_argument(
+        "--method",
+        default="globalcom2",
+        choices=available_methods(),
+        metavar="METHOD",
+        help="compression method (default globalcom2; the list is below)",
+    )
+    run.add_argument(
+        "--ratio",
+        type=_ratio,
+        default=0.25,
+        help="kept fraction of visual tokens, in (0, 1]; 1.0 switches compression off (default 0.25)",
+    )
+    run.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     run.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    run.add_argument("--max-new-tokens", type=int, default=32)
-    run.add_argument("--repeats", type=int, default=2, help="prefill timings take the best of this many runs")
-    run.set_defaults(func=cmd_run)
+    run.add_argument(
+        "--max-new-tokens", type=_positive_int, default=32, help="answer length limit (default 32)"
+    )
+    run.add_argument(
+        "--repeats", type=_positive_int, default=5, help="timed forward passes of each model (default 5)"
+    )
+    run.add_argument(
+        "--warmup", type=_non_negative_int, default=1, help="untimed passes of each model first (default 1)"
+    )
+    run.set_defaults(func=_run)
+    run.epilog = "Methods: " + ", ".join(available_methods())
+
+
+def _run(args: argparse.Namespace) -> int:
+    from vtcompress.quickrun import run
+
+    return run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="vtcompress",
+        description=DESCRIPTION,
+    )
+    parser.add_argument("--version", action="version", version=f"vtcompress {vtcompress.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser(
+        "run",
+        help="answer a question about an image, compressed vs uncompressed (no arguments: an offline example)",
+        description=DESCRIPTION,
+    )
+    add_run_arguments(run)
     try:
         from vtcompress.integrations.demo import add_demo_subcommand
     except ImportError:
@@ -115,14 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "ratio", None) is not None:
-        from vtcompress.config import check_ratio
-
-        try:
-            check_ratio(args.ratio)
-        except ValueError as err:
-            parser.error(str(err))
-    return args.func(args)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except UsageError as err:
+        print(f"vtcompress {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""The compression pipeline every host shares: check a method against a host, compress one
-image, describe what happened (stats, FLOPs), and give ``generate`` its caller's prompt back.
+"""The compression pipeline every host shares: check a method against a host, compress a batch
+of images, describe what happened (stats, FLOPs), and give ``generate`` its caller's prompt back.
 
 Hosts (``vtcompress.integrations.*``) only capture what a method needs, build
 :class:`~vtcompress.tokens.ImageTokens`, and splice the kept tokens back into their model.
@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from vtcompress.batch import CompressedImage
 from vtcompress.config import CAPABILITIES, CompressionConfig
 from vtcompress.flops import decoder_prefill_flops
 from vtcompress.layout import Layout
@@ -51,9 +52,37 @@ def compress_image(method: MethodSpec, config: CompressionConfig, tokens: ImageT
     return outs
 
 
+def compress_images(
+    method: MethodSpec, config: CompressionConfig, tokens: list[ImageTokens]
+) -> list[CompressedImage]:
+    """Every image of a batch, compressed; one result per image, in order.
+
+    Images that share a layout go through the method's batched path at once where it has one
+    (``register_batch``) and it takes the config; every other image goes through
+    :func:`compress_image`. Both give the same tokens.
+    """
+    out: list[CompressedImage | None] = [None] * len(tokens)
+    if method.compress_batch is not None and not config.is_off:
+        groups: dict[Layout, list[int]] = {}
+        for i, t in enumerate(tokens):
+            try:
+                groups.setdefault(t.layout, []).append(i)
+            except TypeError:  # an unhashable third-party layout: that image goes alone
+                continue
+        for members in groups.values():
+            batch = method.compress_batch([tokens[i] for i in members], config)
+            if batch is not None:
+                for row, i in enumerate(members):
+                    out[i] = CompressedImage(tokens[i], batch=batch, row=row)
+    return [
+        r if r is not None else CompressedImage(t, compress_image(method, config, t))
+        for r, t in zip(out, tokens)
+    ]
+
+
 def image_stats(
     layout: Layout,
-    outs: list[ViewOutput],
+    outs: list[ViewOutput] | CompressedImage,
     config: CompressionConfig,
     *,
     index: int,
@@ -64,24 +93,34 @@ def image_stats(
     note: str = "",
     passthrough: bool = False,
 ) -> ImageStats:
-    """What compression did to one image (positions as (row, col) of each view's token grid)."""
+    """What compression did to one image (positions as (row, col) of each view's token grid).
+
+    Given a :class:`CompressedImage`, the per-view part is built when first read (a batched
+    result reads nothing back from the device until then).
+    """
     width = layout.view_grid[1]
 
     def cells(positions: Tensor) -> list[tuple[int, int]]:
         return [divmod(int(p), width) for p in positions.tolist()]
 
-    views = [
-        ViewStats(
-            name,
-            original,
-            out.num_kept,
-            cells(out.positions),
-            out.sizes.tolist() if out.sizes is not None else None,
-            dict(out.info) if out.info else {},
-            sources=[cells(src) for src in out.sources] if out.sources is not None else None,
-        )
-        for name, original, out in zip(layout.view_names(), layout.view_counts(), outs)
-    ]
+    def views() -> list[ViewStats]:
+        return [
+            ViewStats(
+                name,
+                original,
+                out.num_kept,
+                cells(out.positions),
+                out.sizes.tolist() if out.sizes is not None else None,
+                dict(out.info) if out.info else {},
+                sources=[cells(src) for src in out.sources] if out.sources is not None else None,
+            )
+            for name, original, out in zip(layout.view_names(), layout.view_counts(), per_view())
+        ]
+
+    if isinstance(outs, CompressedImage):
+        image, per_view, kept = outs, (lambda: image.views), outs.num_kept
+    else:
+        per_view, kept = (lambda: outs), sum(o.num_kept for o in outs)
     return ImageStats(
         index=index,
         image_size=tuple(int(x) for x in image_size),
@@ -89,11 +128,11 @@ def image_stats(
         method=config.method,
         ratio=config.ratio,
         tokens_before=layout.num_tokens(),
-        tokens_after=sum(o.num_kept for o in outs),
+        tokens_after=kept,
         newlines_before=newlines_before,
         newlines_after=newlines_after,
         seconds=seconds,
-        views=views,
+        views=views if isinstance(outs, CompressedImage) else views(),
         passthrough=passthrough,
         note=note,
     )

@@ -7,7 +7,7 @@ The built-in methods register when ``vtcompress`` is imported (its ``__init__`` 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from vtcompress.config import CompressionConfig
@@ -22,12 +22,18 @@ class MethodSpec:
     ``compress`` is the pure tensor function ``(ImageTokens, config) -> list[ViewOutput]``
     (see :mod:`vtcompress.tokens`). What the method needs from a host (attention, hidden states,
     in-tower merging, ...) its config says in ``requirements``; hosts check it.
+
+    ``compress_batch`` (optional, see :func:`register_batch`) compresses every image of a batch
+    that shares one layout at once: ``(list[ImageTokens], config) -> SelectedBatch | None``
+    (:mod:`vtcompress.batch`), None where that config or layout takes the per-image path. Its
+    results are the same as ``compress``'s, image by image.
     """
 
     name: str
     config_cls: type[CompressionConfig]
     compress: Callable[..., Any] | None
     description: str = ""
+    compress_batch: Callable[..., Any] | None = None
 
 
 def register_method(
@@ -46,7 +52,21 @@ def register_method(
                 f"{config_cls.__name__} already configures method {owner!r}; subclass it for {name!r}"
             )
         config_cls.method = name
-        _METHODS[name] = MethodSpec(name, config_cls, fn, description)
+        batch = _METHODS[name].compress_batch if name in _METHODS else None
+        _METHODS[name] = MethodSpec(name, config_cls, fn, description, batch)
+        return fn
+
+    return decorator
+
+
+def register_batch(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator registering ``fn`` as the batched path of the registered method ``name``."""
+
+    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+        spec = get_method(name)
+        if spec.compress_batch is not None and spec.compress_batch is not fn:
+            raise ValueError(f"method {name!r} already has a batched path")
+        _METHODS[name] = replace(spec, compress_batch=fn)
         return fn
 
     return decorator

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -46,6 +47,20 @@ class ImageStats:
     @property
     def kept_fraction(self) -> float:
         return self.tokens_after / self.tokens_before if self.tokens_before else 1.0
+
+
+def _get_views(self: ImageStats) -> list[ViewStats]:
+    if callable(self._views):  # built on first read: compression itself never pays for it
+        self._views = self._views()
+    return self._views
+
+
+def _set_views(self: ImageStats, views: list[ViewStats] | Callable[[], list[ViewStats]]) -> None:
+    self._views = views
+
+
+# ``views`` may be given as a function that builds them: it runs when they are first read.
+ImageStats.views = property(_get_views, _set_views)
 
 
 @dataclass

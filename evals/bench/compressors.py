@@ -42,8 +42,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
 import vtcompress as vtc
-from vtcompress.integrations.llava_next.layout import AnyResLayout, pack_views
+from vtcompress.integrations.llava_next.layout import AnyResLayout, pack_images, pack_views
 from vtcompress.kernels import force_reference
+from vtcompress.pipeline import compress_images
 from vtcompress.registry import get_method, make_config
 from vtcompress.tokens import ImageTokens, LayerQK
 
@@ -195,7 +196,7 @@ def synthetic_images(
     gen = torch.Generator().manual_seed(seed)
 
     def rand(*shape):
-        return place(torch.randn(*shape, generator=gen).to(dtype))
+        return torch.randn(*shape, generator=gen).to(dtype)
 
     images = []
     for index in range(batch):
@@ -205,13 +206,54 @@ def synthetic_images(
         }
         hidden = {i: rand(views, 1 + n, VISION_WIDTH) for i in hidden_layers}
         images.append(ImageTokens(rand(views, n, width), layout, qk, hidden, index, SCORE_LAYER, LAYERS))
-    return config, images, rand(width)
+    return config, as_slices_of_one_batch(images, place), place(rand(width))
 
 
-def compress_batch(method: str, config: Any, images: list[ImageTokens], newline: torch.Tensor) -> None:
-    """What the adapter times per image: the method, then packing its output."""
+def as_slices_of_one_batch(
+    images: list[ImageTokens], place: Callable[[torch.Tensor], torch.Tensor]
+) -> list[ImageTokens]:
+    """The images' tensors as consecutive slices of one tensor per kind, as a host hands them over
+    (the tower runs every view of the batch at once; the host slices each image's views)."""
+    v = images[0].num_views
+
+    def sliced(parts: list[torch.Tensor]) -> list[torch.Tensor]:
+        whole = place(torch.cat(parts))
+        if isinstance(whole, DeviceTensor):  # slice the wrapped tensor (no emulator runs yet)
+            return [DeviceTensor(whole.inner[i * v : (i + 1) * v]) for i in range(len(parts))]
+        return [whole[i * v : (i + 1) * v] for i in range(len(parts))]
+
+    feats = sliced([t.features for t in images])
+    qs = {i: sliced([t.qk[i].q_cls for t in images]) for i in images[0].qk}
+    ks = {i: sliced([t.qk[i].keys for t in images]) for i in images[0].qk}
+    hidden = {i: sliced([t.hidden[i] for t in images]) for i in images[0].hidden}
+    return [
+        ImageTokens(
+            feats[b],
+            t.layout,
+            {i: LayerQK(qs[i][b], ks[i][b], t.qk[i].scale) for i in t.qk},
+            {i: hidden[i][b] for i in t.hidden},
+            t.index,
+            t.score_layer,
+            t.num_layers,
+        )
+        for b, t in enumerate(images)
+    ]
+
+
+def compress_batch(
+    method: str, config: Any, images: list[ImageTokens], newline: torch.Tensor, path: str = "batched"
+) -> None:
+    """What the adapter times: the method, then packing its output.
+
+    path "per-image": the method's per-image function and :func:`pack_views`, image by image;
+    "batched": :func:`~vtcompress.pipeline.compress_images` (the method's batched path where it
+    has one, for the whole batch) and :func:`pack_images`.
+    """
     spec = get_method(method)
     policy = getattr(config, "newline", "unpadded")
+    if path == "batched":
+        pack_images(compress_images(spec, config, images), newline, policy)
+        return
     for tokens in images:
         outs = spec.compress(tokens, config)
         pack_views(tokens.layout, [o.positions for o in outs], [o.features for o in outs], newline, policy)
@@ -266,16 +308,16 @@ def dispatch_counts(work: Callable[[], None], batch: int) -> dict:
     }
 
 
-def emulated_counts(method: str, args: argparse.Namespace, dtype: torch.dtype) -> dict:
+def emulated_counts(method: str, args: argparse.Namespace, dtype: torch.dtype, path: str) -> dict:
     """Device ops, syncs, host -> device copies and host ops per image on the emulated accelerator."""
     config, images, newline = synthetic_images(
         method, args.ratio, args.batch, args.grid, args.width, dtype, DeviceTensor
     )
     with force_reference():
         with Emulator():
-            compress_batch(method, config, images, newline)  # warm caches, as in a running model
+            compress_batch(method, config, images, newline, path)  # warm caches, as in a running model
         with Emulator() as mode:
-            compress_batch(method, config, images, newline)
+            compress_batch(method, config, images, newline, path)
     return {
         "emulated_device_ops_per_image": sum(mode.device_ops.values()) / args.batch,
         "emulated_syncs_per_image": mode.syncs / args.batch,
@@ -316,7 +358,9 @@ def profile_table(work: Callable[[], None], device: torch.device) -> str:
     return prof.key_averages().table(sort_by=key, row_limit=10)
 
 
-def measure(method: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+def measure(
+    method: str, args: argparse.Namespace, device: torch.device, path: str = "batched"
+) -> dict[str, Any]:
     """One method's row: timings, dispatch counts, and the optional emulated / CUDA / profile parts."""
     dtype = DTYPES[args.dtype]
     config, images, newline = synthetic_images(
@@ -325,13 +369,13 @@ def measure(method: str, args: argparse.Namespace, device: torch.device) -> dict
 
     def work() -> None:
         with force_reference() if args.reference_kernels else contextlib.nullcontext():
-            compress_batch(method, config, images, newline)
+            compress_batch(method, config, images, newline, path)
 
-    row: dict[str, Any] = {"method": method, **timings(args, work, device)}
+    row: dict[str, Any] = {"method": method, "path": path, **timings(args, work, device)}
     row |= dispatch_counts(work, args.batch)
     if args.emulate:
         try:
-            row |= emulated_counts(method, args, dtype)
+            row |= emulated_counts(method, args, dtype, path)
         except RuntimeError as err:  # e.g. torch.tensor(..., device=x.device) escapes the wrapper
             row["emulation_error"] = str(err).splitlines()[0][:80]
     if device.type == "cuda":
@@ -348,7 +392,15 @@ def _top(pairs: list[tuple[str, float]]) -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     """The rows as a markdown table (emulated and CUDA columns where measured)."""
-    header = ["method", "ms / batch", "CPU ms / batch", "ops / img", "kernels / img", "host reads / img"]
+    header = [
+        "method",
+        "path",
+        "ms / batch",
+        "CPU ms / batch",
+        "ops / img",
+        "kernels / img",
+        "host reads / img",
+    ]
     emulated = any("emulated_syncs_per_image" in r or "emulation_error" in r for r in rows)
     cuda = any("cuda_kernels_per_image" in r for r in rows)
     if emulated:
@@ -360,6 +412,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         cells = [
             r["method"],
+            r.get("path", "per-image"),
             f"{r['ms_per_batch']:.1f}",
             f"{r['cpu_ms_per_batch']:.1f}",
             f"{r['ops_per_image']:.0f}",
@@ -397,6 +450,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--dtype", default=None, choices=list(DTYPES), help="default float32 on CPU, bfloat16 on CUDA"
     )
+    p.add_argument(
+        "--path",
+        default="batched",
+        choices=["batched", "per-image", "both"],
+        help="batched: the pipeline's batched path where a method has one; per-image: each image alone",
+    )
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--emulate", action="store_true", help="also count what a GPU would see, on the CPU")
@@ -433,9 +492,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         f"r={args.ratio:g}; {where}; torch {torch.__version__}",
         flush=True,
     )
+    paths = ["per-image", "batched"] if args.path == "both" else [args.path]
     rows = []
     for method in methods:
-        rows.append(measure(method, args, device))
+        for path in paths:
+            rows.append(measure(method, args, device, path))
         if args.profile:
             print(f"{method}:\n{rows[-1]['profile']}", flush=True)
     print(table(rows))

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vtcompress.hints import install_command
+
 # Targets of the performance issue: compressor time as a fraction of the vision tower at the
 # largest batch (selection methods / merging methods); |measured prefill ratio / analytic FLOPs
 # ratio - 1|; proportional growth of kept tokens with resolution (largest relative residual).
@@ -511,9 +513,7 @@ def write_outputs(result: dict[str, Any], out: Path, plots_on: bool = True, log:
             for f in plots(result, out):
                 log(f"plot: {f}")
         except ImportError:
-            log(
-                'plots skipped: matplotlib is missing (pip install "vtcompress[eval]" or pip install matplotlib)'
-            )
+            log(f"plots skipped: matplotlib is missing ({install_command('eval')} or pip install matplotlib)")
 
 
 def _json_default(x: Any) -> Any:

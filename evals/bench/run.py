@@ -37,6 +37,7 @@ from evals.bench.models import (
 )
 from vtcompress.config import TOWER_MERGE
 from vtcompress.integrations.llava_next.layout import AnyResLayout
+from vtcompress.integrations.llava_next.prompt import chat_prompt
 from vtcompress.registry import get_method, make_config
 
 PROMPT = "Describe this image in detail."
@@ -69,10 +70,7 @@ def synthetic_image(height: int, width: int, seed: int = 0):
 
 
 def prompt_text(processor: Any) -> str:
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT}]}]
-    if getattr(processor, "chat_template", None):
-        return processor.apply_chat_template(messages, add_generation_prompt=True)
-    return f"USER: <image>\n{PROMPT} ASSISTANT:"
+    return chat_prompt(processor, PROMPT)
 
 
 def make_inputs(bench: BenchModel, grid: tuple[int, int], batch: int, device: torch.device) -> dict[str, Any]:

@@ -10,7 +10,9 @@ from typing import Any
 try:
     import gradio as gr
 except ImportError as err:  # pragma: no cover - exercised by the CLI's message
-    raise ImportError('the vtcompress demo needs gradio: pip install "vtcompress[demo]"') from err
+    from vtcompress.hints import needs_extra
+
+    raise ImportError(needs_extra("the vtcompress demo needs gradio", "demo")) from err
 
 from vtcompress.integrations.demo.engine import Comparison, DemoEngine, InputError, format_flops
 from vtcompress.integrations.demo.examples import write_examples
@@ -20,6 +22,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_METHOD = "globalcom2"
 DEFAULT_RATIO = 0.25
+RATIO_RANGE = (0.05, 1.0)  # the slider's; the library takes any ratio in (0, 1]
 MAX_UPLOAD = "50mb"
 
 
@@ -72,6 +75,35 @@ def _stats_markdown(c: Comparison) -> str:
     if c.note:
         lines += ["", f"*{c.note}*"]
     return "\n".join(lines)
+
+
+def ratio_notice(typed: Any) -> str | None:
+    """What the page says when a ratio typed into the slider's box lies outside its range (the
+    slider then moves it to the nearest end), or None when the typed value stands."""
+    try:
+        value = float(typed)
+    except (TypeError, ValueError):
+        return None
+    low, high = RATIO_RANGE
+    if value < low:
+        return (
+            f"**Note:** the ratio was set to {low:g}, the slider's minimum: {value:g} is below it. "
+            f"(The command line takes any ratio in (0, 1]: `vtcompress run --ratio {value:g}`.)"
+            if value > 0
+            else f"**Note:** the ratio was set to {low:g}: a ratio must be above 0 (the kept fraction)."
+        )
+    if value > high:
+        return (
+            f"**Note:** the ratio was set to {high:g} (compression off): {value:g} would keep more "
+            "tokens than there are."
+        )
+    return None
+
+
+def _on_ratio_release(evt: gr.EventData):
+    # The slider sends the typed value with "release", then clamps it; the event data keeps it.
+    notice = ratio_notice(getattr(evt, "_data", None))
+    return notice if notice else gr.skip()
 
 
 def make_handler(engine: DemoEngine):
@@ -135,8 +167,7 @@ def build_app(engine: DemoEngine, concurrency: int = 4, examples_dir: str | Path
                 with gr.Row():
                     method = gr.Dropdown(methods, value=default, label="Method", elem_id="method")
                     ratio = gr.Slider(
-                        0.05,
-                        1.0,
+                        *RATIO_RANGE,
                         value=DEFAULT_RATIO,
                         step=0.05,
                         label="Ratio (kept tokens)",
@@ -163,6 +194,7 @@ def build_app(engine: DemoEngine, concurrency: int = 4, examples_dir: str | Path
         inputs = [image, question, method, ratio]
         submit.click(handler, inputs, outputs, api_name="compare", concurrency_limit=concurrency)
         question.submit(handler, inputs, outputs, api_name=False, concurrency_limit=concurrency)
+        ratio.release(_on_ratio_release, None, message, api_name=False, queue=False)
     app.queue(max_size=64)
     app.vtcompress_examples_dir = str(examples_dir)
     return app

@@ -38,7 +38,7 @@ def add_demo_subcommand(subparsers: argparse._SubParsersAction) -> argparse.Argu
     """Add ``demo`` to a ``vtcompress`` argparse sub-command set; ``args.func(args)`` runs it."""
     parser = subparsers.add_parser(
         "demo",
-        help="web page comparing compressed and uncompressed answers (needs vtcompress[demo])",
+        help="web page comparing compressed and uncompressed answers (needs the demo extra)",
         description="Gradio demo: upload an image, ask a question, see what compression keeps.",
     )
     add_arguments(parser)
@@ -55,10 +55,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         from vtcompress.integrations.demo.app import build_app, launch
     except ImportError as err:
-        hint = 'the demo needs gradio: pip install "vtcompress[demo]"'
-        print(
-            f"error: {err}" if "vtcompress[demo]" in str(err) else f"error: {hint} ({err})", file=sys.stderr
-        )
+        from vtcompress.hints import needs_extra
+
+        hint = needs_extra("the demo needs gradio", "demo")
+        print(f"error: {err}" if "pip install" in str(err) else f"error: {hint} ({err})", file=sys.stderr)
         return 2
     from vtcompress.integrations.demo.engine import DemoEngine
 

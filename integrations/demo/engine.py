@@ -22,9 +22,10 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vtcompress.api import compressed, get_handle
-from vtcompress.flops import decoder_prefill_flops
+from vtcompress.inputs import ImageLimits, to_rgb
 from vtcompress.integrations.demo import overlay
 from vtcompress.integrations.llava_next.layout import AnyResLayout
+from vtcompress.integrations.llava_next.prompt import chat_prompt
 from vtcompress.registry import available_methods, make_config
 from vtcompress.stats import CompressionStats, ImageStats
 
@@ -34,12 +35,9 @@ class InputError(ValueError):
 
 
 @dataclass(frozen=True)
-class Limits:
-    """What the demo accepts. Extreme aspect ratios break LLaVA-NeXT's own unpadding."""
+class Limits(ImageLimits):
+    """What the demo accepts: the images ``vtcompress run`` accepts, and questions up to a length."""
 
-    min_side: int = 28  # two 14-px patches
-    max_pixels: int = 36_000_000
-    max_aspect: float = 20.0
     max_question_chars: int = 2000
 
 
@@ -146,7 +144,6 @@ class DemoEngine:
         self.view_px = cfg.vision_config.image_size
         self.patch_px = cfg.vision_config.patch_size
         self.side = self.view_px // self.patch_px
-        self.pinpoints = cfg.image_grid_pinpoints
 
     @classmethod
     def from_pretrained(
@@ -159,7 +156,7 @@ class DemoEngine:
         """Load a LLaVA-NeXT checkpoint: ``"tiny"`` (offline, random weights), a hub id or a path."""
         from transformers import AutoProcessor, LlavaNextForConditionalGeneration
 
-        from vtcompress.integrations.llava_next.loader import resolve_model_path
+        from vtcompress.integrations.llava_next.loader import ModelNotFoundError, locate_checkpoint
         from vtcompress.integrations.llava_next.tiny import is_random_tiny
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -167,10 +164,13 @@ class DemoEngine:
             dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
         elif isinstance(dtype, str):
             dtype = getattr(torch, dtype)
-        path = resolve_model_path(model)
         try:
-            llava = LlavaNextForConditionalGeneration.from_pretrained(path, dtype=dtype)
-            processor = AutoProcessor.from_pretrained(path)
+            # Fails at once, naming the fix, for a missing path or an unreachable, uncached hub id.
+            path, hub_kwargs = locate_checkpoint(model)
+            llava = LlavaNextForConditionalGeneration.from_pretrained(path, dtype=dtype, **hub_kwargs)
+            processor = AutoProcessor.from_pretrained(path, **hub_kwargs)
+        except ModelNotFoundError as err:  # its message already names the fix
+            raise OSError(f"could not load a LLaVA-NeXT checkpoint from {str(model)!r}: {err}") from err
         except OSError as err:
             raise OSError(
                 f"could not load a LLaVA-NeXT checkpoint from {str(model)!r}: {err}\n"
@@ -189,7 +189,7 @@ class DemoEngine:
         if not isinstance(image, Image.Image):
             image = self._open(Path(image))
         self._check_size(image.size)
-        return image.convert("RGB")
+        return to_rgb(image)
 
     def _open(self, path: Path) -> Image.Image:
         unreadable = (
@@ -213,24 +213,9 @@ class DemoEngine:
                 raise InputError(unreadable) from err
 
     def _check_size(self, size: tuple[int, int]) -> None:
-        w, h = size
-        lim = self.limits
-        if min(w, h) < lim.min_side:
-            raise InputError(
-                f"The image is {w}x{h} px, too small: the demo needs at least {lim.min_side} px on each "
-                f"side (the vision encoder reads {self.patch_px}-px patches)."
-            )
-        if w * h > lim.max_pixels:
-            raise InputError(
-                f"The image is {w}x{h} px ({w * h / 1e6:.1f} megapixels); the demo accepts up to "
-                f"{lim.max_pixels / 1e6:.0f} megapixels. Please downscale it (the model sees at most "
-                f"a few crops of {self.view_px} px anyway)."
-            )
-        if max(w, h) / min(w, h) > lim.max_aspect:
-            raise InputError(
-                f"The image is {w}x{h} px, an aspect ratio above {lim.max_aspect:g}:1 that LLaVA-NeXT "
-                "cannot tile. Please crop it to a less extreme shape."
-            )
+        problem = self.limits.problem(*size, patch_px=self.patch_px)
+        if problem:
+            raise InputError(problem)
 
     def check_question(self, question: str | None) -> str:
         question = (question or "").strip()
@@ -256,10 +241,7 @@ class DemoEngine:
 
     # --- running ------------------------------------------------------------------------------
     def prompt(self, question: str) -> str:
-        conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-        if getattr(self.processor, "chat_template", None):
-            return self.processor.apply_chat_template(conversation, add_generation_prompt=True)
-        return f"USER: <image>\n{question} ASSISTANT:"
+        return chat_prompt(self.processor, question)
 
     def _generate(self, inputs: dict[str, Any]) -> RunResult:
         timer = _FirstTokenTimer()
@@ -298,7 +280,7 @@ class DemoEngine:
     def _layout(self, image_size: tuple[int, int], num_views: int) -> AnyResLayout:
         if num_views == 1:
             return AnyResLayout.single_view(self.side)
-        return AnyResLayout.for_image(image_size, self.pinpoints, self.view_px, self.patch_px)
+        return AnyResLayout.for_config(self.model.config, image_size)
 
     def _view_pixels(self, pixel_values: torch.Tensor) -> list[np.ndarray]:
         ip = self.processor.image_processor
@@ -315,61 +297,43 @@ class DemoEngine:
         ratio: float,
         full: RunResult,
         small: RunResult,
-        stats: CompressionStats | None,
+        stats: CompressionStats,
     ) -> Comparison:
         image_size = (image.height, image.width)
         pixel_values = inputs["pixel_values"][0]
         layout = self._layout(image_size, pixel_values.shape[0])
         pixel_values = pixel_values[: layout.num_views]
-        im: ImageStats | None = stats.images[0] if stats is not None and stats.images else None
+        # The pipeline reports every call with images, ratio 1.0 included.
+        im: ImageStats = stats.images[0]
+        sample = stats.samples[0]
         valid = [None] + (
             [m.view(self.side, self.side).numpy() for m in layout.crop_valid_mask()]
             if layout.has_crops
             else []
         )
-        names = ["thumbnail"] + [
-            f"crop {j // layout.cols},{j % layout.cols}" for j in range(layout.num_views - 1)
-        ]
-        counts = layout.view_counts()
         views, has_sizes, has_sources = [], False, False
         for v, pixels in enumerate(self._view_pixels(pixel_values)):
-            if im is not None:
-                vs = im.views[v]
-                kept, sizes, sources = vs.positions, vs.sizes, vs.sources
-            else:  # compression off (ratio 1.0): every valid token stays
-                ok = np.ones((self.side, self.side), bool) if valid[v] is None else valid[v]
-                kept, sizes, sources = [tuple(p) for p in np.argwhere(ok).tolist()], None, None
-            has_sizes |= sizes is not None
-            has_sources |= sources is not None
-            picture = overlay.render_view(pixels, self.side, kept, valid[v], sizes, sources)
-            views.append(ViewPicture(names[v], counts[v], len(kept), picture))
-
-        before = layout.num_tokens()
-        newlines = layout.num_newlines("unpadded")
-        sample = stats.samples[0] if stats is not None and stats.samples else None
-        text_cfg = self.model.config.text_config
-        flops_before = (
-            sample.prefill_flops_before if sample else decoder_prefill_flops(text_cfg, full.prompt_tokens)
-        )
-        flops_after = sample.prefill_flops_after if sample else flops_before
-        note = ""
-        if im is None or make_config(method, ratio=ratio).is_off:
+            vs = im.views[v]
+            has_sizes |= vs.sizes is not None
+            has_sources |= vs.sources is not None
+            picture = overlay.render_view(pixels, self.side, vs.positions, valid[v], vs.sizes, vs.sources)
+            views.append(ViewPicture(vs.name, vs.original, vs.kept, picture))
+        note = im.note
+        if make_config(method, ratio=ratio).is_off:
             note = "Ratio 1.0 switches compression off: both runs are the same model, token for token."
-        elif im.note:
-            note = im.note
         return Comparison(
             method=method,
             ratio=ratio,
             image_size=image_size,
             compressed=small,
             uncompressed=full,
-            tokens_before=before,
-            tokens_after=im.tokens_after if im else before,
-            newlines_before=newlines,
-            newlines_after=im.newlines_after if im else newlines,
-            compress_seconds=stats.compress_seconds if stats else 0.0,
-            flops_before=flops_before,
-            flops_after=flops_after,
+            tokens_before=im.tokens_before,
+            tokens_after=im.tokens_after,
+            newlines_before=im.newlines_before,
+            newlines_after=im.newlines_after,
+            compress_seconds=stats.compress_seconds,
+            flops_before=sample.prefill_flops_before,
+            flops_after=sample.prefill_flops_after,
             views=views,
             legend=overlay.legend(has_sizes, has_sources),
             note=note,

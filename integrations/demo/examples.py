@@ -1,5 +1,6 @@
-"""Example images for the demo, drawn with Pillow (deterministic: same pixels on every machine
-with the same Pillow), so that nothing is downloaded and no binary ships in the repository.
+"""The example images, drawn with Pillow (deterministic: same pixels on every machine with the
+same Pillow), so that nothing is downloaded. ``scripts/make_examples.py`` saves them as the PNGs
+shipped in :mod:`vtcompress.examples` (which also holds each example's question).
 
 Three shapes of input that exercise LLaVA-NeXT's anyres grid differently: a 4:3 scene (2x2
 crops, letterboxed top and bottom), a 1:2 document (two crops, one above the other) and a 3:1
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+
+from vtcompress.examples import EXAMPLES
 
 
 @dataclass(frozen=True)
@@ -77,12 +80,11 @@ def bar_chart() -> Image.Image:
     return img
 
 
+DRAWINGS = {"scene": scene, "receipt": receipt, "bar_chart": bar_chart}
+
+
 def examples() -> list[Example]:
-    return [
-        Example("scene", "What colour is the sun?", scene()),
-        Example("receipt", "What is the total on the receipt?", receipt()),
-        Example("bar_chart", "Which bar is the tallest?", bar_chart()),
-    ]
+    return [Example(name, EXAMPLES[name].question, draw()) for name, draw in DRAWINGS.items()]
 
 
 def write_examples(directory: str | Path) -> list[tuple[str, str]]:

@@ -122,32 +122,39 @@ class DocOwlAdapter(Host):
         """Per view, the kept H-Reducer tokens followed by ``vit_eos`` ([k_v + 1, H])."""
         out: list[Tensor] = []
         try:
-            for idx, (g, rows, cols, views) in enumerate(split_images(visual)):
+            parts = split_images(visual)
+            images = []
+            for idx, (g, rows, cols, views) in enumerate(parts):
                 layout = DocOwlLayout(rows, cols, bool(g), self.grid, self.grid // self.group)
                 feats = visual.features[views]  # [V, 257, H]
                 qk = {i: self._layer_qk(i, views) for i in self.qk_layers}
-                tokens = ImageTokens(feats[:, :-1], layout, qk, {}, idx, self.score_layer, self.num_layers)
-                outs, seconds = self.compress(tokens)
-                for v, o in enumerate(outs):
+                images.append(
+                    ImageTokens(feats[:, :-1], layout, qk, {}, idx, self.score_layer, self.num_layers)
+                )
+            # every image at once; the per-view outputs below need each view's count on the host
+            results, seconds = self.compress_all(images)
+            for idx, (result, (_, _, _, views)) in enumerate(zip(results, parts)):
+                layout, feats = result.layout, visual.features[views]
+                for v, o in enumerate(result.views):
                     if o.num_kept < 1:
                         raise RuntimeError(f"method {self.config.method!r} kept no token of view {v}")
                     out.append(torch.cat([o.features, feats[v, -1:]], dim=0))  # + vit_eos
-                self.stats.compress_seconds += seconds
                 size = tuple(visual.image_sizes[idx].tolist()) if visual.image_sizes is not None else (0, 0)
                 self.stats.images.append(
                     image_stats(
                         layout,
-                        outs,
+                        result,
                         self.config,
                         index=idx,
                         image_size=size,
-                        seconds=seconds,
+                        seconds=seconds / len(results),
                         # DocOwl has no newlines: these count the vit_eos tokens, one per view, always kept
                         newlines_before=layout.num_views,
                         newlines_after=layout.num_views,
                         note="vit_eos (one per view, always kept) counted as newlines",
                     )
                 )
+            self.stats.compress_seconds += seconds
         finally:
             self.end()
         return out

@@ -7,7 +7,8 @@ What it installs (all undone by ``remove()``):
   when the method merges inside the tower: ``ImageTokens.sources`` then says which token holds
   each original patch;
 * ``pack_image_features`` on the inner ``LlavaNextModel``: where per-view projected features
-  exist; it runs the method on each image and packs kept tokens (newlines per the method's policy);
+  exist; it runs the method on every image of the batch at once (``compress_images``) and packs
+  kept tokens (newlines per the method's policy);
 * ``get_image_features`` (signature kept: generate() selects arguments by it): turns capture on,
   and returns the features already computed for the same pixels in this call;
 * ``forward`` and ``generate`` of the outer model: the prompt surgery of
@@ -23,9 +24,10 @@ import torch
 from torch import Tensor, nn
 
 from vtcompress.api import CompressionHandle
+from vtcompress.batch import CompressedImage
 from vtcompress.config import CLS_ATTENTION, GLOBAL_VIEW, HIDDEN_STATES, TOWER_MERGE, CompressionConfig
 from vtcompress.integrations.clip_merge import tower_merge_for
-from vtcompress.integrations.llava_next.layout import AnyResLayout, pack_views
+from vtcompress.integrations.llava_next.layout import AnyResLayout, pack_images
 from vtcompress.integrations.placeholder_host import PlaceholderHost
 from vtcompress.pipeline import image_stats
 from vtcompress.tokens import ImageTokens, LayerQK, keep_all
@@ -115,46 +117,49 @@ class LlavaNextAdapter(PlaceholderHost):
             )
         mcfg = self.inner.config
         policy = getattr(self.config, "newline", "unpadded")
-        packed, offset = [], 0
+        images, sizes, offset = [], [], 0
         for idx, feats in enumerate(image_features):
             if self.tower is None and feats.shape[1] != self.side * self.side:
                 raise ValueError(f"expected {self.side**2} tokens per view, got {feats.shape[1]}")
             size = tuple(int(x) for x in image_sizes[idx])
-            layout = AnyResLayout.for_image(
-                size, mcfg.image_grid_pinpoints, mcfg.vision_config.image_size, mcfg.vision_config.patch_size
-            )
+            layout = AnyResLayout.for_config(mcfg, size)
             if feats.shape[0] == 1:
                 layout = AnyResLayout.single_view(self.side)
-            tokens = self._image_tokens(idx, feats, layout, slice(offset, offset + feats.shape[0]))
+            images.append(self._image_tokens(idx, feats, layout, slice(offset, offset + feats.shape[0])))
+            sizes.append(size)
             offset += feats.shape[0]
-            # A single-view image has nothing to guide a budget across views: it passes through,
-            # unless the tower already merged it.
-            single = not layout.has_crops and tokens.sources is None and not self.off
-            if single:
-                outs, seconds = keep_all(tokens), 0.0
+        # A single-view image has nothing to guide a budget across views: it passes through,
+        # unless the tower already merged it. Every other image is compressed in one call.
+        single = [not t.layout.has_crops and t.sources is None and not self.off for t in images]
+        results, seconds = self.compress_all([t for t, s in zip(images, single) if not s])
+        per_image = seconds / max(len(results), 1)
+        packed = pack_images(results, image_newline, "unpadded" if self.off else policy)
+        done = iter(zip(results, packed))
+        seqs = []
+        for idx, (tokens, alone) in enumerate(zip(images, single)):
+            if alone:
+                result = CompressedImage(tokens, keep_all(tokens))
+                seq = pack_images([result], image_newline, "unpadded")[0]
             else:
-                outs, seconds = self.compress(tokens)
-            view_policy = "unpadded" if single or self.off else policy
-            seq = pack_views(
-                layout, [o.positions for o in outs], [o.features for o in outs], image_newline, view_policy
-            )
-            packed.append(seq)
-            self.stats.compress_seconds += seconds
-            kept = sum(o.num_kept for o in outs)
+                result, seq = next(done)
+            seqs.append(seq)
+            layout = tokens.layout
             self.stats.images.append(
                 image_stats(
                     layout,
-                    outs,
+                    result,
                     self.config,
                     index=idx,
-                    image_size=size,
-                    seconds=seconds,
+                    image_size=sizes[idx],
+                    seconds=0.0 if alone else per_image,
                     newlines_before=layout.num_newlines("unpadded"),
-                    newlines_after=seq.shape[0] - kept,
-                    note="single view: passed through uncompressed" if single else "",
-                    passthrough=single,
+                    newlines_after=seq.shape[0] - result.num_kept,
+                    note="single view: passed through uncompressed" if alone else "",
+                    passthrough=alone,
                 )
             )
+        self.stats.compress_seconds += seconds
+        packed = seqs
         lens = torch.tensor([s.shape[0] for s in packed], dtype=torch.long, device=image_features[0].device)
         return packed, lens
 

@@ -10,12 +10,13 @@ with one ``image_newline`` after each row.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 from transformers.image_processing_utils import select_best_resolution
 
+from vtcompress.batch import CompressedImage, pack_selected
 from vtcompress.layout import GridLayout, NewlinePolicy
 
 
@@ -52,6 +53,12 @@ class AnyResLayout(GridLayout):
         ch, cw = select_best_resolution((h, w), [tuple(p) for p in grid_pinpoints])
         rows, cols = ch // view_px, cw // view_px
         return cls.from_grid(rows, cols, side, (h, w))
+
+    @classmethod
+    def for_config(cls, config: Any, image_size: tuple[int, int]) -> AnyResLayout:
+        """Layout of an image of ``(height, width)`` pixels for a ``LlavaNextConfig``."""
+        vision = config.vision_config
+        return cls.for_image(image_size, config.image_grid_pinpoints, vision.image_size, vision.patch_size)
 
     @classmethod
     def from_grid(cls, rows: int, cols: int, side: int, image_size: tuple[int, int]) -> AnyResLayout:
@@ -157,3 +164,28 @@ def _to_cpu(positions: list[Tensor]) -> list[Tensor]:
         return list(positions)
     flat = torch.cat([p.reshape(-1).long() for p in positions]).cpu()
     return list(flat.split([p.numel() for p in positions]))
+
+
+def pack_images(
+    images: list[CompressedImage], newline: Tensor | None, policy: NewlinePolicy = "unpadded"
+) -> list[Tensor]:
+    """Every image's packed sequence ([T_i, D] each, as :func:`pack_views` packs it).
+
+    Images compressed together (one :class:`~vtcompress.batch.SelectedBatch`) are packed at once,
+    with no read back to the host; the others one by one.
+    """
+    out: list[Tensor | None] = [None] * len(images)
+    groups: dict[int, list[int]] = {}
+    for i, im in enumerate(images):
+        if im.batch is not None:
+            groups.setdefault(id(im.batch), []).append(i)
+        else:
+            views = im.views
+            out[i] = pack_views(
+                im.layout, [o.positions for o in views], [o.features for o in views], newline, policy
+            )
+    for members in groups.values():
+        packed = pack_selected(images[members[0]].batch, newline, policy).unbind(0)
+        for i in members:
+            out[i] = packed[images[i].row]
+    return out

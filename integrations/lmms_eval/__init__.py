@@ -1,7 +1,9 @@
 """lmms-eval plugin: compressed models as lmms-eval models, found through entry points.
 
 After ``pip install "vtcompress[eval]"`` lmms-eval lists the models ``vtcompress_llava_next``,
-``vtcompress_docowl`` (mPLUG-DocOwl1.5) and ``vtcompress_qwen2_5_vl`` (Qwen2.5-VL)::
+``vtcompress_docowl`` (mPLUG-DocOwl1.5), ``vtcompress_qwen2_5_vl`` (Qwen2.5-VL) and
+``vtcompress_llava`` (the original LLaVA codebase, built on lmms-eval's own ``llava`` model; it
+needs the ``llava`` package, see docs/hosts/llava-package.md)::
 
     lmms-eval --model vtcompress_llava_next \
         --model_args pretrained=llava-hf/llava-v1.6-vicuna-7b-hf,method=globalcom2,ratio=0.25,batch_size=8 \
@@ -21,7 +23,15 @@ DOCOWL_MODEL_ID = "vtcompress_docowl"
 DOCOWL_CLASS_PATH = "vtcompress.integrations.lmms_eval.docowl_model.CompressedDocOwl"
 QWEN2_5_VL_MODEL_ID = "vtcompress_qwen2_5_vl"
 QWEN2_5_VL_CLASS_PATH = "vtcompress.integrations.lmms_eval.qwen2_5_vl_model.CompressedQwen2_5_VL"
-EXTRA_HINT = 'the lmms-eval plugin needs lmms-eval: pip install "vtcompress[eval]"'
+LLAVA_PKG_MODEL_ID = "vtcompress_llava"
+LLAVA_PKG_CLASS_PATH = "vtcompress.integrations.lmms_eval.llava_pkg_model.CompressedLlava"
+
+
+def extra_hint() -> str:
+    """What to install when lmms-eval is missing (right for a checkout and for a wheel)."""
+    from vtcompress.hints import needs_extra
+
+    return needs_extra("the lmms-eval plugin needs lmms-eval", "eval")
 
 
 def model_manifests() -> list:
@@ -29,21 +39,24 @@ def model_manifests() -> list:
     try:
         from lmms_eval.models.registry_v2 import ModelManifest
     except ImportError as err:  # only lmms-eval calls this, but say what is missing if not
-        raise ImportError(EXTRA_HINT) from err
+        raise ImportError(extra_hint()) from err
     return [
         ModelManifest(model_id=LLAVA_NEXT_MODEL_ID, simple_class_path=LLAVA_NEXT_CLASS_PATH),
         ModelManifest(model_id=DOCOWL_MODEL_ID, simple_class_path=DOCOWL_CLASS_PATH),
         ModelManifest(model_id=QWEN2_5_VL_MODEL_ID, simple_class_path=QWEN2_5_VL_CLASS_PATH),
+        ModelManifest(model_id=LLAVA_PKG_MODEL_ID, simple_class_path=LLAVA_PKG_CLASS_PATH),
     ]
 
 
 __all__ = [
     "DOCOWL_CLASS_PATH",
     "DOCOWL_MODEL_ID",
-    "EXTRA_HINT",
     "LLAVA_NEXT_CLASS_PATH",
     "LLAVA_NEXT_MODEL_ID",
     "QWEN2_5_VL_CLASS_PATH",
     "QWEN2_5_VL_MODEL_ID",
+    "LLAVA_PKG_CLASS_PATH",
+    "LLAVA_PKG_MODEL_ID",
+    "extra_hint",
     "model_manifests",
 ]

@@ -37,19 +37,9 @@ class CompressedLlavaNext(CompressedModel):
         return model, processor
 
     def _prompt(self, context: str, num_images: int) -> str:
-        image_token = getattr(self.processor, "image_token", "<image>")
-        parts = [] if image_token in context else [{"type": "image"}] * num_images
-        parts.append({"type": "text", "text": context})
-        template = self.chat_template or getattr(self.processor, "chat_template", None)
-        if template:
-            return self.processor.apply_chat_template(
-                [{"role": "user", "content": parts}],
-                chat_template=template,
-                add_generation_prompt=True,
-                tokenize=False,
-            )
-        images = "".join(f"{image_token}\n" for p in parts if p["type"] == "image")
-        return f"USER: {images}{context} ASSISTANT:"
+        from vtcompress.integrations.llava_next.prompt import chat_prompt
+
+        return chat_prompt(self.processor, context, num_images, self.chat_template)
 
     def _inputs(self, prompts: list[str], images: list) -> dict[str, Any]:
         inputs = self.processor(images=images or None, text=prompts, padding=True, return_tensors="pt").to(
@@ -66,9 +56,7 @@ class CompressedLlavaNext(CompressedModel):
         cfg = self._model.config
         entries = []
         for size in inputs["image_sizes"].tolist():
-            layout = AnyResLayout.for_image(
-                size, cfg.image_grid_pinpoints, cfg.vision_config.image_size, cfg.vision_config.patch_size
-            )
+            layout = AnyResLayout.for_config(cfg, size)
             grid = (layout.rows, layout.cols)
             entries.append(
                 uncompressed_image_entry(size, grid, layout.view_counts(), layout.num_newlines("unpadded"))

@@ -13,7 +13,14 @@ model_args (``--model_args k=v,k=v``):
     device_map   LLaVA-NeXT, Qwen2.5-VL: passed to ``from_pretrained`` (e.g. ``auto`` to spread one model)
     attn_implementation; chat_template (LLaVA-NeXT, Qwen2.5-VL: a Jinja string; default: the processor's own;
                  DocOwl always uses its official ``mplug_owl2`` conversation)
+    on_error     ``skip`` (default): a sample the model cannot process (an odd image, out of memory)
+                 gets an empty answer and a record with its error, and the run goes on; ``raise``:
+                 the run stops at the first such sample
     any other key (e.g. ``allocation=paper``) is an option of the method's config.
+
+Failures cannot pass unseen: lmms-eval exits 0 whatever happened, so at the end of an
+``lmms-eval`` run this model says how many samples failed and exits with code 1 if any did
+(:mod:`.failures`).
 
 Every answer comes back as an lmms-eval ``GenerationResult`` whose ``token_counts`` carries the
 sample's compression record (see :mod:`.records`): lmms-eval writes it under ``token_counts`` in
@@ -30,20 +37,23 @@ from typing import Any
 
 import torch
 
-from vtcompress.integrations.lmms_eval import EXTRA_HINT
+from vtcompress.integrations.lmms_eval import extra_hint
 
 try:
     from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
     from lmms_eval.api.model import lmms
     from lmms_eval.utils import simple_parse_args_string
+    from loguru import logger as eval_logger
 except ImportError as err:
-    raise ImportError(EXTRA_HINT) from err
+    raise ImportError(extra_hint()) from err
 
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from vtcompress.api import get_handle
 from vtcompress.flops import decoder_prefill_flops
-from vtcompress.integrations.lmms_eval.records import BatchTiming, image_entry, sample_record
+from vtcompress.inputs import to_rgb
+from vtcompress.integrations.lmms_eval.failures import ON_ERROR, TALLY, install_exit_report
+from vtcompress.integrations.lmms_eval.records import BatchTiming, failed_record, image_entry, sample_record
 
 
 @dataclass
@@ -109,9 +119,16 @@ class CompressedModel(lmms):
         dtype: str | None = "auto",
         attn_implementation: str | None = None,
         max_batch_size: int | None = None,  # lmms-eval passes it; batch sizes here are fixed
+        on_error: str = "skip",
         **options: Any,
     ) -> None:
         super().__init__()
+        if on_error not in ON_ERROR:
+            raise ValueError(
+                f"on_error must be skip (record the error, go on) or raise (stop); got {on_error!r}"
+            )
+        self.on_error = on_error
+        install_exit_report()
         from accelerate import Accelerator
 
         accelerator = Accelerator()
@@ -188,7 +205,7 @@ class CompressedModel(lmms):
         for v in flat:
             if not hasattr(v, "convert"):
                 raise ValueError(f"{self.__class__.__name__} takes images only, got {type(v).__name__}")
-        return [v.convert("RGB") for v in flat]
+        return [to_rgb(v) for v in flat]
 
     # --- records ----------------------------------------------------------------------------
     def _records(
@@ -303,34 +320,73 @@ class CompressedModel(lmms):
             indices.sort(key=lambda i: -len(requests[i].args[0]))
             for k in range(0, len(indices), self.batch_size):
                 chunk = indices[k : k + self.batch_size]
-                for i, result in zip(chunk, self._generate_batch([requests[i] for i in chunk])):
+                for i, result in zip(chunk, self._generate_or_record([requests[i] for i in chunk])):
                     results[i] = result
                 bar.update(len(chunk))
         bar.close()
+        return results
+
+    def _failed(self, request: Instance, error: BaseException) -> dict[str, Any]:
+        """Count and log a sample the model could not process; stop the run if on_error=raise."""
+        _, _, _, doc_id, task, _ = request.args[:6]
+        record = failed_record(method=self.method, ratio=self.ratio, error=error, doc_id=doc_id, task=task)
+        if self.on_error == "raise":
+            TALLY.stopped = f"task {task!r}, doc {doc_id}: {record['error']}"
+            raise error
+        TALLY.failed.append(record)
+        eval_logger.warning(f"vtcompress: task {task!r} doc {doc_id} failed and scores 0: {record['error']}")
+        return record
+
+    def _generate_or_record(self, requests: list[Instance]) -> list[GenerationResult]:
+        """Answers of a batch; if it fails, one request at a time, so that only the bad ones fail."""
+        TALLY.samples += len(requests)
+        try:
+            return self._generate_batch(requests)
+        except Exception as error:  # noqa: BLE001 - any failure of a sample is recorded, not fatal
+            if len(requests) == 1:
+                record = self._failed(requests[0], error)
+                return [GenerationResult(text="", token_counts=CompressionTokenCounts(vtcompress=record))]
+        results = []
+        for request in requests:
+            try:
+                results += self._generate_batch([request])
+            except Exception as error:  # noqa: BLE001
+                record = self._failed(request, error)
+                results.append(
+                    GenerationResult(text="", token_counts=CompressionTokenCounts(vtcompress=record))
+                )
         return results
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         """Log-probability of each continuation after the (compressed) prompt, one request a call."""
         results = []
         for request in requests:
-            context, target, _, doc_id, task, split = request.args[:6]
-            continuation = target if isinstance(target, str) else target(self.task_dict[task][split][doc_id])
-            images = self._visuals(request)
-            prompt = self._prompt(context, len(images))
-            n_prompt = self._inputs([prompt], images)["input_ids"].shape[1]
-            inputs = self._inputs([prompt + continuation], images)
-            n_cont = inputs["input_ids"].shape[1] - n_prompt
-            if n_cont <= 0:
-                raise ValueError(f"continuation {continuation!r} adds no token to the prompt")
-            with torch.inference_mode():
-                logits = self._model(**inputs).logits[0]
-            # Compression shortens image runs only: the continuation stays the last n_cont tokens.
-            cont_ids = inputs["input_ids"][0, -n_cont:]
-            logprobs = torch.log_softmax(logits[-n_cont - 1 : -1].float(), dim=-1)
-            total = logprobs.gather(1, cont_ids[:, None]).sum().item()
-            greedy = bool((logprobs.argmax(-1) == cont_ids).all())
-            results.append((total, greedy))
+            TALLY.samples += 1
+            try:
+                results.append(self._loglikelihood_one(request))
+            except Exception as error:  # noqa: BLE001 - recorded; -inf makes the sample score 0
+                self._failed(request, error)
+                results.append((float("-inf"), False))
         return results
+
+    def _loglikelihood_one(self, request: Instance) -> tuple[float, bool]:
+        context, target, _, doc_id, task, split = request.args[:6]
+        continuation = target if isinstance(target, str) else target(self.task_dict[task][split][doc_id])
+        images = self._visuals(request)
+        prompt = self._prompt(context, len(images))
+        n_prompt = self._inputs([prompt], images)["input_ids"].shape[1]
+        inputs = self._inputs([prompt + continuation], images)
+        n_cont = inputs["input_ids"].shape[1] - n_prompt
+        if n_cont <= 0:
+            raise ValueError(f"continuation {continuation!r} adds no token to the prompt")
+        with torch.inference_mode():
+            logits = self._model(**inputs).logits[0]
+        # Compression shortens image runs only: the continuation stays the last n_cont tokens.
+        cont_ids = inputs["input_ids"][0, -n_cont:]
+        logprobs = torch.log_softmax(logits[-n_cont - 1 : -1].float(), dim=-1)
+        total = logprobs.gather(1, cont_ids[:, None]).sum().item()
+        greedy = bool((logprobs.argmax(-1) == cont_ids).all())
+        return total, greedy
 
     def generate_until_multi_round(self, requests) -> list[str]:
         raise NotImplementedError(f"{self.__class__.__name__} does not support multi-round generation")

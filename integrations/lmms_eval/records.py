@@ -2,7 +2,9 @@
 
 One record per request (sample): its images' visual tokens before and after compression (newline
 tokens excluded, the ``ratio`` convention, and counted apart), prompt lengths, the decoder's
-analytic prefill FLOPs before and after, and the timings of the batch the sample ran in.
+analytic prefill FLOPs before and after, the timings of the batch the sample ran in, and
+``failed`` False. A sample the model could not process has ``failed`` True and its ``error``
+instead (:func:`failed_record`).
 Pure functions of vtcompress stats: no lmms-eval import here.
 """
 
@@ -95,4 +97,26 @@ def sample_record(
         "output_tokens": output_tokens,
         "images": images,
         "timing": asdict(timing),
+        "failed": False,
+        "error": None,
+    }
+
+
+def failed_record(
+    *, method: str, ratio: float, error: BaseException, doc_id: Any, task: str
+) -> dict[str, Any]:
+    """The record of a sample the model could not answer: what went wrong, on which document.
+
+    ``error`` is the exception's type and first line (at most 500 characters); the sample's
+    answer is empty and its scores count it as wrong.
+    """
+    lines = str(error).strip().splitlines()
+    message = f"{type(error).__name__}: {lines[0] if lines else ''}".strip().rstrip(":")
+    return {
+        "method": method,
+        "ratio": ratio,
+        "failed": True,
+        "error": message[:500],
+        "task": task,
+        "doc_id": doc_id,
     }

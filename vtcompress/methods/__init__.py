@@ -1,3 +1,10 @@
 """Built-in compression methods. Each module registers itself on import."""
 
-from vtcompress.methods import baselines, globalcom2, pitome, tokencorr, tome  # noqa: F401
+from vtcompress.methods import (  # noqa: F401
+    baselines,
+    globalcom2,
+    pitome,
+    tokencorr,
+    tokencorr_batch,
+    tome,
+)

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from vtcompress.batch import Plan, Plans, SelectedBatch, rank_mask, stacked
 from vtcompress.budget import keep_count, split_budget
 from vtcompress.config import CompressionConfig
-from vtcompress.layout import view_positions
-from vtcompress.registry import register_method
+from vtcompress.layout import Layout, view_positions
+from vtcompress.registry import register_batch, register_method
 from vtcompress.scores import cls_patch_attention
 from vtcompress.tokens import ImageTokens, ViewOutput, select_views
 
@@ -86,3 +87,66 @@ def fastervlm(tokens: ImageTokens, config: FasterVLMConfig) -> list[ViewOutput]:
         top = torch.topk(attn[v, pos], k).indices
         positions.append(pos[top].sort().values)
     return select_views(tokens.features, positions)
+
+
+# --- batched paths (same tokens as the functions above, image by image) ---------------------------
+_PER_IMAGE = {"uniform": uniform, "random": random_drop}
+
+
+def _layout_keep_mask(layout: Layout, config: CompressionConfig) -> tuple[Tensor, int]:
+    """CPU bool [V, N] of the tokens ``uniform`` / ``random`` keep: a function of the layout and
+    config alone, so it is the per-image function's own choice on a feature-less image."""
+    h, w = layout.view_grid
+    empty = ImageTokens(torch.zeros(layout.num_views, h * w, 0), layout)
+    mask = torch.zeros(layout.num_views, h * w, dtype=torch.bool)
+    for v, out in enumerate(_PER_IMAGE[config.method](empty, config)):
+        mask[v, out.positions] = True
+    return mask, int(mask.sum())
+
+
+_keep_masks = Plans(_layout_keep_mask)
+
+
+def _fastervlm_plan(layout: Layout, config: FasterVLMConfig) -> Plan:
+    """Invalid tokens (bool [V, N]), per-view budgets (long [V]) and the image's total."""
+    h, w = layout.view_grid
+    invalid = torch.ones(layout.num_views, h * w, dtype=torch.bool)
+    for v, pos in enumerate(view_positions(layout)):
+        invalid[v, pos] = False
+    budgets = torch.tensor(uniform_view_budgets(ImageTokens(torch.zeros(0), layout), config.ratio))
+    return Plan(invalid=invalid, budgets=budgets, total=int(budgets.sum()))
+
+
+_fastervlm_plans = Plans(_fastervlm_plan)
+
+
+def _layout_only(tokens: list[ImageTokens], config: CompressionConfig) -> SelectedBatch:
+    layout = tokens[0].layout
+    keep, total = _keep_masks(layout, config)
+    features = stacked(tokens).features.view(len(tokens), *tokens[0].features.shape)
+    return SelectedBatch(layout, features, keep, total)
+
+
+@register_batch("uniform")
+def uniform_batch(tokens: list[ImageTokens], config: UniformConfig) -> SelectedBatch:
+    """:func:`uniform` for images of one layout: the kept set is the layout's, nothing to compute."""
+    return _layout_only(tokens, config)
+
+
+@register_batch("random")
+def random_drop_batch(tokens: list[ImageTokens], config: RandomConfig) -> SelectedBatch:
+    """:func:`random_drop` for images of one layout (its seeded choice depends on the layout only)."""
+    return _layout_only(tokens, config)
+
+
+@register_batch("fastervlm")
+def fastervlm_batch(tokens: list[ImageTokens], config: FasterVLMConfig) -> SelectedBatch:
+    """:func:`fastervlm` for images of one layout: one score pass, one rank selection."""
+    layout, b = tokens[0].layout, len(tokens)
+    plan = _fastervlm_plans(layout, config)
+    batch = stacked(tokens)
+    attn = cls_patch_attention(batch, batch.score_layer).view(b, layout.num_views, -1)  # [B, V, N]
+    device = attn.device
+    scores = attn.masked_fill(plan.on("invalid", device), float("-inf"))
+    keep = rank_mask(scores, plan.on("budgets", device))
+    return SelectedBatch(layout, batch.features.view(b, *tokens[0].features.shape), keep, plan["total"])

@@ -55,10 +55,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vtcompress.budget import keep_count, split_budget
+from vtcompress.batch import Plan, Plans, SelectedBatch, rank_mask, stacked
+from vtcompress.budget import keep_count, split_budget, split_budget_rows
 from vtcompress.config import CLS_ATTENTION, GLOBAL_VIEW, CompressionConfig, check_choice
 from vtcompress.layout import NEWLINE_POLICIES, Layout
-from vtcompress.registry import register_method
+from vtcompress.registry import register_batch, register_method
 from vtcompress.scores import cls_patch_logits
 from vtcompress.tokens import ImageTokens, ViewOutput, select_views
 
@@ -215,3 +216,143 @@ def globalcom2(tokens: ImageTokens, config: GlobalCom2Config) -> list[ViewOutput
     for j, (k, n) in enumerate(zip(budgets, counts.tolist())):
         positions.append(top_positions(combined[j], min(k, n)))
     return select_views(feats, positions)
+
+
+# --- batched path (exact allocation): same tokens as :func:`globalcom2`, image by image ------------
+def _exact_plan(layout: Layout, config: GlobalCom2Config) -> Plan:
+    """What exact mode knows from the layout and options alone (see :func:`globalcom2_batch`)."""
+    r, n = config.ratio, layout.num_crops
+    h, w = layout.view_grid
+    thumb_k = keep_count(layout.view_tokens, r)
+    plan = Plan(thumb_k=thumb_k, total=keep_count(layout.num_tokens(), r))
+    if not layout.has_crops:
+        return plan
+    counts = layout.crop_valid_mask().sum(1)
+    ph, pw = max(h // layout.rows, 1), max(w // layout.cols, 1)
+    ri = (torch.arange(h) // ph).clamp_max(layout.rows - 1)
+    ci = (torch.arange(w) // pw).clamp_max(layout.cols - 1)
+    region = (ri[:, None] * layout.cols + ci[None, :]).flatten()
+    cap_total = int(counts.sum())
+    crop_total = min(plan["total"] - thumb_k, cap_total)
+    # split_budget's rounds: one round is final unless a crop's share can reach its cap. A crop's
+    # weight N_j (1 + sigma_j - mean sigma), clipped at N_j / r, is at most N_j min(2 - 1/n, 1/r),
+    # every other crop's at least N_i (1 - 1/n): that bounds each share (margin for float error).
+    w_max = counts.double() * min(2 - 1 / n + 1e-6, 1 / r)
+    others = (cap_total - counts.double()) * max(1 - 1 / n - 1e-6, 0.0)
+    bound = crop_total * w_max / (w_max + others).clamp_min(1e-300)
+    one_round = bool(((bound < counts.double() - 1e-6) | (counts == 0)).all())
+    valid_crops = counts > 0
+    plan |= {
+        "region": region,
+        "region_sizes": torch.bincount(region, minlength=n).clamp_min(1),
+        "counts": counts,
+        "invalid": ~layout.crop_valid_mask(),
+        "closed": counts[None] == 0,
+        "counts_f64": counts.double(),
+        "crop_total": crop_total,
+        "rounds": 1 if one_round else max(int(valid_crops.sum()), 1),
+        "budgets_thumb": torch.tensor([thumb_k]),
+    }
+    return plan
+
+
+_exact_plans = Plans(_exact_plan)
+
+
+def _batched_crop_ratios(thumb: Tensor, plan: Plan, config: GlobalCom2Config) -> Tensor:
+    """:func:`crop_ratios` of B thumbnails at once: [B, h*w] scores -> [B, n] float64."""
+    dev = thumb.device
+    region = plan.on("region", dev)
+    n = len(plan["counts"])
+    sums = torch.zeros(thumb.shape[0], n, dtype=torch.float64, device=dev).index_add_(
+        1, region, thumb.double()
+    )
+    if config.region_aggregation == "mean":
+        sums = sums / plan.on("region_sizes", dev)
+    weights = torch.exp((sums - sums.amax(1, keepdim=True)) / config.temperature)
+    sigma = weights / (weights.sum(1, keepdim=True) + 1e-8)
+    return (config.ratio * (1 + sigma - sigma.mean(1, keepdim=True))).clamp_max(1.0)
+
+
+def _batched_split(weights: Tensor, plan: Plan) -> Tensor:
+    """:func:`~vtcompress.budget.split_budget` of B rows at once on the device, same arithmetic.
+
+    weights: [B, n] float64, >= 0, zero where a crop has no token (its cap). Returns long
+    [B, n]. Each round's weight sum is accumulated left to right, as Python's ``sum`` does
+    (``cumsum``; a closed group adds an exact 0). With ``plan["rounds"] == 1`` no share can
+    reach its cap, so the first round is final and needs no cap checks.
+    """
+    dev = weights.device
+    caps = plan.on("counts", dev)
+    closed = plan.on("closed", dev)  # crops with no token: never given one
+    total = plan["crop_total"]
+    if plan["rounds"] == 1:
+        shares = weights / weights.cumsum(1)[:, -1:] * total
+        floor = shares.floor()
+        base = floor.long()
+        left = total - base.sum(1, keepdim=True)
+        # One token each to the largest fractional parts (ties: lower index) while any is left.
+        key = (floor - shares).masked_fill(closed, float("inf"))
+        return base + (key.argsort(dim=1, stable=True).argsort(dim=1) < left)
+    return split_budget_rows(weights, caps, total, plan["rounds"])
+
+
+@register_batch("globalcom2")
+def globalcom2_batch(tokens: list[ImageTokens], config: GlobalCom2Config) -> SelectedBatch | None:
+    """:func:`globalcom2` for images of one layout, exact allocation (paper mode: None, as its
+    token count depends on the scores; it stays on the per-image path).
+
+    Budgets are computed on the device: the thumbnail keeps ``floor(576 r)``, the crops share the
+    rest by :func:`_batched_split`, and tokens are chosen by rank masks, so the image's total,
+    ``floor(r N)``, is known on the host and nothing is read back.
+    """
+    layout = tokens[0].layout
+    if config.allocation != "exact" or config.thumbnail_order != "spatial" or not layout.global_view:
+        return None
+    plan = _exact_plans(layout, config)
+    b, v = len(tokens), layout.num_views
+    batch = stacked(tokens)
+    scores = token_scores(batch, config.score).view(b, v, -1)  # [B, V, N] float32
+    dev = scores.device
+    thumb_budget = plan.on("budgets_thumb", dev)
+    if not layout.has_crops:
+        keep = rank_mask(scores, thumb_budget)
+    else:
+        thumb = scores[:, 0]  # [B, N]
+        ratios = _batched_crop_ratios(thumb, plan, config)
+        counts = plan.on("counts_f64", dev)
+        crop_budgets = _batched_split(counts * (ratios / config.ratio), plan)
+        combined = _batched_crop_scores(scores[:, 1:], thumb, layout, config.alpha, plan.on("invalid", dev))
+        ranked = torch.cat([scores[:, :1], combined], dim=1)
+        budgets = torch.cat([thumb_budget.expand(b, 1), crop_budgets], dim=1)
+        keep = rank_mask(ranked, budgets)
+    features = batch.features.view(b, *tokens[0].features.shape)
+    return SelectedBatch(layout, features, keep, plan["total"])
+
+
+def _batched_crop_scores(
+    local: Tensor, thumb: Tensor, layout: Layout, alpha: float, invalid: Tensor
+) -> Tensor:
+    """:func:`crop_scores` of B images: local [B, n, N], thumb [B, N] -> [B, n, N] (invalid: -inf)."""
+    b = local.shape[0]
+    (top, bottom), (left, right) = layout.valid_rows, layout.valid_cols
+    sh, sw = layout.view_grid
+    full_h, full_w = layout.rows * sh, layout.cols * sw
+    if bottom > top and right > left:
+        inner = F.interpolate(
+            thumb.float().view(b, 1, sh, sw),
+            size=(bottom - top, right - left),
+            mode="bilinear",
+            align_corners=False,
+        )
+        full = F.pad(inner, (left, full_w - right, top, full_h - bottom))  # zeros outside the unpadded region
+    else:
+        full = thumb.new_zeros(b, 1, full_h, full_w, dtype=torch.float32)
+    glob = full.view(b, layout.rows, sh, layout.cols, sw).permute(0, 1, 3, 2, 4).reshape(b, -1, sh * sw)
+
+    def unit(x: Tensor) -> Tensor:
+        return x / x.norm(dim=2, keepdim=True).clamp_min(1e-12)
+
+    # the resized map is already 0 outside the unpadded region
+    combined = alpha * unit(local.float().masked_fill(invalid, 0)) + (1 - alpha) * unit(glob)
+    return combined.masked_fill(invalid, float("-inf"))

@@ -28,7 +28,8 @@ from torch import Tensor
 
 from vtcompress.merge import HF_CLIP_BIPARTITE_UNTIL, HF_CLIP_MARGIN, MergePlan, pitome_plan, tome_plan
 from vtcompress.methods.merging import TokenMergingConfig, compress_merging
-from vtcompress.registry import register_method
+from vtcompress.methods.merging_batch import merging_batch
+from vtcompress.registry import register_batch, register_method
 
 
 @dataclass
@@ -75,3 +76,4 @@ register_method(
     PiToMeConfig,
     "PiToMe energy-based token merging (projector placement by default; in-tower with placement='tower')",
 )(compress_merging)
+register_batch("pitome")(merging_batch)

@@ -21,7 +21,8 @@ from torch import Tensor
 
 from vtcompress.merge import MergePlan, tome_plan
 from vtcompress.methods.merging import TokenMergingConfig, compress_merging
-from vtcompress.registry import register_method
+from vtcompress.methods.merging_batch import merging_batch
+from vtcompress.registry import register_batch, register_method
 
 
 @dataclass
@@ -46,3 +47,4 @@ register_method(
     ToMeConfig,
     "ToMe bipartite soft matching token merging (baseline for pitome; same placements)",
 )(compress_merging)
+register_batch("tome")(merging_batch)
