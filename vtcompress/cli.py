@@ -80,8 +80,8 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--model",
         default=TINY,
-        help="LLaVA-NeXT hub id or local checkpoint directory (default: tiny, a built-in model with "
-        "random weights: offline, meaningless answers, real token counts and timings)",
+        help="LLaVA-NeXT or Qwen2.5-VL hub id or local checkpoint directory (default: tiny, a built-in "
+        "LLaVA-NeXT with random weights: offline, meaningless answers, real token counts and timings)",
     )
     run.add_argument(
         "--method",
