@@ -27,7 +27,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 python3 -c "import torch, transformers, triton; print('torch', torch.__version__, 'transformers', transformers.__version__, 'triton', triton.__version__)" | tee -a "$DIR/gpu.txt"
 
 timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider \
-    tests/test_kernels_gpu.py tests/test_tokencorr_gpu.py tests/test_bench.py 2>&1 | tail -25 | tee "$DIR/gpu_tests.txt"
+    tests/kernels/test_kernels_gpu.py tests/methods/test_tokencorr_gpu.py tests/apps/test_bench.py 2>&1 | tail -25 | tee "$DIR/gpu_tests.txt"
 timeout 100 python3 evals/bench_kernels.py --device cuda --configs 1x576x1024 4x2304x1024 8x4096x1024 16x2880x64 4x4096x64 --k 1,8 \
     2>&1 | tail -40 | tee "$DIR/bench_kernels_cuda.txt"
 timeout 100 python3 -m evals.bench.compressors --device cuda --repeats 20 2>&1 | tail -20 | tee "$DIR/compressors_cuda.txt"

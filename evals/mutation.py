@@ -39,23 +39,23 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         "vtcompress/budget.py",
         [
             "tests/core/test_budget_rules.py",
-            "tests/test_layout_budget.py",
-            "tests/test_globalcom2.py",
+            "tests/core/test_layout_budget.py",
+            "tests/methods/test_globalcom2.py",
             "tests/methods/test_baseline_selection.py",
             "tests/methods/test_globalcom2_kept_tokens.py",
-            "tests/test_tokencorr_ops.py",
+            "tests/methods/test_tokencorr_ops.py",
         ],
     ),
     "layout": (
         "vtcompress/layout.py",
         [
             "tests/core/test_layout_geometry.py",
-            "tests/test_layout_budget.py",
-            "tests/test_globalcom2.py",
+            "tests/core/test_layout_budget.py",
+            "tests/methods/test_globalcom2.py",
             "tests/methods/test_baseline_selection.py",
             "tests/methods/test_globalcom2_kept_tokens.py",
             "tests/methods/test_stats_match_the_model_input.py",
-            "tests/test_llava_next.py",
+            "tests/hosts/test_llava_next.py",
         ],
     ),
     "sequence": (
@@ -63,7 +63,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         [
             "tests/core/test_sequence_shortening.py",
             "tests/methods/test_stats_match_the_model_input.py",
-            "tests/test_llava_next.py",
+            "tests/hosts/test_llava_next.py",
         ],
     ),
     "baselines": (
@@ -71,24 +71,27 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         [
             "tests/methods/test_baseline_selection.py",
             "tests/methods/test_stats_match_the_model_input.py",
-            "tests/test_llava_next.py",
+            "tests/hosts/test_llava_next.py",
         ],
     ),
     "globalcom2": (
         "vtcompress/methods/globalcom2.py",
         [
-            "tests/test_globalcom2.py",
+            "tests/methods/test_globalcom2.py",
             "tests/methods/test_globalcom2_kept_tokens.py",
             "tests/methods/test_stats_match_the_model_input.py",
-            "tests/test_llava_next.py",
+            "tests/hosts/test_llava_next.py",
         ],
     ),
     "tokencorr_ops": (
         "vtcompress/methods/tokencorr_ops.py",
-        ["tests/test_tokencorr_ops.py", "tests/test_tokencorr_method.py"],
+        ["tests/methods/test_tokencorr_ops.py", "tests/methods/test_tokencorr_method.py"],
     ),
-    "merge": ("vtcompress/merge.py", ["tests/test_pitome_merge.py", "tests/methods/test_merge_ties.py"]),
-    "flops": ("vtcompress/flops.py", ["tests/core/test_flops_counted.py", "tests/test_bench.py"]),
+    "merge": (
+        "vtcompress/merge.py",
+        ["tests/methods/test_pitome_merge.py", "tests/methods/test_merge_ties.py"],
+    ),
+    "flops": ("vtcompress/flops.py", ["tests/core/test_flops_counted.py", "tests/apps/test_bench.py"]),
 }
 
 KILLED = {"killed", "timeout", "segfault", "caught by type check"}
@@ -139,7 +142,7 @@ def prepare(work: Path, files: list[str], tests: list[str], code_ref: str, tests
         "only_mutate =",
         *[f"    {f}" for f in files],
         "also_copy =",
-        "    evals",  # tests/test_bench.py imports the benchmark scripts
+        "    evals",  # tests/apps/test_bench.py imports the benchmark scripts
         "    mutation_clear_caches.py",
         # One argument a line: mutmut passes a one-line value to pytest as a single argument.
         "pytest_add_cli_args =",

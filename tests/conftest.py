@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
@@ -15,6 +16,21 @@ def make_image(width: int, height: int, seed: int = 0) -> Image.Image:
         w, h = (torch.rand(2, generator=gen) * torch.tensor([width, height]) / 3 + 4).int().tolist()
         color = tuple((torch.rand(3, generator=gen) * 255).int().tolist())
         draw.rectangle([x0, y0, x0 + w, y0 + h], fill=color)
+    return img
+
+
+def doc_image(w: int, h: int, lines: int, seed: int = 0) -> Image.Image:
+    """A white page with ``lines`` rows of black text-like marks (noise for texture)."""
+    img = Image.new("RGB", (w, h), "white")
+    draw = ImageDraw.Draw(img)
+    rng = np.random.default_rng(seed)
+    for i in range(lines):
+        y = 8 + i * 14
+        x = 6
+        while x < w - 20 and y < h - 10:
+            wl = int(rng.integers(5, 25))
+            draw.rectangle([x, y, x + wl, y + 7], fill=(0, 0, 0))
+            x += wl + int(rng.integers(3, 8))
     return img
 
 

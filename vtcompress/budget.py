@@ -66,8 +66,8 @@ def split_budget_rows(weights: Tensor, caps: Tensor, total: int, rounds: int) ->
 
     Args:
         weights: [B, n] float64 (negative weights count as 0); caps: long [n] on the same device;
-        total: tokens per row (<= caps.sum()); rounds: water-filling rounds to run, at most n
-            are ever needed (each round that does not finish closes a capped group).
+        total: tokens per row (<= caps.sum()); rounds: rounds to run; a round either fills every
+            group whose share reaches its cap or is the row's last, so n rounds always suffice.
     Returns:
         long [B, n], row by row what :func:`split_budget` returns, with no read back to the host.
         Each round's weight sum is accumulated left to right as Python's ``sum`` does
@@ -76,24 +76,28 @@ def split_budget_rows(weights: Tensor, caps: Tensor, total: int, rounds: int) ->
     b, n = weights.shape
     dev = weights.device
     w = weights.clamp_min(0)
+    cap = caps.expand(b, n)
     alloc = torch.zeros(b, n, dtype=torch.long, device=dev)
-    open_ = (caps > 0).expand(b, n)
+    open_ = cap > 0
     remaining = torch.full((b, 1), total, dtype=torch.long, device=dev)
+    done = torch.zeros(b, 1, dtype=torch.bool, device=dev)
     for _ in range(rounds):
-        active = open_ & (remaining > 0)
+        live = ~done & (remaining > 0) & open_.any(1, keepdim=True)
         wsum = w.masked_fill(~open_, 0).cumsum(1)[:, -1:]
-        n_open = open_.sum(1, keepdim=True)
-        shares = torch.where(wsum > 0, w / wsum, 1 / n_open.double()) * remaining
-        shares = shares.masked_fill(~active, 0)
+        n_open = open_.sum(1, keepdim=True).clamp_min(1)
+        shares = (torch.where(wsum > 0, w / wsum, 1 / n_open.double()) * remaining).masked_fill(~open_, 0)
+        # Groups whose share reaches their cap are filled; the others wait for the next round.
+        full = live & open_ & (shares >= cap)
+        alloc = torch.where(full, cap, alloc)
+        remaining = remaining - (cap * full).sum(1, keepdim=True)
+        open_ = open_ & ~full
+        # A live row where no cap binds ends here: floors, then the leftover one token each to the
+        # largest fractional parts (ties: lower index).
+        last = live & ~full.any(1, keepdim=True)
         floor = shares.floor()
-        base = torch.minimum(floor.long(), caps - alloc)
-        left = remaining - base.sum(1, keepdim=True)
-        # The leftover goes one token each to the largest fractional parts (ties: lower index)
-        # among groups still below their cap.
-        eligible = active & (alloc + base < caps)
-        key = (floor - shares).masked_fill(~eligible, float("inf"))
-        base = base + (eligible & (key.argsort(dim=1, stable=True).argsort(dim=1) < left))
-        alloc = alloc + base
-        remaining = total - alloc.sum(1, keepdim=True)
-        open_ = open_ & (alloc < caps)
+        left = remaining - (floor.long() * open_).sum(1, keepdim=True)
+        key = (floor - shares).masked_fill(~open_, float("inf"))
+        extra = open_ & (key.argsort(dim=1, stable=True).argsort(dim=1) < left)
+        alloc = torch.where(last & open_, floor.long() + extra, alloc)
+        done = done | last
     return alloc

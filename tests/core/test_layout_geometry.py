@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from vtcompress.layout import AnyResLayout, view_positions
+from vtcompress.integrations.llava_next.layout import AnyResLayout
+from vtcompress.layout import view_positions
 
 # 2x2 crops of 4x4 tokens over a wide image (3 x 8): the 8x8 grid keeps round(3 * 8 / 8) = 3 rows,
 # padded by (8 - 3) // 2 = 2 on top, so rows [2, 6) survive (one extra row below, as in
@@ -52,15 +53,6 @@ def test_crop_valid_masks_and_positions():
     assert torch.equal(tall[0], tall[1])
     mask[0, 0] = True  # callers get a copy: the cached mask stays as it was
     assert not WIDE.crop_valid_mask()[0, 0]
-
-
-@pytest.mark.parametrize(
-    ("view", "index", "rows", "cols"),
-    [(1, [0, 5, 15], [0, 1, 3], [0, 1, 3]), (2, [0, 7], [0, 1], [4, 7]), (4, [0, 6], [4, 5], [4, 6])],
-)
-def test_full_grid_position_of_crop_tokens(view, index, rows, cols):
-    r, c = WIDE.full_grid_position(view, torch.tensor(index))
-    assert r.tolist() == rows and c.tolist() == cols
 
 
 def test_for_image_picks_the_grid_like_llava_next():

@@ -8,7 +8,7 @@ tokens; at ratio 0.25 the image keeps floor(32 / 4) = 8, split 4 : 2 : 2 by view
 import pytest
 import torch
 
-from vtcompress.layout import AnyResLayout
+from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.methods.baselines import (
     FasterVLMConfig,
     RandomConfig,

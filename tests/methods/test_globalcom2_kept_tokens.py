@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from vtcompress.budget import keep_count
-from vtcompress.layout import AnyResLayout, view_positions
+from vtcompress.integrations.llava_next.layout import AnyResLayout
+from vtcompress.layout import view_positions
 from vtcompress.methods.globalcom2 import GlobalCom2Config, globalcom2
 from vtcompress.tokens import ImageTokens, LayerQK
 

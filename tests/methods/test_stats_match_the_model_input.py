@@ -10,8 +10,8 @@ import torch
 
 import vtcompress
 from tests.conftest import IMAGE_SIZES, inputs_for, make_image, prompt
+from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.integrations.llava_next.tiny import PINPOINTS
-from vtcompress.layout import AnyResLayout
 
 ALL_METHODS = vtcompress.available_methods()
 SELECTION = ["globalcom2", "uniform", "random", "fastervlm", "tokencorr"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests._tokencorr_util import weights_qk
+from tests.helpers.tokencorr import weights_qk
 from vtcompress.methods.tokencorr import TokenCorrConfig, select_groups
 from vtcompress.methods.tokencorr_ops import group_outliers
 

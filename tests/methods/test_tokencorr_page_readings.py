@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests._tokencorr_util import rendered_page_tokens
+from tests.helpers.tokencorr import rendered_page_tokens
 from vtcompress.budget import keep_count
 from vtcompress.methods.tokencorr import TokenCorrConfig, tokencorr
 from vtcompress.tokens import ImageTokens

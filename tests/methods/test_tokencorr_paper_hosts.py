@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import vtcompress as vtc
-from tests._tokencorr_util import blank_page, text_page
 from tests.conftest import IMAGE_SIZES, logits, make_image, prompt
+from tests.helpers.tokencorr import blank_page, text_page
 from vtcompress.integrations.docowl import mplug_owl2_prompt
 from vtcompress.integrations.docowl.tiny import build_tiny_docowl
 from vtcompress.methods.tokencorr import TokenCorrConfig

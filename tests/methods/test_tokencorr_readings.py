@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests._tokencorr_util import SPIKES, crafted_deep, crafted_low, synthetic_tokens
+from tests.helpers.tokencorr import SPIKES, crafted_deep, crafted_low, synthetic_tokens
 from vtcompress.budget import keep_count
 from vtcompress.methods.tokencorr import TokenCorrConfig, plan_views, tokencorr
 from vtcompress.methods.tokencorr_ops import select_view

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import vtcompress.kernels as K
-from tests._kernels_checks import (
+from tests.helpers.kernels_checks import (
     assert_energy_equivalent,
     assert_redundancy_equivalent,
     assert_topk_equivalent,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
 
 import vtcompress as vtc
+from tests.conftest import doc_image
 from vtcompress.integrations.docowl import DocOwlLayout, mplug_owl2_prompt
 from vtcompress.integrations.docowl.tiny import build_tiny_docowl, save_tiny_docowl
 from vtcompress.scores import group_keys
@@ -19,21 +19,6 @@ METHODS = ["tokencorr", "globalcom2", "random", "uniform", "fastervlm"]
 @pytest.fixture(scope="module")
 def tiny():
     return build_tiny_docowl(seed=0)
-
-
-def doc_image(w: int, h: int, lines: int, seed: int = 0) -> Image.Image:
-    """A white page with ``lines`` rows of black text-like marks (noise for texture)."""
-    img = Image.new("RGB", (w, h), "white")
-    draw = ImageDraw.Draw(img)
-    rng = np.random.default_rng(seed)
-    for i in range(lines):
-        y = 8 + i * 14
-        x = 6
-        while x < w - 20 and y < h - 10:
-            wl = int(rng.integers(5, 25))
-            draw.rectangle([x, y, x + wl, y + 7], fill=(0, 0, 0))
-            x += wl + int(rng.integers(3, 8))
-    return img
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ client_module = pytest.importorskip(
 
 pytestmark = pytest.mark.slow
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 
 def free_port() -> int:
@@ -68,7 +68,7 @@ def test_page_compares_and_shows_every_view(server, client):
     message, answer_c, answer_u, stats, gallery, legend = client.predict(
         upload(server, make_image(640, 480)), "What is in the image?", "uniform", 0.25, api_name="/compare"
     )
-    layout = AnyResLayout.for_image((480, 640), server.engine.pinpoints)
+    layout = AnyResLayout.for_config(server.engine.model.config, (480, 640))
     assert "Done" in message
     assert answer_c and answer_u
     assert counts(stats) == (layout.num_tokens(), keep_count(layout.num_tokens(), 0.25))
@@ -119,7 +119,7 @@ def test_several_users_at_once(server, client):
     ratios = [0.25, 0.5, 0.75, 1.0]
     jobs = [client.submit(image, "What?", "uniform", r, api_name="/compare") for r in ratios]
     results = [job.result(timeout=120) for job in jobs]
-    layout = AnyResLayout.for_image((336, 672), server.engine.pinpoints)
+    layout = AnyResLayout.for_config(server.engine.model.config, (336, 672))
     before = layout.num_tokens()
     for r, (message, _, _, stats, gallery, _) in zip(ratios, results):
         assert "Done" in message

@@ -7,8 +7,8 @@ import math
 import torch
 
 import vtcompress
-from tests._tokencorr_util import blank_page, text_page
 from tests.conftest import IMAGE_SIZES, logits, make_image, prompt
+from tests.helpers.tokencorr import blank_page, text_page
 from vtcompress.budget import keep_count
 from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.integrations.llava_next.tiny import PINPOINTS

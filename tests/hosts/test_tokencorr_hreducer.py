@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from tests._tokencorr_util import clustered_qk
+from tests.helpers.tokencorr import clustered_qk
 from vtcompress.methods.tokencorr import (
     TokenCorrConfig,
     group_patch_index,

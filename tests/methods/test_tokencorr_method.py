@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tests._tokencorr_util import synthetic_tokens
+from tests.helpers.tokencorr import synthetic_tokens
 from vtcompress.budget import keep_count
 from vtcompress.integrations.llava_next.layout import pack_views
 from vtcompress.methods.tokencorr import (

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests._tokencorr_util import clustered_qk, random_qk
+from tests.helpers.tokencorr import clustered_qk, random_qk
 from vtcompress.methods.tokencorr_ops import (
     adaptive_budgets,
     cls_patch_probs,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("vtc_sweep_unit", ROOT / "evals" / "sweep.py")
 sweep_module = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = sweep_module

@@ -7,7 +7,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from tests._kernels_checks import (
+from tests.helpers.kernels_checks import (
     assert_energy_equivalent,
     assert_redundancy_equivalent,
     assert_topk_equivalent,

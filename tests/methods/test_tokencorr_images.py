@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests._tokencorr_util import rendered_page_tokens
+from tests.helpers.tokencorr import rendered_page_tokens
 from vtcompress.budget import keep_count
 from vtcompress.methods.tokencorr import TokenCorrConfig
 from vtcompress.registry import get_method

@@ -4,7 +4,7 @@ Not collected by the normal test run: TRITON_INTERPRET=1 must be set before trit
 imported and would then route every CPU call of the session through the (slow) interpreter.
 ``test_kernels_triton.py`` runs this file in its own process; to run it by hand:
 
-    TRITON_INTERPRET=1 python -m pytest tests/_kernels_interp_cases.py
+    TRITON_INTERPRET=1 python -m pytest tests/kernels/kernels_interp_cases.py
 
 Shapes are small (the interpreter runs each program in numpy) and deliberately not multiples of the
 tile sizes; 16-wide tiles make every case span several row, column and feature tiles.
@@ -23,7 +23,7 @@ import torch  # noqa: E402
 pytest.importorskip("triton", reason='triton is not installed: pip install "vtcompress[kernels]"')
 
 import vtcompress.kernels as K  # noqa: E402
-from tests._kernels_checks import (  # noqa: E402
+from tests.helpers.kernels_checks import (  # noqa: E402
     assert_energy_equivalent,
     assert_redundancy_equivalent,
     assert_topk_equivalent,

@@ -19,7 +19,7 @@ pytest.importorskip("lmms_eval", reason='the lmms-eval plugin tests need: pip in
 from vtcompress.budget import keep_count  # noqa: E402
 from vtcompress.integrations.llava_next.layout import AnyResLayout  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TASKS = ["vtc_document_qa", "vtc_shapes_qa"]
 LIMIT = 3
 RATIO = 0.25

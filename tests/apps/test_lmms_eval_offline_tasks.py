@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-TASK_DIR = Path(__file__).resolve().parents[1] / "evals" / "tasks" / "vtc_offline"
+TASK_DIR = Path(__file__).resolve().parents[2] / "evals" / "tasks" / "vtc_offline"
 
 
 def _load(name: str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests._tokencorr_util import clustered_qk, synthetic_tokens
+from tests.helpers.tokencorr import clustered_qk, synthetic_tokens
 from vtcompress.methods.tokencorr import TokenCorrConfig, select_groups, tokencorr
 from vtcompress.tokens import ImageTokens, LayerQK
 

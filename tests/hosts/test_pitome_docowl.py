@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import vtcompress as vtc
-from tests.test_docowl_compression import doc_image
+from tests.conftest import doc_image
 from vtcompress.budget import keep_count
 from vtcompress.integrations.docowl.processing import mplug_owl2_prompt
 from vtcompress.integrations.docowl.tiny import build_tiny_docowl

@@ -1,7 +1,7 @@
 """Triton kernels on CPU (interpreter) against the torch reference, in a process of their own.
 
 TRITON_INTERPRET=1 has to be set before triton is imported and would send every later CPU call of
-this session through the interpreter, so the cases (tests/_kernels_interp_cases.py) run in a child
+this session through the interpreter, so the cases (tests/kernels/kernels_interp_cases.py) run in a child
 process; its pytest report is shown on failure.
 """
 
@@ -23,11 +23,11 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.mark.slow  # ~20 s: the interpreter runs every kernel program in numpy
 def test_triton_kernels_match_reference_in_interpreter():
-    cases = Path(__file__).with_name("_kernels_interp_cases.py")
+    cases = Path(__file__).with_name("kernels_interp_cases.py")
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEs", str(cases)],
-        cwd=cases.parent.parent,
+        cwd=cases.parents[2],
         env=env,
         capture_output=True,
         text=True,

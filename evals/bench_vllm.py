@@ -1,0 +1,105 @@
+"""Throughput of the vLLM-served compressed LLaVA-NeXT at several ratios.
+
+    .venv-vllm/bin/python evals/bench_vllm.py [--model DIR] [--method globalcom2] [--requests 32]
+
+One vLLM engine (``LLM``, the engine ``vllm serve`` runs) with the vtcompress architecture; each
+ratio is asked for per request (``mm_processor_kwargs``), so every ratio runs on the same engine.
+Per ratio: a warm-up batch, then ``--requests`` requests of mixed image sizes with one output
+token each (prefill-bound), timed end to end. Prints requests/s and prefill tokens/s (prompt
+tokens, images included, per second) as JSON lines. Without ``--model`` it builds the tiny random
+checkpoint (vtcompress.integrations.vllm.tiny), whose numbers show the mechanics, not a real
+model's speed. Extra engine flags (e.g. ``--tensor-parallel-size 2``) go after ``--``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.conftest's test images
+
+RATIOS = (1.0, 0.5, 0.25, 0.1)
+SIZES = [(672, 672), (1000, 500), (300, 900), (500, 300), (300, 700)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="LLaVA-NeXT checkpoint (default: the tiny random one)")
+    parser.add_argument("--method", default="globalcom2")
+    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("engine", nargs="*", help="extra LLM keyword arguments as key=JSON, after --")
+    args = parser.parse_args()
+
+    from vllm import LLM, SamplingParams
+
+    from tests.conftest import make_image
+    from vtcompress.integrations.vllm import ARCHITECTURE
+    from vtcompress.integrations.vllm.tiny import save_tiny_for_vllm
+
+    model = args.model or str(save_tiny_for_vllm(tempfile.mkdtemp() + "/tiny-llava-next"))
+    extra = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.engine)}
+    llm = LLM(
+        model=model,
+        hf_overrides={"architectures": [ARCHITECTURE], "vtcompress": {"method": args.method, "ratio": 1.0}},
+        dtype=args.dtype,
+        max_model_len=4096,
+        limit_mm_per_prompt={"image": 1},
+        seed=0,
+        **extra,
+    )
+    params = SamplingParams(temperature=0.0, max_tokens=1)
+    machine = f"{platform.machine()} {os.cpu_count()}-core CPU" if not _cuda() else _cuda()
+
+    def batch(ratio: float, seed: int, count: int) -> list[dict]:
+        # Fresh images and a distinct opening per request: neither the prefix cache nor the
+        # encoder cache can skip work that another batch already did.
+        return [
+            {
+                "prompt": f"Request {seed + i}. USER: <image>\nWhat is in the image? ASSISTANT:",
+                "multi_modal_data": {"image": make_image(*SIZES[i % len(SIZES)], seed=seed + i)},
+                "mm_processor_kwargs": {"vtcompress": {"method": args.method, "ratio": ratio}},
+            }
+            for i in range(count)
+        ]
+
+    for n, ratio in enumerate(RATIOS):
+        llm.generate(batch(ratio, 100_000 * n, 4), params, use_tqdm=False)  # warm-up
+        prompts = batch(ratio, 100_000 * n + 1000, args.requests)
+        start = time.perf_counter()
+        outputs = llm.generate(prompts, params, use_tqdm=False)
+        seconds = time.perf_counter() - start
+        tokens = sum(len(o.prompt_token_ids) for o in outputs)
+        print(
+            json.dumps(
+                {
+                    "method": args.method,
+                    "ratio": ratio,
+                    "requests": len(prompts),
+                    "seconds": round(seconds, 3),
+                    "requests_per_s": round(len(prompts) / seconds, 3),
+                    "prefill_tokens_per_s": round(tokens / seconds, 1),
+                    "prompt_tokens_mean": round(tokens / len(prompts), 1),
+                    "machine": machine,
+                    "model": "tiny random LLaVA-NeXT" if not args.model else model,
+                }
+            ),
+            flush=True,
+        )
+    os._exit(0)  # vLLM's teardown adds nothing to the numbers
+
+
+def _cuda() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
+
+
+if __name__ == "__main__":
+    main()
