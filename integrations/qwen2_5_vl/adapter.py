@@ -94,9 +94,16 @@ class Qwen2_5_VLAdapter(PlaceholderHost):
         self.begin()
         try:
             encoded = self.inner.get_image_features(call["pixel_values"], grid_thw, return_dict=True)
+            images = [
+                self._image_tokens(index, features, thw)
+                for index, (features, thw) in enumerate(zip(encoded.pooler_output, grid_thw.tolist()))
+            ]
+            # Images of one grid go through the method together (its batched path, where it has one).
+            results, seconds = self.compress_all(images)
+            self.stats.compress_seconds += seconds
             kept_features, self._kept = [], []
-            for index, (features, thw) in enumerate(zip(encoded.pooler_output, grid_thw.tolist())):
-                positions, kept = self._compress_image(index, features, thw)
+            for tokens, result in zip(images, results):
+                positions, kept = self._splice(tokens, result.views, seconds / len(images))
                 self._kept.append(positions)
                 kept_features.append(kept)
         finally:
@@ -104,22 +111,24 @@ class Qwen2_5_VLAdapter(PlaceholderHost):
         self._encoded = BaseModelOutputWithPooling(pooler_output=tuple(kept_features))
         return self._encoded, [len(p) for p in self._kept]
 
-    def _compress_image(self, index: int, features: Tensor, thw: list[int]) -> tuple[Tensor, Tensor]:
-        """One image's kept raster positions (long CPU [k], ascending) and features [k, D]."""
+    def _image_tokens(self, index: int, features: Tensor, thw: list[int]) -> ImageTokens:
+        """One image ([rows * cols, D] merged tokens, raster order) as a method sees it."""
         layout = Qwen2_5_VLLayout.from_grid_thw(thw, self.merge)
         if features.shape[0] != layout.num_tokens():
             raise RuntimeError(f"image {index}: {features.shape[0]} features for a {layout.grid} token grid")
-        tokens = ImageTokens(
+        return ImageTokens(
             features[None], layout, index=index, score_layer=self.score_layer, num_layers=self.num_layers
         )
-        outs, seconds = self.compress(tokens)
+
+    def _splice(self, tokens: ImageTokens, outs: list, seconds: float) -> tuple[Tensor, Tensor]:
+        """One image's kept raster positions (long CPU [k], ascending) and features [k, D]; its stats."""
+        index, layout = tokens.index, tokens.layout
         out = outs[0]
         positions = out.positions.detach().cpu().long()
         order = torch.argsort(positions)
         positions = positions[order]
         if positions.numel() and (positions.diff() == 0).any():
             raise RuntimeError(f"method {self.config.method!r} kept a token position twice in image {index}")
-        self.stats.compress_seconds += seconds
         px = self.patch_px * self.merge
         self.stats.images.append(
             image_stats(

@@ -1,4 +1,4 @@
-"""On the LLaVA-NeXT and DocOwl hosts, the batched path gives the per-image path's tokens and logits."""
+"""On every host, the batched path gives the per-image path's tokens and logits."""
 
 from __future__ import annotations
 
@@ -23,9 +23,13 @@ def run(host, method: str):
     old = vtc.get_handle(model)
     if old is not None:
         old.remove()
-    handle = vtc.compress(
-        model, registry.make_config(method, ratio=0.3, **host.method_options.get(method, {}))
-    )
+    config = registry.make_config(method, ratio=0.3, **host.method_options.get(method, {}))
+    try:
+        handle = vtc.compress(model, config)
+    except ValueError as err:  # a method the host refuses (the conformance suite checks the refusal)
+        if "does not provide" in str(err):
+            pytest.skip(f"{host.name} refuses {method}")
+        raise
     images = [picture(w, h, seed) for w, h, seed in IMAGES]
     with torch.no_grad():
         logits = model(**host.inputs(images)).logits
