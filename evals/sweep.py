@@ -26,7 +26,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-MODELS = ("vtcompress_llava_next", "vtcompress_llava_onevision", "vtcompress_docowl")
+MODELS = ("vtcompress_llava_next", "vtcompress_llava_onevision", "vtcompress_docowl", "vtcompress_qwen2_5_vl")
 DEFAULT_INCLUDE = Path(__file__).resolve().parent / "tasks"
 UNCOMPRESSED = "none"
 # The headline metric of each task, as the papers report it; other tasks use their first metric.

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from vtcompress.integrations.host import Host
 from vtcompress.pipeline import restore_prompt, sample_stats
-from vtcompress.sequence import shorten_placeholder_runs
+from vtcompress.sequence import ShortenedBatch, shorten_placeholder_runs
 
 
 class PlaceholderHost(Host):
@@ -34,11 +34,28 @@ class PlaceholderHost(Host):
 
     image_token_id: int
     text_config: Any
+    # Per-token [B, L, ...] tensors of a call that are cut with the prompt.
+    cut_keys: ClassVar[tuple[str, ...]] = ("labels", "position_ids", "token_type_ids")
 
     def encode(self, call: dict[str, Any]) -> tuple[Any, list[int]]:
         """Encode and compress ``call["pixel_values"]``: (what the stock code would get from its
         image-feature call, each image's new placeholder-run length in batch order)."""
         raise NotImplementedError
+
+    def run_keep(self) -> list[Tensor] | None:
+        """Per image (batch order), the ascending indices of its run's placeholders that stay,
+        as the last :meth:`encode` chose them; None (default): the first new-length of them."""
+        return None
+
+    def finish_call(
+        self, call: dict[str, Any], original: dict[str, Any], cut: ShortenedBatch, generating: bool
+    ) -> dict[str, Any]:
+        """Last changes to a shortened ``call`` before the stock code runs it (default: none).
+
+        ``original`` is the caller's call, ``cut`` how it was shortened, ``generating`` whether
+        the stock code is ``generate`` (else ``forward``).
+        """
+        return call
 
     def patch_prompt_surgery(self, model: nn.Module) -> None:
         self._pending: tuple[Tensor, Any] | None = None
@@ -49,29 +66,29 @@ class PlaceholderHost(Host):
 
     def encoded_for(self, pixel_values: Tensor) -> Any | None:
         pending = self._pending
-        return pending[1] if pending is not None and pending[0] is pixel_values else None
+        if pending is None or pending[0] is None:
+            return None
+        return pending[1] if pending[0] is pixel_values else None
 
-    def _shorten(self, call: dict[str, Any], new_lengths: list[int]) -> dict[str, Any]:
+    def _shorten(
+        self, call: dict[str, Any], new_lengths: list[int], generating: bool = False
+    ) -> dict[str, Any]:
         """Cut placeholder runs to the compressed lengths; fills sample stats."""
         input_ids, mask = call["input_ids"], call.get("attention_mask")
         old_lengths = [im.tokens_before + im.newlines_before for im in self.stats.images]
-        extras = {
-            k: call[k]
-            for k in ("labels", "position_ids", "token_type_ids")
-            if isinstance(call.get(k), Tensor)
-        }
+        extras = {k: call[k] for k in self.cut_keys if isinstance(call.get(k), Tensor)}
         pad = self.text_config.pad_token_id
         if pad is None:
             pad = getattr(getattr(self.model, "generation_config", None), "pad_token_id", None) or 0
         out = shorten_placeholder_runs(
-            input_ids, self.image_token_id, old_lengths, new_lengths, mask, extras, int(pad)
+            input_ids, self.image_token_id, old_lengths, new_lengths, mask, extras, int(pad), self.run_keep()
         )
         before = mask.sum(1).tolist() if mask is not None else [input_ids.shape[1]] * input_ids.shape[0]
         self.stats.samples = sample_stats(self.text_config, before, out.attention_mask.sum(1).tolist())
         new = {**call, "input_ids": out.input_ids, "attention_mask": out.attention_mask, **out.extras}
         if isinstance(new.get("cache_position"), Tensor):
             new["cache_position"] = torch.arange(out.input_ids.shape[1], device=input_ids.device)
-        return new
+        return self.finish_call(new, call, out, generating)
 
     def _needs_compression(self, call: dict[str, Any]) -> bool:
         if call.get("pixel_values") is None:
@@ -96,7 +113,7 @@ class PlaceholderHost(Host):
                 return original(*args, **kwargs)
             features, new_lengths = self.encode(call)
             call = self._shorten(call, new_lengths)
-            self._pending = (call["pixel_values"], features)
+            self._pending = (call.get("pixel_values"), features)
             try:
                 return original(**call)
             finally:
@@ -112,8 +129,8 @@ class PlaceholderHost(Host):
             if not self._needs_compression(kwargs):
                 return original(*args, **kwargs)
             features, new_lengths = self.encode(kwargs)
-            call = self._shorten(kwargs, new_lengths)
-            self._pending, self._prepared = (call["pixel_values"], features), True
+            call = self._shorten(kwargs, new_lengths, generating=True)
+            self._pending, self._prepared = (call.get("pixel_values"), features), True
             try:
                 out = original(*args, **call)
             finally:

@@ -53,6 +53,11 @@ def load_compressed_onevision(*args: Any, **kwargs: Any):
     return _loader("llava_onevision")(*args, **kwargs)
 
 
+def load_compressed_qwen2_5_vl(*args: Any, **kwargs: Any):
+    """See :func:`vtcompress.integrations.qwen2_5_vl.load_compressed_qwen2_5_vl`."""
+    return _loader("qwen2_5_vl")(*args, **kwargs)
+
+
 __all__ = [
     "CompressionConfig",
     "CompressionHandle",
@@ -76,6 +81,7 @@ __all__ = [
     "load_compressed_docowl",
     "load_compressed_llava",
     "load_compressed_onevision",
+    "load_compressed_qwen2_5_vl",
     "register_adapter",
     "register_method",
 ]

@@ -80,9 +80,9 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--model",
         default=TINY,
-        help="LLaVA-NeXT or LLaVA-OneVision hub id or local checkpoint directory (default: tiny, a "
-        "built-in LLaVA-NeXT with random weights: offline, meaningless answers, real token counts and "
-        "timings)",
+        help="LLaVA-NeXT, LLaVA-OneVision or Qwen2.5-VL hub id or local checkpoint directory (default: "
+        "tiny, a built-in LLaVA-NeXT with random weights: offline, meaningless answers, real token "
+        "counts and timings)",
     )
     run.add_argument(
         "--method",

@@ -95,8 +95,22 @@ def choose_input(args: argparse.Namespace) -> tuple[Any, str, str]:
     return image, question, described
 
 
+def _model_type(path: str, kwargs: dict[str, Any]) -> str | None:
+    """The checkpoint's ``model_type`` (None when its config cannot be read)."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path, **kwargs).model_type
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def load(args: argparse.Namespace, device: torch.device):
-    """``(model, processor, random_weights)`` or a UsageError naming the fix."""
+    """``(model, processor, random_weights)`` or a UsageError naming the fix.
+
+    A LLaVA-NeXT checkpoint by default; a checkpoint whose config says ``qwen2_5_vl`` loads as
+    Qwen2.5-VL (its processor without torchvision handles images only).
+    """
     from transformers import AutoProcessor, LlavaNextForConditionalGeneration
     from transformers.utils import logging as hf_logging
 
@@ -114,6 +128,15 @@ def load(args: argparse.Namespace, device: torch.device):
     try:
         if is_onevision_checkpoint(path, **kwargs):
             model, processor = load_onevision(path, dtype=DTYPES[args.dtype], **kwargs)
+        elif _model_type(path, kwargs) == "qwen2_5_vl":
+            from transformers import Qwen2_5_VLForConditionalGeneration
+
+            from vtcompress.integrations.qwen2_5_vl.processing import load_processor
+
+            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+                path, dtype=DTYPES[args.dtype], **kwargs
+            )
+            processor = load_processor(path, **kwargs)
         else:
             model = LlavaNextForConditionalGeneration.from_pretrained(
                 path, dtype=DTYPES[args.dtype], **kwargs
@@ -122,10 +145,21 @@ def load(args: argparse.Namespace, device: torch.device):
     except (OSError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UsageError(
-            f"--model: cannot load a LLaVA-NeXT or LLaVA-OneVision checkpoint from {args.model!r} ({first}); "
-            "give one (e.g. llava-hf/llava-v1.6-mistral-7b-hf) or leave --model out"
+            f"--model: cannot load a LLaVA-NeXT, LLaVA-OneVision or Qwen2.5-VL checkpoint from {args.model!r} "
+            f"({first}); give one (e.g. llava-hf/llava-v1.6-mistral-7b-hf, Qwen/Qwen2.5-VL-7B-Instruct) or "
+            "leave --model out"
         ) from None
     return model.to(device).eval(), processor, is_random_tiny(path)
+
+
+def check_served(model, method: str, ratio: float) -> None:
+    """A UsageError when the model's host refuses the method (e.g. globalcom2 on Qwen2.5-VL)."""
+    from vtcompress.api import compress
+
+    try:
+        compress(model, method, ratio=ratio).remove()
+    except ValueError as err:
+        raise UsageError(f"--method {method}: {err}") from None
 
 
 def prompt_inputs(processor, image, question: str, device: torch.device, dtype: torch.dtype):
@@ -159,7 +193,8 @@ def _one_pass(model, inputs, clock: StageClock, stats_of) -> dict[str, float]:
 def measure(model, inputs, config: CompressionConfig, warmup: int, repeats: int, device: torch.device):
     """Time prefill passes of both variants; returns ``(uncompressed, compressed, last stats)``."""
     inner = model.model
-    clock = StageClock({"vision tower": inner.vision_tower, "language model": inner.language_model}, device)
+    tower = inner.visual if hasattr(inner, "visual") else inner.vision_tower  # Qwen2.5-VL: .visual
+    clock = StageClock({"vision tower": tower, "language model": inner.language_model}, device)
     results = {"uncompressed": Measured(), "compressed": Measured()}
     last: list[CompressionStats | None] = [None]
 
@@ -292,6 +327,7 @@ def run(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as err:
         raise UsageError(f"--method {args.method} --ratio {args.ratio}: {err}") from None
     model, processor, random_weights = load(args, device)
+    check_served(model, args.method, args.ratio)
     print(f"vtcompress run: model {args.model}, {args.method}, ratio {args.ratio:g}, device {device}")
     if random_weights:
         print(

@@ -14,13 +14,15 @@ class ShortenedBatch:
 
     input_ids: [B, L'] with each image's run cut to its new length; attention_mask: [B, L'];
     extras: the same cut applied to every [B, L, ...] tensor given (labels, position_ids, ...);
-    keep: bool [B, L] which original positions survive.
+    keep: bool [B, L] which original positions survive; left_padded: whether the rows were
+    re-padded on the left (as the input was).
     """
 
     input_ids: Tensor
     attention_mask: Tensor
     extras: dict[str, Tensor]
     keep: Tensor
+    left_padded: bool = False
 
 
 _PAD_VALUES = {"labels": -100, "position_ids": 1}
@@ -58,6 +60,7 @@ def shorten_placeholder_runs(
     attention_mask: Tensor | None = None,
     extras: dict[str, Tensor] | None = None,
     pad_token_id: int = 0,
+    kept: list[Tensor] | None = None,
 ) -> ShortenedBatch:
     """Cut image ``i``'s placeholder run from ``old_lengths[i]`` to ``new_lengths[i]`` tokens.
 
@@ -68,6 +71,9 @@ def shorten_placeholder_runs(
             token) is kept.
         extras: other [B, L, ...] tensors to cut alike. ``position_ids`` are renumbered so each
             row stays contiguous (a kept token moves down by the tokens removed before it).
+        kept: optional, per image, the ascending indices (0 .. old length - 1) of the run's
+            placeholders that stay, ``new_lengths[i]`` of them; default: the first
+            ``new_lengths[i]`` (where the placeholders only count, not which ones stay).
     Returns:
         ShortenedBatch, re-padded to the longest new row.
     """
@@ -83,26 +89,42 @@ def shorten_placeholder_runs(
         pos = is_ph[b].nonzero().squeeze(1)
         start = 0
         for i in images:
-            # Keep the first new_len placeholders of this image's run, drop the rest.
-            keep[b, pos[start + new_lengths[i] : start + old_lengths[i]]] = False
+            run = pos[start : start + old_lengths[i]]
+            if kept is None:  # keep the first new_len placeholders of this image's run
+                keep[b, run[new_lengths[i] :]] = False
+            else:
+                stay = kept[i].to(device=device, dtype=torch.long)
+                if stay.numel() != new_lengths[i]:
+                    raise ValueError(
+                        f"image {i}: {stay.numel()} kept indices for a new length of {new_lengths[i]}"
+                    )
+                keep[b, run] = False
+                keep[b, run[stay]] = True
             start += old_lengths[i]
     if "position_ids" in extras:
         extras["position_ids"] = extras["position_ids"] - torch.cumsum(~keep, dim=1).to(
             extras["position_ids"].dtype
         )
 
-    lengths = keep.sum(1)
-    new_len = int(lengths.max())
     left = bool((attention_mask[:, -1] != 0).all())
-    new_ids = input_ids.new_full((B, new_len), pad_token_id)
-    new_mask = attention_mask.new_zeros((B, new_len))
-    new_extras = {k: v.new_full((B, new_len, *v.shape[2:]), _PAD_VALUES.get(k, 0)) for k, v in extras.items()}
-    for b in range(B):
-        n = int(lengths[b])
+    new_ids = compact_rows(input_ids, keep, left, pad_token_id)
+    new_mask = compact_rows(attention_mask, keep, left, 0)
+    new_extras = {k: compact_rows(v, keep, left, _PAD_VALUES.get(k, 0)) for k, v in extras.items()}
+    return ShortenedBatch(new_ids, new_mask, new_extras, keep, left)
+
+
+def compact_rows(values: Tensor, keep: Tensor, left: bool, fill: int | float = 0) -> Tensor:
+    """Each row's kept entries, re-padded with ``fill`` to the longest row.
+
+    Args:
+        values: [B, L, ...]; keep: bool [B, L]; left: pad on the left (else on the right).
+    Returns:
+        [B, L', ...] with L' the largest number of kept entries in a row.
+    """
+    lengths = keep.sum(1).tolist()
+    new_len = max(lengths, default=0)
+    out = values.new_full((values.shape[0], new_len, *values.shape[2:]), fill)
+    for b, n in enumerate(lengths):
         dst = slice(new_len - n, new_len) if left else slice(0, n)
-        new_ids[b, dst] = input_ids[b, keep[b]]
-        new_mask[b, dst] = attention_mask[b, keep[b]]
-        for k, v in extras.items():
-            new_extras[k][b, dst] = v[b, keep[b]]
-    # Rows whose padding got longer: if the batch was left-padded, the cut rows now start later.
-    return ShortenedBatch(new_ids, new_mask, new_extras, keep)
+        out[b, dst] = values[b, keep[b]]
+    return out

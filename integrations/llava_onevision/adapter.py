@@ -144,7 +144,9 @@ class LlavaOnevisionHost(PlaceholderHost):
             size = tuple(int(x) for x in image_sizes[idx])
             layout, views = self._views(feats, size, aspect)
             images.append(
-                ImageTokens(views, layout, index=idx, score_layer=self.score_layer, num_layers=self.num_layers)
+                ImageTokens(
+                    views, layout, index=idx, score_layer=self.score_layer, num_layers=self.num_layers
+                )
             )
             sizes.append(size)
         results, seconds = self.compress_all(images)  # the whole batch in one call

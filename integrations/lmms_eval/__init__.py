@@ -1,7 +1,7 @@
 """lmms-eval plugin: compressed models as lmms-eval models, found through entry points.
 
 After ``pip install "vtcompress[eval]"`` lmms-eval lists the models ``vtcompress_llava_next``,
-``vtcompress_llava_onevision`` and ``vtcompress_docowl`` (mPLUG-DocOwl1.5), and ``vtcompress_llava``
+``vtcompress_llava_onevision``, ``vtcompress_qwen2_5_vl`` (Qwen2.5-VL) and ``vtcompress_docowl`` (mPLUG-DocOwl1.5), and ``vtcompress_llava``
 (the original LLaVA codebase, built on lmms-eval's own ``llava`` model; it needs the ``llava``
 package, see docs/hosts/llava-package.md)::
 
@@ -12,7 +12,7 @@ package, see docs/hosts/llava-package.md)::
 Registration is the ``lmms_eval.models`` entry point of this distribution, which names
 :func:`model_manifests`. This module imports nothing from lmms-eval at import time, so
 ``import vtcompress`` never needs the extra; the model modules (:mod:`.model`,
-:mod:`.llava_next_model`, :mod:`.llava_onevision_model`, :mod:`.docowl_model`) do need it.
+:mod:`.llava_next_model`, :mod:`.llava_onevision_model`, :mod:`.qwen2_5_vl_model`, :mod:`.docowl_model`) do need it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ ONEVISION_MODEL_ID = "vtcompress_llava_onevision"
 ONEVISION_CLASS_PATH = "vtcompress.integrations.lmms_eval.llava_onevision_model.CompressedLlavaOnevision"
 DOCOWL_MODEL_ID = "vtcompress_docowl"
 DOCOWL_CLASS_PATH = "vtcompress.integrations.lmms_eval.docowl_model.CompressedDocOwl"
+QWEN2_5_VL_MODEL_ID = "vtcompress_qwen2_5_vl"
+QWEN2_5_VL_CLASS_PATH = "vtcompress.integrations.lmms_eval.qwen2_5_vl_model.CompressedQwen2_5_VL"
 LLAVA_PKG_MODEL_ID = "vtcompress_llava"
 LLAVA_PKG_CLASS_PATH = "vtcompress.integrations.lmms_eval.llava_pkg_model.CompressedLlava"
 
@@ -44,6 +46,7 @@ def model_manifests() -> list:
         ModelManifest(model_id=LLAVA_NEXT_MODEL_ID, simple_class_path=LLAVA_NEXT_CLASS_PATH),
         ModelManifest(model_id=ONEVISION_MODEL_ID, simple_class_path=ONEVISION_CLASS_PATH),
         ModelManifest(model_id=DOCOWL_MODEL_ID, simple_class_path=DOCOWL_CLASS_PATH),
+        ModelManifest(model_id=QWEN2_5_VL_MODEL_ID, simple_class_path=QWEN2_5_VL_CLASS_PATH),
         ModelManifest(model_id=LLAVA_PKG_MODEL_ID, simple_class_path=LLAVA_PKG_CLASS_PATH),
     ]
 
@@ -53,6 +56,8 @@ __all__ = [
     "DOCOWL_MODEL_ID",
     "LLAVA_NEXT_CLASS_PATH",
     "LLAVA_NEXT_MODEL_ID",
+    "QWEN2_5_VL_CLASS_PATH",
+    "QWEN2_5_VL_MODEL_ID",
     "LLAVA_PKG_CLASS_PATH",
     "LLAVA_PKG_MODEL_ID",
     "ONEVISION_CLASS_PATH",

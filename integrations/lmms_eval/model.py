@@ -1,15 +1,17 @@
-"""The shared base of vtcompress's lmms-eval models (``vtcompress_llava_next``, ``vtcompress_docowl``).
+"""The shared base of vtcompress's lmms-eval models (``vtcompress_llava_next``, ``vtcompress_docowl``,
+``vtcompress_qwen2_5_vl``).
 
 model_args (``--model_args k=v,k=v``):
-    pretrained   hub id or local directory (LLaVA-NeXT also takes ``tiny``, the offline tiny model)
+    pretrained   hub id or local directory (LLaVA-NeXT and Qwen2.5-VL also take ``tiny``, the offline
+                 tiny model)
     method       a name from ``vtcompress.available_methods()`` (LLaVA-NeXT default ``globalcom2``,
-                 DocOwl default ``tokencorr``)
+                 DocOwl default ``tokencorr``, Qwen2.5-VL default ``uniform``)
     ratio        kept fraction of visual tokens in (0, 1]; ``1.0`` runs the untouched model
     batch_size   requests per ``generate`` call (model_args win over ``--batch_size``)
     device       ``cuda``, ``cuda:1``, ``cpu``; default: the rank's GPU if any, else CPU
     dtype        ``auto`` (checkpoint dtype on GPU, float32 on CPU), ``float16``, ``bfloat16``...
-    device_map   LLaVA-NeXT: passed to ``from_pretrained`` (e.g. ``auto`` to spread one model)
-    attn_implementation; chat_template (LLaVA-NeXT: a Jinja string; default: the processor's own;
+    device_map   LLaVA-NeXT, Qwen2.5-VL: passed to ``from_pretrained`` (e.g. ``auto`` to spread one model)
+    attn_implementation; chat_template (LLaVA-NeXT, Qwen2.5-VL: a Jinja string; default: the processor's own;
                  DocOwl always uses its official ``mplug_owl2`` conversation)
     on_error     ``skip`` (default): a sample the model cannot process (an odd image, out of memory)
                  gets an empty answer and a record with its error, and the run goes on; ``raise``:

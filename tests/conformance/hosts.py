@@ -25,6 +25,14 @@ class HostCase:
     image_token_id: Callable[[Any], int]
     # Options a method needs on this host (e.g. a metric the host can capture).
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Images whose long side exceeds this many times the short side are refused by the host's
+    # processor (Qwen2.5-VL: 200); None: every aspect ratio is served.
+    max_aspect_ratio: float | None = None
+
+    def serves(self, width: int, height: int) -> bool:
+        """Whether the host's processor accepts an image of this size."""
+        limit = self.max_aspect_ratio
+        return limit is None or max(width, height) / min(width, height) <= limit
 
     def inputs(
         self,
@@ -64,6 +72,19 @@ def _onevision(dtype: torch.dtype):
     return model.to(dtype), processor
 
 
+def _qwen2_5_vl(dtype: torch.dtype):
+    from vtcompress.integrations.qwen2_5_vl.tiny import build_tiny_qwen2_5_vl
+
+    model, processor = build_tiny_qwen2_5_vl(seed=0)
+    return model.to(dtype), processor
+
+
+def _qwen2_5_vl_prompt(question: str, images: int) -> str:
+    from vtcompress.integrations.qwen2_5_vl.tiny import prompt
+
+    return prompt(question, images)
+
+
 def _docowl_prompt(question: str, images: int) -> str:
     from vtcompress.integrations.docowl.processing import IMAGE_MARKER, mplug_owl2_prompt
 
@@ -95,6 +116,14 @@ HOSTS = [
             "pitome": {"metric": "projected"},
             "tome": {"metric": "projected"},
         },
+    ),
+    HostCase(
+        "qwen2_5_vl",
+        _qwen2_5_vl,
+        _qwen2_5_vl_prompt,
+        lambda model: model.config.image_token_id,
+        method_options={"pitome": {"metric": "projected"}, "tome": {"metric": "projected"}},
+        max_aspect_ratio=200,
     ),
 ]
 

@@ -1,0 +1,75 @@
+"""``load_compressed_qwen2_5_vl``: a Qwen2.5-VL checkpoint and its processor, compressed, in one call."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from vtcompress.api import compress
+from vtcompress.config import CompressionConfig
+from vtcompress.registry import explicit_options, make_config
+
+DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
+DEFAULT_METHOD = "uniform"
+TINY = "tiny"
+
+
+def resolve_model_path(model: str | os.PathLike) -> str:
+    """``"tiny"`` -> the offline tiny model (built and cached on first use); else unchanged."""
+    if str(model) == TINY:
+        from vtcompress.integrations.qwen2_5_vl.tiny import default_tiny_path, save_tiny_qwen2_5_vl
+
+        path = default_tiny_path()
+        if not (path / "config.json").exists():
+            save_tiny_qwen2_5_vl(path)
+        return str(path)
+    return str(model)
+
+
+def load_compressed_qwen2_5_vl(
+    model: str | os.PathLike = DEFAULT_MODEL,
+    method: str | CompressionConfig = DEFAULT_METHOD,
+    ratio: float | None = None,
+    method_options: dict[str, Any] | None = None,
+    **from_pretrained_kwargs: Any,
+):
+    """Load a Qwen2.5-VL checkpoint (hub id or local path; ``"tiny"`` for the offline tiny model)
+    and compress it.
+
+    Args:
+        model: e.g. "Qwen/Qwen2.5-VL-3B-Instruct", a local directory, or "tiny".
+        method: a method this host serves ("uniform", "random", "pitome" / "tome" with
+            ``metric="projected"``; see docs/hosts/qwen2-5-vl.md) or a config instance. Others
+            are refused before the weights load.
+        ratio: kept fraction of merged visual tokens, in (0, 1]. None (default): the config's
+            own ratio (a passed config keeps its ratio; a method name gets its default, 0.25).
+        method_options: other options of the method's config, e.g. ``{"metric": "projected"}``.
+            Options given here or as ``ratio`` win over a passed config's values (applied to a
+            copy; the passed config is never changed).
+        **from_pretrained_kwargs: passed to ``from_pretrained`` (``dtype``, ``device_map``, ...).
+    Returns:
+        ``(model, processor)``; ``vtcompress.get_handle(model)`` is the compression handle. Without
+        torchvision the processor handles images only (see
+        :mod:`vtcompress.integrations.qwen2_5_vl.processing`).
+    """
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from vtcompress.integrations.qwen2_5_vl.adapter import check_served
+    from vtcompress.integrations.qwen2_5_vl.processing import load_processor
+
+    config = make_config(method, **explicit_options(ratio, method_options))  # fails before loading
+    # Refuse before loading. The tower depth is not known yet: 32, the published checkpoints'
+    # (the capabilities this host lacks do not depend on it).
+    check_served(config)
+    path = resolve_model_path(model)
+    try:
+        qwen = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, **from_pretrained_kwargs)
+    except OSError as err:
+        raise OSError(
+            f"could not load Qwen2.5-VL weights from {path!r}: {err}\n"
+            "Give a local directory or a hub id reachable from here, or model='tiny' for the offline tiny model."
+        ) from err
+    processor = load_processor(path)
+    qwen.eval()
+    compress(qwen, config)
+    return qwen, processor

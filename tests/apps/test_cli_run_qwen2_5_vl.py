@@ -1,0 +1,47 @@
+"""``vtcompress run --model <Qwen2.5-VL checkpoint>``: both answers, counts by the Qwen2.5-VL rule,
+and a one-line refusal (exit 2) for a method its host does not serve."""
+
+from __future__ import annotations
+
+import pytest
+
+from vtcompress.budget import keep_count
+from vtcompress.cli import main
+from vtcompress.examples import DEFAULT_EXAMPLE, example
+from vtcompress.integrations.qwen2_5_vl.processing import merged_grid
+
+FAST = ["--max-new-tokens", "2", "--repeats", "2", "--warmup", "0"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from vtcompress.integrations.qwen2_5_vl.tiny import save_tiny_qwen2_5_vl
+
+    return str(save_tiny_qwen2_5_vl(tmp_path_factory.mktemp("qwen") / "tiny-qwen"))
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+
+def test_run_on_a_qwen_checkpoint(checkpoint, capsys):
+    assert main(["run", "--model", checkpoint, "--method", "uniform", *FAST]) == 0
+    out = capsys.readouterr().out
+    from PIL import Image
+
+    width, height = Image.open(example(DEFAULT_EXAMPLE).path).size
+    rows, cols = merged_grid((height, width))
+    total = rows * cols
+    assert f"uniform at ratio 0.25: {total} -> {keep_count(total, 0.25)}" in out
+    assert "answer without compression: " in out and "answer with compression: " in out
+    assert "RANDOM weights" in out
+
+
+def test_a_method_the_host_refuses_is_one_line_exit_2(checkpoint, capsys):
+    assert main(["run", "--model", checkpoint, "--method", "globalcom2", *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "--method globalcom2" in err and "global" in err and "serves random, uniform" in err

@@ -1,0 +1,170 @@
+"""The lmms-eval model ``vtcompress_qwen2_5_vl`` on the tiny Qwen2.5-VL: the command line through the
+sweep runner, and the model class in process (batching, records, log-likelihoods)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("lmms_eval", reason='the lmms-eval plugin tests need: pip install "vtcompress[eval]"')
+
+from vtcompress.budget import keep_count  # noqa: E402
+from vtcompress.integrations.qwen2_5_vl.processing import merged_grid  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+TASKS = ["vtc_document_qa", "vtc_shapes_qa"]
+LIMIT = 3
+RATIO = 0.25
+OFFLINE_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "CUDA_VISIBLE_DEVICES": "",
+}
+
+
+def _load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+sweep_module = _load(ROOT / "evals" / "sweep.py", "vtc_qwen_sweep")
+synthetic = _load(ROOT / "evals" / "tasks" / "vtc_offline" / "synthetic.py", "vtc_qwen_synthetic")
+
+
+def merged_tokens(width: int, height: int) -> int:
+    rows, cols = merged_grid((height, width))
+    return rows * cols
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from vtcompress.integrations.qwen2_5_vl.tiny import save_tiny_qwen2_5_vl
+
+    root = tmp_path_factory.mktemp("lmms_eval_qwen")
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {**OFFLINE_ENV, "HF_HOME": str(root / "hf"), "VTCOMPRESS_CACHE": str(root)}.items():
+            mp.setenv(key, value)
+        yield root, save_tiny_qwen2_5_vl(root / "tiny-qwen")
+
+
+def _requests(count: int):
+    from lmms_eval.api.instance import Instance
+
+    docs = [s.record() for s in synthetic.generate("shapes", count)]
+    gen_kwargs = {"max_new_tokens": 6, "temperature": 0, "do_sample": False, "until": ["\n\n"]}
+    requests = [
+        Instance(
+            "generate_until",
+            (docs[i]["question"], dict(gen_kwargs), lambda d: [d["image"]], i, "t", "test"),
+            idx=0,
+            metadata={"task": "t", "doc_id": i, "repeats": 1},
+        )
+        for i in range(count)
+    ]
+    return {"t": {"test": docs}}, requests
+
+
+def test_registered_through_the_entry_point():
+    from lmms_eval.models import get_model
+
+    from vtcompress.integrations.lmms_eval.qwen2_5_vl_model import CompressedQwen2_5_VL
+
+    assert get_model("vtcompress_qwen2_5_vl") is CompressedQwen2_5_VL
+
+
+def test_refused_method_names_the_served_ones(tiny):
+    from vtcompress.integrations.lmms_eval.qwen2_5_vl_model import CompressedQwen2_5_VL
+
+    with pytest.raises(ValueError, match="serves random, uniform"):
+        CompressedQwen2_5_VL(pretrained=str(tiny[1]), method="globalcom2", ratio=0.5)
+
+
+@pytest.mark.slow
+def test_batched_answers_equal_one_by_one_and_records_follow_the_rule(tiny):
+    from vtcompress.integrations.lmms_eval.qwen2_5_vl_model import CompressedQwen2_5_VL
+
+    lmm = CompressedQwen2_5_VL.create_from_arg_string(
+        f"pretrained={tiny[1]},method=tome,metric=projected,ratio={RATIO},batch_size=3",
+        {"batch_size": 1, "device": None},
+    )
+    task_dict, requests = _requests(5)
+    lmm.task_dict = task_dict
+    batched = lmm.generate_until(requests)
+    lmm.batch_size_per_device = 1
+    single = lmm.generate_until(requests)
+    assert [r.text for r in batched] == [r.text for r in single]
+    for result, doc in zip(batched, task_dict["t"]["test"]):
+        (image,) = result.token_counts.vtcompress["images"]
+        before = merged_tokens(*doc["image"].size)
+        assert image["tokens_before"] == before
+        assert image["tokens_kept"] == keep_count(before, RATIO) == sum(image["views_kept"])
+
+
+@pytest.mark.slow
+def test_uncompressed_records_and_loglikelihood_equal_the_plain_model(tiny):
+    import torch
+    from lmms_eval.api.instance import Instance
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from vtcompress.integrations.lmms_eval.qwen2_5_vl_model import CompressedQwen2_5_VL
+
+    lmm = CompressedQwen2_5_VL(pretrained=str(tiny[1]), ratio=1.0, device="cpu", batch_size=2)
+    task_dict, requests = _requests(3)
+    lmm.task_dict = task_dict
+    for result, doc in zip(lmm.generate_until(requests), task_dict["t"]["test"]):
+        record = result.token_counts.vtcompress
+        assert (
+            record["visual_tokens_kept"]
+            == record["visual_tokens_before"]
+            == merged_tokens(*doc["image"].size)
+        )
+        assert record["prompt_tokens_before"] == record["prompt_tokens_after"]
+
+    doc = task_dict["t"]["test"][0]
+    request = Instance(
+        "loglikelihood",
+        (doc["question"], " 3", lambda d: [d["image"]], 0, "t", "test"),
+        idx=0,
+        metadata={"task": "t", "doc_id": 0, "repeats": 1},
+    )
+    ((logprob, _),) = lmm.loglikelihood([request])
+    plain = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny[1]).eval()
+    prompt = lmm._prompt(doc["question"], 1)
+    inputs = lmm.processor(images=[doc["image"]], text=[prompt + " 3"], return_tensors="pt")
+    n_prompt = lmm.processor(images=[doc["image"]], text=[prompt], return_tensors="pt")["input_ids"].shape[1]
+    n_cont = inputs["input_ids"].shape[1] - n_prompt
+    with torch.inference_mode():
+        logits = plain(**inputs).logits[0]
+    target = inputs["input_ids"][0, -n_cont:]
+    expected = torch.log_softmax(logits[-n_cont - 1 : -1], -1).gather(1, target[:, None]).sum().item()
+    assert logprob == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_command_line(tiny):
+    root, path = tiny
+    args = sweep_module.parse_args(
+        ["--model", "vtcompress_qwen2_5_vl", "--pretrained", str(path), "--methods", "uniform"]
+        + ["--ratios", str(RATIO), "--tasks", "vtc_offline", "--limit", str(LIMIT), "--batch-size", "2"]
+        + ["--out", str(root / "sweep")]
+    )
+    results_file = sweep_module.execute(sweep_module.Run("uniform", RATIO), args, root / "sweep")
+    results = json.loads(results_file.read_text())["results"]
+    for task, kind in zip(TASKS, ["document", "shapes"]):
+        assert isinstance(results[task]["anls,none"], float)
+        (samples,) = results_file.parent.glob(f"*_samples_{task}.jsonl")
+        for line in samples.read_text().splitlines():
+            sample = json.loads(line)
+            (image,) = sample["token_counts"][0]["vtcompress"]["images"]
+            before = merged_tokens(*synthetic.generate(kind, LIMIT)[sample["doc_id"]].image.size)
+            assert image["tokens_before"] == before
+            assert image["tokens_kept"] == keep_count(before, RATIO)
