@@ -152,16 +152,6 @@ def load(args: argparse.Namespace, device: torch.device):
     return model.to(device).eval(), processor, is_random_tiny(path)
 
 
-def check_served(model, method: str, ratio: float) -> None:
-    """A UsageError when the model's host refuses the method (e.g. globalcom2 on Qwen2.5-VL)."""
-    from vtcompress.api import compress
-
-    try:
-        compress(model, method, ratio=ratio).remove()
-    except ValueError as err:
-        raise UsageError(f"--method {method}: {err}") from None
-
-
 def prompt_inputs(processor, image, question: str, device: torch.device, dtype: torch.dtype):
     from vtcompress.integrations.llava_next.prompt import chat_prompt
 
@@ -327,7 +317,6 @@ def run(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as err:
         raise UsageError(f"--method {args.method} --ratio {args.ratio}: {err}") from None
     model, processor, random_weights = load(args, device)
-    check_served(model, args.method, args.ratio)
     print(f"vtcompress run: model {args.model}, {args.method}, ratio {args.ratio:g}, device {device}")
     if random_weights:
         print(

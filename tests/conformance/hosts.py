@@ -72,6 +72,7 @@ def _onevision(dtype: torch.dtype):
     return model.to(dtype), processor
 
 
+@functools.cache
 def _qwen2_5_vl(dtype: torch.dtype):
     from vtcompress.integrations.qwen2_5_vl.tiny import build_tiny_qwen2_5_vl
 
