@@ -115,8 +115,8 @@ def load(args: argparse.Namespace, device: torch.device):
     from transformers.utils import logging as hf_logging
 
     from vtcompress.integrations.llava_next.loader import ModelNotFoundError, locate_checkpoint
-    from vtcompress.integrations.llava_next.tiny import is_random_tiny
     from vtcompress.integrations.llava_onevision.loader import is_onevision_checkpoint, load_onevision
+    from vtcompress.integrations.tiny_models import is_random_tiny
 
     try:
         path, kwargs = locate_checkpoint(args.model)

@@ -216,7 +216,7 @@ def load_checkpoint(
     from transformers import AutoProcessor, LlavaNextForConditionalGeneration
 
     from vtcompress.integrations.llava_next.loader import resolve_model_path
-    from vtcompress.integrations.llava_next.tiny import is_random_tiny
+    from vtcompress.integrations.tiny_models import is_random_tiny
 
     path = resolve_model_path(path_or_id)
     kwargs: dict[str, Any] = {"dtype": dtype}

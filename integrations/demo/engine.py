@@ -163,8 +163,8 @@ class DemoEngine:
         from transformers import AutoProcessor, LlavaNextForConditionalGeneration
 
         from vtcompress.integrations.llava_next.loader import ModelNotFoundError, locate_checkpoint
-        from vtcompress.integrations.llava_next.tiny import is_random_tiny
         from vtcompress.integrations.llava_onevision.loader import is_onevision_checkpoint, load_onevision
+        from vtcompress.integrations.tiny_models import is_random_tiny
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if dtype is None or dtype == "auto":

@@ -7,11 +7,12 @@ code path -- processor, compression, forward, generate -- runs without any downl
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
+
+from vtcompress.integrations.tiny_models import cache_path, mark_random, seeded_model
 
 TINY_NAME = "vtcompress/tiny-llava-next-random"
 IMAGE_TOKEN = "<image>"
@@ -111,17 +112,11 @@ def build_tiny_llava_next(
     tok = processor.tokenizer
     config = build_config(len(tok), tok.convert_tokens_to_ids(IMAGE_TOKEN), tok.pad_token_id)
     config._attn_implementation = attn_implementation
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlavaNextForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.generation_config.eos_token_id = tok.eos_token_id
-    return model.to(dtype).eval(), processor
+    return seeded_model(LlavaNextForConditionalGeneration, config, seed, tok, dtype), processor
 
 
 def default_tiny_path() -> Path:
-    root = Path(os.environ.get("VTCOMPRESS_CACHE", Path.home() / ".cache" / "vtcompress"))
-    return root / "tiny-llava-next-random"
+    return cache_path("tiny-llava-next-random")
 
 
 def save_tiny_llava_next(path: str | os.PathLike | None = None, seed: int = 0) -> Path:
@@ -130,12 +125,5 @@ def save_tiny_llava_next(path: str | os.PathLike | None = None, seed: int = 0) -
     model, processor = build_tiny_llava_next(seed)
     model.save_pretrained(path)
     processor.save_pretrained(path)
-    (path / "vtcompress.json").write_text(
-        json.dumps({"name": TINY_NAME, "seed": seed, "random_weights": True})
-    )
+    mark_random(path, TINY_NAME, seed)
     return path
-
-
-def is_random_tiny(path: str | os.PathLike) -> bool:
-    marker = Path(path) / "vtcompress.json"
-    return marker.exists() and json.loads(marker.read_text()).get("random_weights", False)

@@ -8,13 +8,13 @@ generate -- runs without any download.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
 
 from vtcompress.integrations.llava_onevision.processing import build_processor
+from vtcompress.integrations.tiny_models import cache_path, mark_random, seeded_model
 
 TINY_NAME = "vtcompress/tiny-llava-onevision-random"
 IMAGE_TOKEN, VIDEO_TOKEN = "<image>", "<video>"
@@ -100,17 +100,11 @@ def build_tiny_onevision(
         tok.pad_token_id,
     )
     config._attn_implementation = attn_implementation
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlavaOnevisionForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.generation_config.eos_token_id = tok.eos_token_id
-    return model.to(dtype).eval(), processor
+    return seeded_model(LlavaOnevisionForConditionalGeneration, config, seed, tok, dtype), processor
 
 
 def default_tiny_path() -> Path:
-    root = Path(os.environ.get("VTCOMPRESS_CACHE", Path.home() / ".cache" / "vtcompress"))
-    return root / "tiny-llava-onevision-random"
+    return cache_path("tiny-llava-onevision-random")
 
 
 def save_tiny_onevision(path: str | os.PathLike | None = None, seed: int = 0) -> Path:
@@ -119,7 +113,5 @@ def save_tiny_onevision(path: str | os.PathLike | None = None, seed: int = 0) ->
     model, processor = build_tiny_onevision(seed)
     model.save_pretrained(path)
     processor.save_pretrained(path)
-    (path / "vtcompress.json").write_text(
-        json.dumps({"name": TINY_NAME, "seed": seed, "random_weights": True})
-    )
+    mark_random(path, TINY_NAME, seed)
     return path

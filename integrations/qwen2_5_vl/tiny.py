@@ -8,11 +8,12 @@ forward, generate -- runs without any download.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
+
+from vtcompress.integrations.tiny_models import cache_path, mark_random, seeded_model
 
 TINY_NAME = "vtcompress/tiny-qwen2.5-vl-random"
 VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
@@ -119,17 +120,11 @@ def build_tiny_qwen2_5_vl(
     tok = processor.tokenizer
     config = build_config(tok)
     config._attn_implementation = attn_implementation
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Qwen2_5_VLForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.generation_config.eos_token_id = tok.eos_token_id
-    return model.to(dtype).eval(), processor
+    return seeded_model(Qwen2_5_VLForConditionalGeneration, config, seed, tok, dtype), processor
 
 
 def default_tiny_path() -> Path:
-    root = Path(os.environ.get("VTCOMPRESS_CACHE", Path.home() / ".cache" / "vtcompress"))
-    return root / "tiny-qwen2.5-vl-random"
+    return cache_path("tiny-qwen2.5-vl-random")
 
 
 def save_tiny_qwen2_5_vl(path: str | os.PathLike | None = None, seed: int = 0) -> Path:
@@ -141,7 +136,5 @@ def save_tiny_qwen2_5_vl(path: str | os.PathLike | None = None, seed: int = 0) -
     # (processing.load_processor reads them back).
     processor.tokenizer.save_pretrained(path)
     processor.image_processor.save_pretrained(path)
-    (path / "vtcompress.json").write_text(
-        json.dumps({"name": TINY_NAME, "seed": seed, "random_weights": True})
-    )
+    mark_random(path, TINY_NAME, seed)
     return path
