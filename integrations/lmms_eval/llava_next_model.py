@@ -4,37 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from vtcompress.integrations.lmms_eval.model import CompressedModel
+from vtcompress.integrations.lmms_eval.model import TransformersModel
 
 
-class CompressedLlavaNext(CompressedModel):
+class CompressedLlavaNext(TransformersModel):
     """``vtcompress_llava_next``: LLaVA-NeXT (transformers) with vtcompress attached."""
 
     default_method, default_ratio = "globalcom2", 0.25
+    default_pretrained = "llava-hf/llava-v1.6-vicuna-7b-hf"
 
-    def __init__(
-        self,
-        pretrained: str = "llava-hf/llava-v1.6-vicuna-7b-hf",
-        device_map: str | None = None,
-        chat_template: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self.device_map, self.chat_template = device_map, chat_template
-        super().__init__(pretrained, **kwargs)
-
-    def _load(self, pretrained, method, ratio, dtype, attn_implementation, options):
+    @staticmethod
+    def loader():
         from vtcompress.integrations.llava_next.loader import load_compressed_llava
 
-        load_kwargs: dict[str, Any] = {"dtype": dtype}
-        if attn_implementation:
-            load_kwargs["attn_implementation"] = attn_implementation
-        if self.device_map:
-            load_kwargs["device_map"] = self.device_map
-        model, processor = load_compressed_llava(pretrained, method, ratio, options, **load_kwargs)
-        if not self.device_map:
-            model.to(self._device)
-        processor.tokenizer.padding_side = "left"  # batched generation continues after the prompt
-        return model, processor
+        return load_compressed_llava
 
     def _prompt(self, context: str, num_images: int) -> str:
         from vtcompress.integrations.llava_next.prompt import chat_prompt

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from vtcompress.integrations.lmms_eval.model import CompressedModel
+from vtcompress.integrations.lmms_eval.model import TransformersModel
 
 QWEN_TURNS = "<|im_start|>user\n{images}{text}<|im_end|>\n<|im_start|>assistant\n"
 
 
-class CompressedLlavaOnevision(CompressedModel):
+class CompressedLlavaOnevision(TransformersModel):
     """``vtcompress_llava_onevision``: LLaVA-OneVision (transformers) with vtcompress attached.
 
     Method names get the OneVision host's defaults (``score="mean_cos"`` for globalcom2,
@@ -19,30 +19,13 @@ class CompressedLlavaOnevision(CompressedModel):
     """
 
     default_method, default_ratio = "globalcom2", 0.25
+    default_pretrained = "llava-hf/llava-onevision-qwen2-7b-ov-hf"
 
-    def __init__(
-        self,
-        pretrained: str = "llava-hf/llava-onevision-qwen2-7b-ov-hf",
-        device_map: str | None = None,
-        chat_template: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self.device_map, self.chat_template = device_map, chat_template
-        super().__init__(pretrained, **kwargs)
-
-    def _load(self, pretrained, method, ratio, dtype, attn_implementation, options):
+    @staticmethod
+    def loader():
         from vtcompress.integrations.llava_onevision.loader import load_compressed_onevision
 
-        load_kwargs: dict[str, Any] = {"dtype": dtype}
-        if attn_implementation:
-            load_kwargs["attn_implementation"] = attn_implementation
-        if self.device_map:
-            load_kwargs["device_map"] = self.device_map
-        model, processor = load_compressed_onevision(pretrained, method, ratio, options, **load_kwargs)
-        if not self.device_map:
-            model.to(self._device)
-        processor.tokenizer.padding_side = "left"  # batched generation continues after the prompt
-        return model, processor
+        return load_compressed_onevision
 
     @property
     def _image_token(self) -> str:

@@ -390,3 +390,40 @@ class CompressedModel(lmms):
 
     def generate_until_multi_round(self, requests) -> list[str]:
         raise NotImplementedError(f"{self.__class__.__name__} does not support multi-round generation")
+
+
+class TransformersModel(CompressedModel):
+    """A compressed model of a transformers host: the host's ``load_compressed_*`` loader, an
+    optional ``device_map`` and chat template, left padding for batched generation.
+
+    Subclasses set :attr:`default_pretrained` and :meth:`loader`.
+    """
+
+    default_pretrained = ""
+
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        device_map: str | None = None,
+        chat_template: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.device_map, self.chat_template = device_map, chat_template
+        super().__init__(pretrained or self.default_pretrained, **kwargs)
+
+    @staticmethod
+    def loader():
+        """The host's ``load_compressed_*`` function (imported on use)."""
+        raise NotImplementedError
+
+    def _load(self, pretrained, method, ratio, dtype, attn_implementation, options):
+        load_kwargs: dict[str, Any] = {"dtype": dtype}
+        if attn_implementation:
+            load_kwargs["attn_implementation"] = attn_implementation
+        if self.device_map:
+            load_kwargs["device_map"] = self.device_map
+        model, processor = self.loader()(pretrained, method, ratio, options, **load_kwargs)
+        if not self.device_map:
+            model.to(self._device)
+        processor.tokenizer.padding_side = "left"  # batched generation continues after the prompt
+        return model, processor

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from vtcompress.integrations.lmms_eval.model import CompressedModel
+from vtcompress.integrations.lmms_eval.model import TransformersModel
 
 
-class CompressedQwen2_5_VL(CompressedModel):
+class CompressedQwen2_5_VL(TransformersModel):
     """``vtcompress_qwen2_5_vl``: Qwen2.5-VL (transformers) with vtcompress attached.
 
     ``pretrained``: a checkpoint (``Qwen/Qwen2.5-VL-7B-Instruct``...), a local folder, or ``tiny``.
@@ -17,30 +17,13 @@ class CompressedQwen2_5_VL(CompressedModel):
     """
 
     default_method, default_ratio = "uniform", 0.25
+    default_pretrained = "Qwen/Qwen2.5-VL-7B-Instruct"
 
-    def __init__(
-        self,
-        pretrained: str = "Qwen/Qwen2.5-VL-7B-Instruct",
-        device_map: str | None = None,
-        chat_template: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self.device_map, self.chat_template = device_map, chat_template
-        super().__init__(pretrained, **kwargs)
-
-    def _load(self, pretrained, method, ratio, dtype, attn_implementation, options):
+    @staticmethod
+    def loader():
         from vtcompress.integrations.qwen2_5_vl.loader import load_compressed_qwen2_5_vl
 
-        load_kwargs: dict[str, Any] = {"dtype": dtype}
-        if attn_implementation:
-            load_kwargs["attn_implementation"] = attn_implementation
-        if self.device_map:
-            load_kwargs["device_map"] = self.device_map
-        model, processor = load_compressed_qwen2_5_vl(pretrained, method, ratio, options, **load_kwargs)
-        if not self.device_map:
-            model.to(self._device)
-        processor.tokenizer.padding_side = "left"  # batched generation continues after the prompt
-        return model, processor
+        return load_compressed_qwen2_5_vl
 
     def _prompt(self, context: str, num_images: int) -> str:
         from vtcompress.integrations.qwen2_5_vl.tiny import prompt
