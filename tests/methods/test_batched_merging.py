@@ -9,6 +9,7 @@ import torch
 
 from vtcompress.batch import pack_selected
 from vtcompress.integrations.llava_next.layout import AnyResLayout, pack_views
+from vtcompress.layout import view_positions
 from vtcompress.pipeline import compress_image, compress_images
 from vtcompress.registry import get_method, make_config
 from vtcompress.tokens import ImageTokens
@@ -50,10 +51,7 @@ def test_batched_merging_equals_per_view(method):
             for _ in range(2)
         ]
         tokens = [image(rng.choice(layouts), gen, i) for i in range(rng.randint(1, 4))]
-        try:
-            results = compress_images(spec, config, tokens)
-        except ZeroDivisionError:  # the per-image path's own limit: a view whose budget is 0
-            continue
+        results = compress_images(spec, config, tokens)
         for t, r in zip(tokens, results):
             if r.batch is None:  # a view with no valid token or no budget: the per-image path
                 continue
@@ -72,3 +70,23 @@ def test_tower_placement_keeps_the_per_image_path():
     tokens = [image(layout, torch.Generator().manual_seed(1), 0)]
     config = make_config("tome", placement="tower")
     assert get_method("tome").compress_batch(tokens, config) is None
+
+
+@pytest.mark.parametrize("method", ["tome", "pitome"])
+def test_a_view_whose_share_is_nothing_keeps_no_token(method):
+    """At a tiny ratio floor(r N) is below the number of views: views with a budget of 0 keep
+    nothing, the others merge to theirs, and the image keeps exactly floor(r N)."""
+    from vtcompress.budget import keep_count
+    from vtcompress.methods.baselines import uniform_view_budgets
+
+    layout = AnyResLayout.from_grid(2, 2, SIDE, (400, 400))  # 5 views
+    t = image(layout, torch.Generator().manual_seed(2), 0)
+    config = make_config(method, ratio=0.02, metric="projected")
+    budgets = uniform_view_budgets(t, 0.02)
+    assert 0 in budgets and sum(budgets) == keep_count(layout.num_tokens(), 0.02)
+    for r in compress_images(get_method(method), config, [t]):
+        assert [o.num_kept for o in r.views] == budgets
+        assert all(o.features.shape == (o.num_kept, WIDTH) for o in r.views)
+        assert all(
+            int(o.sizes.sum()) == len(p) for o, p, k in zip(r.views, view_positions(layout), budgets) if k
+        )

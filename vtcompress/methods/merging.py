@@ -144,9 +144,13 @@ def merge_view(
     Args:
         features: [n, D] projected features; metric: [n, M] (same tokens, same order).
     Returns:
-        merged features [keep, D], sizes long [keep], owner long [n] (token of each input).
+        merged features [keep, D], sizes long [keep], owner long [n] (token of each input; -1
+        for every input when ``keep`` is 0).
     """
     n = features.shape[0]
+    if keep == 0:  # a view whose share of a tiny budget is nothing: every token goes
+        empty = torch.zeros(0, dtype=torch.long, device=features.device)
+        return features[:0], empty, torch.full((n,), -1, dtype=torch.long, device=features.device)
     x, m = features[None], metric[None]
     sizes, owner = None, initial_owner(1, n, features.device)
     if keep < n:
@@ -170,6 +174,8 @@ def _view_output(features: Tensor, owner: Tensor, positions: Tensor) -> ViewOutp
     per token.
     """
     k = features.shape[0]
+    if k == 0:
+        return ViewOutput(positions.cpu()[:0], features, torch.zeros(0, dtype=torch.long), [])
     owner_cpu, pos_cpu = owner.cpu(), positions.cpu()
     n = owner_cpu.shape[0]
     counts = torch.bincount(owner_cpu, minlength=k)
