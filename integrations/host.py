@@ -50,6 +50,9 @@ class Host:
 
     model_names: ClassVar[str] = ""
     provides: ClassVar[frozenset[str]] = frozenset()
+    # Method name -> the options it gets on this host unless the caller sets them: the settings
+    # that do without a capability the host lacks (see vtcompress.api.host_config).
+    name_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
 
     @staticmethod
     def supports(model: nn.Module) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from vtcompress import methods  # noqa: F401  (registers the built-in methods)
-from vtcompress.api import CompressionHandle, compress, compressed, get_handle, register_adapter
+from vtcompress.api import CompressionHandle, compress, compressed, config_for, get_handle, register_adapter
 from vtcompress.config import CompressionConfig
 from vtcompress.layout import Layout
 from vtcompress.methods.baselines import FasterVLMConfig, RandomConfig, UniformConfig
@@ -77,6 +77,7 @@ __all__ = [
     "available_methods",
     "compress",
     "compressed",
+    "config_for",
     "get_handle",
     "load_compressed_docowl",
     "load_compressed_llava",

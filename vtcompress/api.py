@@ -26,6 +26,9 @@ class Adapter(Protocol):
     """
 
     model_names: str  # for error messages, e.g. "LlavaNextForConditionalGeneration"
+    # Optional: method name -> options that name gets on this host unless the caller sets them
+    # (see :func:`host_config`).
+    # name_defaults: dict[str, dict[str, Any]]
 
     @staticmethod
     def supports(model: nn.Module) -> bool: ...
@@ -98,6 +101,27 @@ class CompressionHandle:
         return f"CompressionHandle({type(self.model).__name__}, {self.config}, {state})"
 
 
+def host_config(host: type, config_or_name: CompressionConfig | str, **options: Any) -> CompressionConfig:
+    """The config ``config_or_name`` means on ``host``.
+
+    Options given here win; a method NAME then gets the host's ``name_defaults`` for it (the
+    settings that work on that model, e.g. ``metric="projected"`` on a tower without hidden
+    states in token order), then its config class's defaults. A config instance is used as given
+    (plus ``options``, on a copy): a host never changes a config it was handed.
+    """
+    if isinstance(config_or_name, str):
+        defaults = getattr(host, "name_defaults", {}).get(config_or_name, {})
+        options = {**defaults, **{k: v for k, v in options.items() if not (k == "ratio" and v is None)}}
+    return make_config(config_or_name, **options)
+
+
+def config_for(
+    model: nn.Module, config_or_name: CompressionConfig | str, **options: Any
+) -> CompressionConfig:
+    """The config :func:`compress` would use for ``model``: :func:`host_config` with its host."""
+    return host_config(find_adapter(model), config_or_name, **options)
+
+
 def compress(
     model: nn.Module, config_or_name: CompressionConfig | str = "globalcom2", **kwargs: Any
 ) -> CompressionHandle:
@@ -106,10 +130,11 @@ def compress(
     ``config_or_name`` is a method name from :func:`vtcompress.available_methods` (with options
     as keyword arguments, e.g. ``ratio=0.25``) or a config instance; options given as keyword
     arguments win over a config's own values, on a copy (the passed config is never changed).
+    A method name gets the host's defaults for it where the host has some (see
+    :func:`host_config`; ``handle.config`` is the config in use).
     Compressing an already compressed model replaces the previous compression; it never stacks.
     """
-    config = make_config(config_or_name, **kwargs)
-    return _attach(CompressionHandle(model, config))
+    return _attach(CompressionHandle(model, config_for(model, config_or_name, **kwargs)))
 
 
 def _attach(handle: CompressionHandle) -> CompressionHandle:

@@ -81,6 +81,8 @@ class DocOwlAdapter(Host):
 
     model_names = "DocOwlForConditionalGeneration (mPLUG-DocOwl1.5 port)"
     provides = frozenset({CLS_ATTENTION, GLOBAL_VIEW})
+    # No vision hidden states in the H-Reducer's token order: merging compares the merged tokens.
+    name_defaults = {"pitome": {"metric": "projected"}, "tome": {"metric": "projected"}}
 
     @staticmethod
     def supports(model: nn.Module) -> bool:

@@ -19,12 +19,12 @@ from typing import Any
 
 import torch
 
-from vtcompress.api import compress
+from vtcompress.api import compress, host_config
 from vtcompress.config import CompressionConfig
 from vtcompress.integrations.docowl.configuration import DocOwlConfig
 from vtcompress.integrations.docowl.modeling import DocOwlForConditionalGeneration
 from vtcompress.integrations.docowl.processing import DocOwlImageOptions, DocOwlProcessor
-from vtcompress.registry import explicit_options, make_config
+from vtcompress.registry import explicit_options
 
 OFFICIAL_CHECKPOINTS = (
     "mPLUG/DocOwl1.5",
@@ -194,7 +194,10 @@ def load_compressed_docowl(
     Returns:
         ``(model, processor)``; ``vtcompress.get_handle(model)`` is the compression handle.
     """
-    config = make_config(method, **explicit_options(ratio, method_options))  # fails before loading
+    from vtcompress.integrations.docowl.compression import DocOwlAdapter
+
+    # Fails before loading; a method name gets the host's defaults (metric="projected" for merging).
+    config = host_config(DocOwlAdapter, method, **explicit_options(ratio, method_options))
     docowl, processor = load_docowl(model, **load_kwargs)
     compress(docowl, config)
     return docowl, processor

@@ -7,9 +7,9 @@ import socket
 from typing import Any
 from urllib.parse import urlparse
 
-from vtcompress.api import compress
+from vtcompress.api import compress, host_config
 from vtcompress.config import CompressionConfig
-from vtcompress.registry import explicit_options, make_config
+from vtcompress.registry import explicit_options
 
 DEFAULT_MODEL = "llava-hf/llava-v1.6-vicuna-7b-hf"
 TINY = "tiny"
@@ -127,7 +127,11 @@ def load_compressed_llava(
     """
     from transformers import AutoProcessor, LlavaNextForConditionalGeneration
 
-    config = make_config(method, **explicit_options(ratio, method_options))  # fails before loading
+    from vtcompress.integrations.llava_next.adapter import LlavaNextAdapter
+
+    config = host_config(
+        LlavaNextAdapter, method, **explicit_options(ratio, method_options)
+    )  # before loading
     path = resolve_model_path(model)
     try:
         llava = LlavaNextForConditionalGeneration.from_pretrained(path, **from_pretrained_kwargs)

@@ -45,6 +45,11 @@ SERVED = (
 class LlavaOnevisionHost(PlaceholderHost):
     model_names = "LlavaOnevisionForConditionalGeneration, LlavaOnevisionModel"
     provides = frozenset({GLOBAL_VIEW})
+    name_defaults = {
+        "globalcom2": {"score": "mean_cos"},  # GlobalCom²'s score for towers without [CLS]
+        "pitome": {"metric": "projected"},
+        "tome": {"metric": "projected"},
+    }
 
     @staticmethod
     def supports(model: nn.Module) -> bool:

@@ -5,31 +5,22 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from vtcompress.api import compress
+from vtcompress.api import compress, host_config
 from vtcompress.config import CompressionConfig
-from vtcompress.registry import explicit_options, make_config
+from vtcompress.registry import explicit_options
 
 DEFAULT_MODEL = "llava-hf/llava-onevision-qwen2-7b-ov-hf"
 TINY = "tiny"
-
-NAME_DEFAULTS: dict[str, dict[str, Any]] = {
-    "globalcom2": {"score": "mean_cos"},  # GlobalCom²'s score for towers without [CLS]
-    "pitome": {"metric": "projected"},
-    "tome": {"metric": "projected"},
-}
-"""Options a method NAME gets on this host unless the caller sets them: the settings that work
-without [CLS] attention or vision hidden states. A config instance is used as given."""
 
 
 def onevision_config(
     method: str | CompressionConfig, ratio: float | None = None, method_options: dict[str, Any] | None = None
 ) -> CompressionConfig:
-    """The config for ``method`` on this host: explicit options win, then :data:`NAME_DEFAULTS`
-    (method names only), then the config class's defaults."""
-    options = explicit_options(ratio, method_options)
-    if isinstance(method, str):
-        options = {**NAME_DEFAULTS.get(method, {}), **options}
-    return make_config(method, **options)
+    """The config for ``method`` on this host: explicit options win, then the host's
+    ``name_defaults`` (method names only), then the config class's defaults."""
+    from vtcompress.integrations.llava_onevision.adapter import LlavaOnevisionHost
+
+    return host_config(LlavaOnevisionHost, method, **explicit_options(ratio, method_options))
 
 
 def resolve_model_path(model: str | os.PathLike) -> str:
@@ -57,8 +48,8 @@ def load_compressed_onevision(
     Args:
         model: e.g. "llava-hf/llava-onevision-qwen2-0.5b-ov-hf", a local directory, or "tiny".
         method: a name from ``vtcompress.available_methods()`` or a config instance. A name gets
-            this host's defaults (:data:`NAME_DEFAULTS`: ``score="mean_cos"`` for globalcom2,
-            ``metric="projected"`` for pitome / tome); a config instance is used as given, and a
+            this host's defaults (``LlavaOnevisionHost.name_defaults``: ``score="mean_cos"`` for
+            globalcom2, ``metric="projected"`` for pitome / tome); a config instance is used as given, and a
             method it configures for [CLS] attention is refused with the option to change.
             fastervlm and tokencorr need [CLS] attention and are refused on this host.
         ratio: kept fraction of visual tokens, in (0, 1]. None: the config's own ratio.
@@ -100,13 +91,3 @@ def load_onevision(path: str | os.PathLike, **from_pretrained_kwargs: Any):
     model = LlavaOnevisionForConditionalGeneration.from_pretrained(path, **from_pretrained_kwargs)
     hub = {k: v for k, v in from_pretrained_kwargs.items() if k in ("local_files_only", "revision", "token")}
     return model.eval(), load_processor(path, **hub)
-
-
-def method_config(
-    model: Any, method: str | CompressionConfig, ratio: float | None = None
-) -> CompressionConfig:
-    """The config a command line or app uses for ``method`` on ``model``: this host's defaults
-    (:data:`NAME_DEFAULTS`) on a OneVision model, the config class's defaults elsewhere."""
-    if type(model).__name__ in ("LlavaOnevisionForConditionalGeneration", "LlavaOnevisionModel"):
-        return onevision_config(method, ratio)
-    return make_config(method, **explicit_options(ratio, None))

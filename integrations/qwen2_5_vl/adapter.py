@@ -53,6 +53,8 @@ class Qwen2_5_VLAdapter(PlaceholderHost):
     # No [CLS] token, no global view, no in-tower merging (windowed attention), and no vision
     # hidden state in the projector's token order: methods that need one are refused.
     provides: frozenset[str] = frozenset()
+    # Merging compares the merged tokens themselves (the projector's output).
+    name_defaults = {"pitome": {"metric": "projected"}, "tome": {"metric": "projected"}}
     # position_ids are 3-D here ([3 or 4, B, L]): finish_call cuts them, keeping their values.
     cut_keys = ("labels", "token_type_ids", "mm_token_type_ids")
 
@@ -130,17 +132,18 @@ class Qwen2_5_VLAdapter(PlaceholderHost):
         if positions.numel() and (positions.diff() == 0).any():
             raise RuntimeError(f"method {self.config.method!r} kept a token position twice in image {index}")
         px = self.patch_px * self.merge
+        height, width = layout.grid[0] * px, layout.grid[1] * px
         self.stats.images.append(
             image_stats(
                 layout,
                 outs,
                 self.config,
                 index=index,
-                image_size=(layout.grid[0] * px, layout.grid[1] * px),
+                image_size=(height, width),
                 seconds=seconds,
                 newlines_before=0,
                 newlines_after=0,
-                note="image_size is the processor's resized size",
+                note=f"the model saw the image resized to {width}x{height} px, one token per {px}x{px} px",
             )
         )
         return positions, out.features.index_select(0, order.to(out.features.device))

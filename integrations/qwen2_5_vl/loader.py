@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from vtcompress.api import compress
+from vtcompress.api import compress, host_config
 from vtcompress.config import CompressionConfig
-from vtcompress.registry import explicit_options, make_config
+from vtcompress.registry import explicit_options
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 DEFAULT_METHOD = "uniform"
@@ -38,9 +38,10 @@ def load_compressed_qwen2_5_vl(
 
     Args:
         model: e.g. "Qwen/Qwen2.5-VL-3B-Instruct", a local directory, or "tiny".
-        method: a method this host serves ("uniform", "random", "pitome" / "tome" with
-            ``metric="projected"``; see docs/hosts/qwen2-5-vl.md) or a config instance. Others
-            are refused before the weights load.
+        method: a method this host serves ("uniform", "random", "pitome", "tome"; see
+            docs/hosts/qwen2-5-vl.md) or a config instance. A name gets this host's defaults
+            (``metric="projected"`` for pitome / tome); a config instance is used as given. Other
+            methods are refused before the weights load.
         ratio: kept fraction of merged visual tokens, in (0, 1]. None (default): the config's
             own ratio (a passed config keeps its ratio; a method name gets its default, 0.25).
         method_options: other options of the method's config, e.g. ``{"metric": "projected"}``.
@@ -54,10 +55,11 @@ def load_compressed_qwen2_5_vl(
     """
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from vtcompress.integrations.qwen2_5_vl.adapter import check_served
+    from vtcompress.integrations.qwen2_5_vl.adapter import Qwen2_5_VLAdapter, check_served
     from vtcompress.integrations.qwen2_5_vl.processing import load_processor
 
-    config = make_config(method, **explicit_options(ratio, method_options))  # fails before loading
+    # Fails before loading; a method name gets the host's defaults (metric="projected" for merging).
+    config = host_config(Qwen2_5_VLAdapter, method, **explicit_options(ratio, method_options))
     # Refuse before loading. The tower depth is not known yet: 32, the published checkpoints'
     # (the capabilities this host lacks do not depend on it).
     check_served(config)

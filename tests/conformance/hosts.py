@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,8 +23,6 @@ class HostCase:
     build: Callable[[torch.dtype], tuple[Any, Any]]  # dtype -> (model, processor), cached
     prompt: Callable[[str, int], str]  # (question, images) -> prompt text
     image_token_id: Callable[[Any], int]
-    # Options a method needs on this host (e.g. a metric the host can capture).
-    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Images whose long side exceeds this many times the short side are refused by the host's
     # processor (Qwen2.5-VL: 200); None: every aspect ratio is served.
     max_aspect_ratio: float | None = None
@@ -104,26 +102,18 @@ HOSTS = [
         _docowl,
         _docowl_prompt,
         lambda model: model.config.image_token_id,
-        method_options={"pitome": {"metric": "projected"}, "tome": {"metric": "projected"}},
     ),
     HostCase(
         "llava_onevision",
         _onevision,
         lambda q, n: "<|im_start|>user\n" + "<image>\n" * n + f"{q}<|im_end|>\n<|im_start|>assistant\n",
         lambda model: model.config.image_token_id,
-        # SigLIP has no [CLS]: GlobalCom²'s feature-only score, merging on the LM tokens themselves.
-        method_options={
-            "globalcom2": {"score": "mean_cos"},
-            "pitome": {"metric": "projected"},
-            "tome": {"metric": "projected"},
-        },
     ),
     HostCase(
         "qwen2_5_vl",
         _qwen2_5_vl,
         _qwen2_5_vl_prompt,
         lambda model: model.config.image_token_id,
-        method_options={"pitome": {"metric": "projected"}, "tome": {"metric": "projected"}},
         max_aspect_ratio=200,
     ),
 ]

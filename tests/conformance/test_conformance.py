@@ -26,7 +26,9 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 
 def config(host: HostCase, method: str, ratio: float = RATIO) -> vtc.CompressionConfig:
-    return vtc.registry.make_config(method, ratio=ratio, **host.method_options.get(method, {}))
+    """What a user gets by naming ``method``: the host's defaults for it (e.g. metric="projected"
+    where there are no vision hidden states in token order)."""
+    return vtc.config_for(host.build(torch.float32)[0], method, ratio=ratio)
 
 
 def model_of(host: HostCase, dtype=torch.float32):
@@ -74,6 +76,30 @@ def test_refusal_names_method_and_host(host, method):
         assert vtc.get_handle(model) is None
     else:
         handle.remove()
+
+
+# The methods x hosts table of the docs (README, docs/index.md): what each host serves BY NAME.
+SERVED_BY_NAME = {
+    "llava_next": {"fastervlm", "globalcom2", "pitome", "random", "tokencorr", "tome", "uniform"},
+    "docowl": {"fastervlm", "globalcom2", "pitome", "random", "tokencorr", "tome", "uniform"},
+    "llava_onevision": {"globalcom2", "pitome", "random", "tome", "uniform"},
+    "qwen2_5_vl": {"pitome", "random", "tome", "uniform"},
+}
+
+
+def test_the_documented_methods_are_served_by_name(host):
+    """A method name works as documented on each host, with the host's defaults; the rest are refused."""
+    model = model_of(host)
+    served = set()
+    for method in METHODS:
+        try:
+            vtc.compress(model, method).remove()
+        except ValueError as err:
+            assert "does not provide" in str(err), err
+        else:
+            served.add(method)
+    builtin = {m for m in METHODS if not m.startswith("_")}
+    assert served & builtin == SERVED_BY_NAME[host.name] & builtin
 
 
 @torch.no_grad()

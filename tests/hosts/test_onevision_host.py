@@ -122,20 +122,35 @@ def test_multi_image_prompt_compresses_each_single_view(tiny, model):
 
 
 @pytest.mark.parametrize(
-    ("method", "fix"),
+    ("config", "fix"),
     [
         ("fastervlm", "SigLIP has no [CLS]"),
         ("tokencorr", "SigLIP has no [CLS]"),
-        ("globalcom2", "use score='mean_cos'"),
-        ("pitome", "use metric='projected'"),
-        ("tome", "use metric='projected'"),
+        (vtc.GlobalCom2Config(), "use score='mean_cos'"),
+        (vtc.PiToMeConfig(), "use metric='projected'"),
+        (vtc.ToMeConfig(), "use metric='projected'"),
     ],
+    ids=["fastervlm", "tokencorr", "globalcom2-config", "pitome-config", "tome-config"],
 )
-def test_methods_needing_cls_or_vision_states_are_refused_naming_the_fix(model, method, fix):
+def test_methods_needing_cls_or_vision_states_are_refused_naming_the_fix(model, config, fix):
     with pytest.raises(ValueError, match="does not provide") as err:
-        vtc.compress(model, method)
+        vtc.compress(model, config)
     assert fix in str(err.value) and "LlavaOnevisionHost" in str(err.value)
     assert vtc.get_handle(model) is None
+
+
+@pytest.mark.parametrize(
+    ("method", "option", "default"),
+    [("globalcom2", "score", "mean_cos"), ("pitome", "metric", "projected"), ("tome", "metric", "projected")],
+)
+def test_a_method_name_gets_the_host_default_and_an_explicit_option_wins(model, method, option, default):
+    handle = vtc.compress(model, method, ratio=0.5)
+    assert getattr(handle.config, option) == default and handle.config.ratio == 0.5
+    assert vtc.config_for(model, method, ratio=0.5) == handle.config
+    handle.remove()
+    explicit = {"score": "cls"} if method == "globalcom2" else {"metric": "vision"}
+    with pytest.raises(ValueError, match="does not provide"):  # the caller's choice is kept, and refused
+        vtc.compress(model, method, **explicit)
 
 
 def test_host_defaults_apply_to_names_never_to_passed_configs():

@@ -110,18 +110,17 @@ def test_loader_refuses_a_method_before_loading(tmp_path):
 @torch.no_grad()
 def test_loader_builds_and_loads_the_tiny_model(model, tmp_path, monkeypatch):
     monkeypatch.setenv("VTCOMPRESS_CACHE", str(tmp_path))
-    loaded, processor = vtc.load_compressed_qwen2_5_vl(
-        "tiny", "tome", ratio=0.5, method_options={"metric": "projected"}
-    )
+    loaded, processor = vtc.load_compressed_qwen2_5_vl("tiny", "tome", ratio=0.5)
     assert (tmp_path / "tiny-qwen2.5-vl-random" / "config.json").exists()
     handle = vtc.get_handle(loaded)
-    assert handle.config.method == "tome" and handle.config.ratio == 0.5
+    # A method name gets the host's default metric (a config instance would be refused).
+    assert (handle.config.method, handle.config.ratio, handle.config.metric) == ("tome", 0.5, "projected")
     from vtcompress.integrations.qwen2_5_vl.tiny import prompt
 
     call = inputs(500, 300)
     again = processor(images=[make_image(500, 300)], text=[prompt("What is it?")], return_tensors="pt")
     assert set(again) == set(call) and all(torch.equal(again[k], call[k]) for k in call)
-    vtc.compress(model, "tome", ratio=0.5, metric="projected")
+    assert vtc.compress(model, "tome", ratio=0.5).config == handle.config
     assert torch.equal(loaded(**call).logits, model(**call).logits)
 
 

@@ -23,7 +23,7 @@ def run(host, method: str):
     old = vtc.get_handle(model)
     if old is not None:
         old.remove()
-    config = registry.make_config(method, ratio=0.3, **host.method_options.get(method, {}))
+    config = vtc.config_for(host.build(torch.float32)[0], method, ratio=0.3)
     try:
         handle = vtc.compress(model, config)
     except ValueError as err:  # a method the host refuses (the conformance suite checks the refusal)
