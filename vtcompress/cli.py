@@ -80,9 +80,9 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--model",
         default=TINY,
-        help="LLaVA-NeXT, LLaVA-OneVision or Qwen2.5-VL hub id or local checkpoint directory (default: "
-        "tiny, a built-in LLaVA-NeXT with random weights: offline, meaningless answers, real token "
-        "counts and timings)",
+        help="LLaVA-NeXT, LLaVA-OneVision or Qwen2.5-VL hub id or local checkpoint directory, or a "
+        "built-in tiny model with random weights (offline, meaningless answers, real token counts and "
+        "timings): tiny (LLaVA-NeXT, the default), tiny-onevision, tiny-qwen2.5-vl",
     )
     run.add_argument(
         "--method",
@@ -96,6 +96,13 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
         type=_ratio,
         default=0.25,
         help="kept fraction of visual tokens, in (0, 1]; 1.0 switches compression off (default 0.25)",
+    )
+    run.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a method option, repeatable, e.g. --option allocation=paper; the options of each method are "
+        "in its config class (docs/methods.md); a method name gets the model's own defaults for the rest",
     )
     run.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     run.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])

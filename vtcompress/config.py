@@ -59,6 +59,17 @@ class CompressionConfig:
     def validate(self) -> None:
         """Subclasses check their own fields here and raise ValueError naming the fix."""
 
+    def changed_options(self) -> str:
+        """The options that differ from the class's defaults, ratio aside, as ``key=value`` text
+        ("" when none): what a report shows next to the method's name."""
+        changed = []
+        for f in dataclasses.fields(self):
+            factory = f.default_factory
+            default = factory() if factory is not dataclasses.MISSING else f.default
+            if f.name != "ratio" and getattr(self, f.name) != default:
+                changed.append(f"{f.name}={getattr(self, f.name)!r}")
+        return ", ".join(changed)
+
     @property
     def is_off(self) -> bool:
         """True when the method keeps every token, so adapters may skip it (``ratio`` 1.0).

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from vtcompress.api import compress as compressed_model
-from vtcompress.api import compressed
+from vtcompress.api import compressed, config_for
 from vtcompress.config import CompressionConfig
 from vtcompress.examples import DEFAULT_EXAMPLE, example
 from vtcompress.registry import make_config
@@ -95,61 +95,29 @@ def choose_input(args: argparse.Namespace) -> tuple[Any, str, str]:
     return image, question, described
 
 
-def _model_type(path: str, kwargs: dict[str, Any]) -> str | None:
-    """The checkpoint's ``model_type`` (None when its config cannot be read)."""
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(path, **kwargs).model_type
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 def load(args: argparse.Namespace, device: torch.device):
-    """``(model, processor, random_weights)`` or a UsageError naming the fix.
-
-    A LLaVA-NeXT checkpoint by default; a checkpoint whose config says ``qwen2_5_vl`` loads as
-    Qwen2.5-VL (its processor without torchvision handles images only).
-    """
-    from transformers import AutoProcessor, LlavaNextForConditionalGeneration
+    """The :class:`~vtcompress.integrations.checkpoints.Checkpoint` of ``args.model`` (any family
+    of :mod:`vtcompress.integrations.checkpoints`) on ``device``, or a UsageError naming the fix."""
     from transformers.utils import logging as hf_logging
 
-    from vtcompress.integrations.llava_next.loader import ModelNotFoundError, locate_checkpoint
-    from vtcompress.integrations.llava_onevision.loader import is_onevision_checkpoint, load_onevision
-    from vtcompress.integrations.tiny_models import is_random_tiny
+    from vtcompress.integrations.checkpoints import HUB_EXAMPLES, TINY_MODELS, load_checkpoint
+    from vtcompress.integrations.llava_next.loader import ModelNotFoundError
 
-    try:
-        path, kwargs = locate_checkpoint(args.model)
-    except ModelNotFoundError as err:
-        raise UsageError(f"--model: {err}") from None
-    if kwargs.get("local_files_only"):
-        print(f"note: the hub is not reachable; loading {args.model} from the local cache", file=sys.stderr)
     hf_logging.disable_progress_bar()
     try:
-        if is_onevision_checkpoint(path, **kwargs):
-            model, processor = load_onevision(path, dtype=DTYPES[args.dtype], **kwargs)
-        elif _model_type(path, kwargs) == "qwen2_5_vl":
-            from transformers import Qwen2_5_VLForConditionalGeneration
-
-            from vtcompress.integrations.qwen2_5_vl.processing import load_processor
-
-            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-                path, dtype=DTYPES[args.dtype], **kwargs
-            )
-            processor = load_processor(path, **kwargs)
-        else:
-            model = LlavaNextForConditionalGeneration.from_pretrained(
-                path, dtype=DTYPES[args.dtype], **kwargs
-            )
-            processor = AutoProcessor.from_pretrained(path, **kwargs)
+        checkpoint = load_checkpoint(args.model, dtype=DTYPES[args.dtype])
+    except ModelNotFoundError as err:
+        raise UsageError(f"--model: {err}") from None
     except (OSError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UsageError(
-            f"--model: cannot load a LLaVA-NeXT, LLaVA-OneVision or Qwen2.5-VL checkpoint from {args.model!r} "
-            f"({first}); give one (e.g. llava-hf/llava-v1.6-mistral-7b-hf, Qwen/Qwen2.5-VL-7B-Instruct) or "
-            "leave --model out"
+            f"--model: cannot load a checkpoint from {args.model!r} ({first}); give one (e.g. {', '.join(HUB_EXAMPLES.values())}), "
+            f"a tiny model ({', '.join(TINY_MODELS)}) or leave --model out"
         ) from None
-    return model.to(device).eval(), processor, is_random_tiny(path)
+    if checkpoint.from_cache:
+        print(f"note: the hub is not reachable; loaded {args.model} from the local cache", file=sys.stderr)
+    checkpoint.model.to(device)
+    return checkpoint
 
 
 def prompt_inputs(processor, image, question: str, device: torch.device, dtype: torch.dtype):
@@ -252,7 +220,8 @@ def report(
     width = max(len(v[0]) for v in views)
     for name, original, k in views:
         print(f"  {name:<{width}}  {original:>5} -> {k:>5}")
-    print(f"  {'newlines':<{width}}  {newlines[0]:>5} -> {newlines[1]:>5}")
+    if newlines != (0, 0):  # a model without newline tokens (Qwen2.5-VL) has nothing to say here
+        print(f"  {'newlines':<{width}}  {newlines[0]:>5} -> {newlines[1]:>5}")
     print(f"prompt length seen by the language model: {lengths[0]} -> {lengths[1]} tokens")
     if note:
         print(f"note: {note}")
@@ -305,30 +274,50 @@ def noise_warnings(base: Measured, comp: Measured, off: bool) -> list[str]:
     return warnings
 
 
+def method_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The typed ``--option KEY=VALUE`` settings of ``args.method``; a UsageError naming the fix."""
+    from vtcompress.registry import parse_options
+
+    try:
+        options = parse_options(args.method, args.option or [])
+    except ValueError as err:
+        raise UsageError(f"--option: {err}") from None
+    if "ratio" in options:
+        raise UsageError("--option ratio=...: give the ratio as --ratio")
+    return options
+
+
 def run(args: argparse.Namespace) -> int:
     """The ``vtcompress run`` job; raises UsageError (one line, exit 2) on bad input."""
-    from vtcompress.integrations.llava_onevision.loader import method_config
-
     device = check_device(args.device)
     args.device_used = device
     image, question, described = choose_input(args)
+    options = method_options(args)
     try:
-        off = make_config(args.method, ratio=args.ratio).is_off
+        make_config(args.method, ratio=args.ratio, **options)  # fails before the model loads
     except (TypeError, ValueError) as err:
-        raise UsageError(f"--method {args.method} --ratio {args.ratio}: {err}") from None
-    model, processor, random_weights = load(args, device)
-    print(f"vtcompress run: model {args.model}, {args.method}, ratio {args.ratio:g}, device {device}")
-    if random_weights:
-        print(
-            "note: the tiny model has RANDOM weights: its answers are meaningless; token counts, timings "
-            "and FLOPs are real. For real answers: --model llava-hf/llava-v1.6-mistral-7b-hf (or a local "
-            "directory)."
-        )
-    config = method_config(model, args.method, args.ratio)  # a host's defaults for a method name
-    try:
-        compressed_model(model, config).remove()  # a host that cannot serve the method says so here
-    except ValueError as err:
         raise UsageError(f"--method {args.method}: {err}") from None
+    checkpoint = load(args, device)
+    model, processor = checkpoint.model, checkpoint.processor
+    print(f"vtcompress run: model {args.model}, {args.method}, ratio {args.ratio:g}, device {device}")
+    if checkpoint.random_weights:
+        from vtcompress.integrations.checkpoints import HUB_EXAMPLES
+
+        print(
+            f"note: the tiny {checkpoint.family_name} has RANDOM weights: its answers are meaningless; token "
+            f"counts, timings and FLOPs are real. For real answers: --model {HUB_EXAMPLES[checkpoint.family]} "
+            "(or a local directory)."
+        )
+    try:
+        # A method name gets the host's defaults for it (e.g. metric="projected" without [CLS]).
+        config = config_for(model, args.method, ratio=args.ratio, **options)
+        compressed_model(model, config).remove()  # a host that cannot serve the method says so here
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"--method {args.method}: {err}") from None
+    off = config.is_off
+    changed = config.changed_options()
+    if changed:
+        print(f"method options: {changed}")
     inputs = prompt_inputs(processor, image, question, device, DTYPES[args.dtype])
     base, comp, stats = measure(model, inputs, config, args.warmup, args.repeats, device)
     if stats is None or not stats.images:

@@ -6,9 +6,10 @@ The built-in methods register when ``vtcompress`` is imported (its ``__init__`` 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from vtcompress.config import CompressionConfig
 
@@ -130,3 +131,53 @@ def _check_options(config_cls: type[CompressionConfig], options: dict[str, Any])
             f"{config_cls.__name__} has no option(s) {', '.join(unknown)}; "
             f"its options are: {', '.join(sorted(known))}"
         )
+
+
+_TRUE, _FALSE, _NONE = ("true", "yes", "on", "1"), ("false", "no", "off", "0"), ("none", "null")
+
+
+def parse_options(method: str, items: Iterable[str]) -> dict[str, Any]:
+    """Typed options of ``method``'s config from ``KEY=VALUE`` texts (a command line, a form).
+
+    Each value is read as its field's type: ``int``, ``float``, ``bool`` (true/false, yes/no,
+    on/off, 1/0), ``str``, and ``none`` where the field may be None. ``["metric=projected",
+    "steps=2"]`` -> ``{"metric": "projected", "steps": 2}`` for pitome. Raises ValueError (one line
+    naming the fix) on a malformed item, an unknown option, a value of the wrong type or a key
+    given twice; the values themselves are checked when the config is made.
+    """
+    config_cls = get_method(method).config_cls
+    hints = get_type_hints(config_cls)
+    known = {f.name for f in fields(config_cls)}
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key, text = key.strip(), text.strip()
+        if not sep or not key:
+            raise ValueError(f"method option {item!r} is not KEY=VALUE (e.g. metric=projected)")
+        if key not in known:
+            raise ValueError(f"{method} has no option {key!r}; its options are: {', '.join(sorted(known))}")
+        if key in options:
+            raise ValueError(f"method option {key!r} given twice; give it once")
+        options[key] = _typed(method, key, hints[key], text)
+    return options
+
+
+def _typed(method: str, key: str, hint: Any, text: str) -> Any:
+    """``text`` read as a value of type ``hint`` (``X`` or ``X | None``)."""
+    args = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else ()
+    optional = type(None) in args
+    kind = next((a for a in args if a is not type(None)), hint) if args else hint
+    if optional and text.lower() in _NONE:
+        return None
+    none = " or none" if optional else ""
+    if kind is bool:
+        if text.lower() in _TRUE + _FALSE:
+            return text.lower() in _TRUE
+        raise ValueError(f"{method} option {key} is true or false{none}; got {text!r}")
+    if kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            name = "a whole number" if kind is int else "a number"
+            raise ValueError(f"{method} option {key} is {name}{none}; got {text!r}") from None
+    return text

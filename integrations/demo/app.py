@@ -14,9 +14,9 @@ except ImportError as err:  # pragma: no cover - exercised by the CLI's message
 
     raise ImportError(needs_extra("the vtcompress demo needs gradio", "demo")) from err
 
+from vtcompress.integrations.checkpoints import HUB_EXAMPLES
 from vtcompress.integrations.demo.engine import Comparison, DemoEngine, InputError, format_flops
 from vtcompress.integrations.demo.examples import write_examples
-from vtcompress.registry import available_methods
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +56,18 @@ def _stats_markdown(c: Comparison) -> str:
         "| | uncompressed | compressed |",
         "|---|---:|---:|",
         f"| visual tokens (newlines excluded) | {c.tokens_before} | **{c.tokens_after}** ({pct:.1f}%) |",
-        f"| newline tokens | {c.newlines_before} | {c.newlines_after} |",
+    ]
+    if (c.newlines_before, c.newlines_after) != (0, 0):  # models without newline tokens: no row
+        rows.append(f"| newline tokens | {c.newlines_before} | {c.newlines_after} |")
+    rows += [
         f"| prompt length seen by the language model | {u.prompt_tokens} | {k.prompt_tokens} |",
         f"| time to first token (vision + compression + prefill) | {u.first_token_seconds:.3f} s "
         f"| {k.first_token_seconds:.3f} s |",
         f"| decoder prefill, estimated | {format_flops(c.flops_before)} | {format_flops(c.flops_after)} |",
     ]
+    options = f" ({c.options})" if c.options else ""
     lines = [
-        f"**{c.method}** at ratio **{c.ratio:g}** on a {w}x{h} px image: "
+        f"**{c.method}**{options} at ratio **{c.ratio:g}** on a {w}x{h} px image: "
         f"**{c.tokens_before} → {c.tokens_after}** visual tokens; estimated prefill FLOPs saved: "
         f"**{format_flops(c.flops_saved)} ({saved:.1f}%)**; compression took {c.compress_seconds * 1e3:.1f} ms.",
         "",
@@ -107,11 +111,12 @@ def _on_ratio_release(evt: gr.EventData):
 
 
 def make_handler(engine: DemoEngine):
-    """The page's event function: (image, question, method, ratio) -> page outputs. Never raises."""
+    """The page's event function: (image, question, method, ratio, options) -> page outputs.
+    Never raises."""
 
-    def compare(image: Any, question: str, method: str, ratio: float):
+    def compare(image: Any, question: str, method: str, ratio: float, options: str = ""):
         try:
-            c = engine.compare(image, question, method, ratio)
+            c = engine.compare(image, question, method, ratio, options)
         except InputError as err:
             return f"**Problem:** {err}", "", "", "", [], ""
         except Exception as err:  # a page must answer, whatever broke; the log keeps the traceback
@@ -128,7 +133,8 @@ def _header(engine: DemoEngine) -> str:
         "# vtcompress: what does visual-token compression keep?",
         "Upload an image, ask a question, pick a method and a ratio (kept fraction of visual tokens). "
         "The same model answers twice, without and with compression; below, each view the vision "
-        "tower saw (thumbnail and crops) shows which tokens reached the language model.",
+        "tower saw (thumbnail and crops; one view on Qwen2.5-VL) shows which tokens reached the "
+        "language model.",
         "",
         f"Model: **{engine.name}** on {engine.model.device}.",
     ]
@@ -138,14 +144,14 @@ def _header(engine: DemoEngine) -> str:
             "> **This is the offline tiny model. Its weights are random, so its answers are "
             "meaningless characters.** Token counts, overlays, timings and FLOPs are real. For real "
             "answers start the demo with a checkpoint: `vtcompress demo --model "
-            "llava-hf/llava-v1.6-mistral-7b-hf` (or a local directory).",
+            f"{HUB_EXAMPLES[engine.family]}` (or a local directory).",
         ]
     return "\n".join(lines)
 
 
 def build_app(engine: DemoEngine, concurrency: int = 4, examples_dir: str | Path | None = None) -> gr.Blocks:
     """The demo page around ``engine`` (one model shared by every user; calls take turns)."""
-    methods = [m for m in available_methods() if not m.startswith("_")]  # "_name": private/test methods
+    methods = engine.served_methods()  # what this model's host can run
     default = DEFAULT_METHOD if DEFAULT_METHOD in methods else methods[0]
     examples_dir = Path(examples_dir or Path(tempfile.gettempdir()) / "vtcompress-demo-examples")
     examples = write_examples(examples_dir)
@@ -173,6 +179,14 @@ def build_app(engine: DemoEngine, concurrency: int = 4, examples_dir: str | Path
                         label="Ratio (kept tokens)",
                         elem_id="ratio",
                     )
+                options = gr.Textbox(
+                    value="",  # API callers may leave it out
+                    label="Method options (optional)",
+                    placeholder="KEY=VALUE, comma-separated, e.g. allocation=paper",
+                    info="Options of the method's config (see the methods pages); the model's own "
+                    "defaults fill in the rest.",
+                    elem_id="options",
+                )
                 submit = gr.Button("Compare", variant="primary", elem_id="submit")
                 gr.Examples(
                     [[path, q, default, DEFAULT_RATIO] for path, q in examples],
@@ -191,7 +205,7 @@ def build_app(engine: DemoEngine, concurrency: int = 4, examples_dir: str | Path
                 )
                 legend = gr.Markdown(elem_id="legend")
         outputs = [message, answer_c, answer_u, stats, gallery, legend]
-        inputs = [image, question, method, ratio]
+        inputs = [image, question, method, ratio, options]
         submit.click(handler, inputs, outputs, api_name="compare", concurrency_limit=concurrency)
         question.submit(handler, inputs, outputs, api_name=False, concurrency_limit=concurrency)
         ratio.release(_on_ratio_release, None, message, api_name=False, queue=False)

@@ -19,9 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default="tiny",
-        help='LLaVA-NeXT or LLaVA-OneVision checkpoint: hub id, local directory, or "tiny" (default: '
-        "the offline tiny LLaVA-NeXT with random weights; its answers are meaningless, the token views "
-        "are real)",
+        help="LLaVA-NeXT, LLaVA-OneVision or Qwen2.5-VL checkpoint (hub id or local directory), or a "
+        "tiny model with random weights, offline: tiny (LLaVA-NeXT, the default), tiny-onevision, "
+        "tiny-qwen2.5-vl (their answers are meaningless, the token views are real)",
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")

@@ -1,5 +1,5 @@
-"""The demo's model side: one LLaVA-NeXT or LLaVA-OneVision loaded once, asked twice (compressed
-and not) per request.
+"""The demo's model side: one LLaVA-NeXT, LLaVA-OneVision or Qwen2.5-VL loaded once, asked twice
+(compressed and not) per request.
 
 Compression hooks belong to the model object, so every generate call runs under one lock: while
 a compressed run holds the hooks, no other request may run uncompressed on the same model.
@@ -22,15 +22,22 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from vtcompress.api import compress, compressed, get_handle
+from vtcompress.api import compress, compressed, config_for, get_handle
+from vtcompress.config import CompressionConfig
 from vtcompress.inputs import ImageLimits, to_rgb
 from vtcompress.integrations.demo import overlay
 from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.integrations.llava_next.prompt import chat_prompt
 from vtcompress.integrations.llava_onevision.layout import OneVisionLayout
-from vtcompress.integrations.llava_onevision.loader import method_config
-from vtcompress.registry import available_methods
+from vtcompress.registry import available_methods, parse_options
 from vtcompress.stats import CompressionStats, ImageStats
+
+FAMILY_OF_CLASS = {
+    "LlavaNextForConditionalGeneration": "llava_next",
+    "LlavaOnevisionForConditionalGeneration": "llava_onevision",
+    "Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl",
+}
+"""Model classes the demo shows -> their family (a key of ``checkpoints.FAMILIES``)."""
 
 
 class InputError(ValueError):
@@ -82,6 +89,7 @@ class Comparison:
     views: list[ViewPicture] = field(default_factory=list)
     legend: str = ""
     note: str = ""
+    options: str = ""  # the method's options that differ from its defaults, e.g. "metric='projected'"
 
     @property
     def flops_saved(self) -> float:
@@ -114,11 +122,11 @@ def _printable(text: str) -> str:
 
 
 class DemoEngine:
-    """A LLaVA-NeXT or LLaVA-OneVision model and processor shared by every request of the demo.
+    """A model and processor shared by every request of the demo.
 
     Args:
-        model: an uncompressed ``LlavaNextForConditionalGeneration`` or
-            ``LlavaOnevisionForConditionalGeneration`` (eval mode).
+        model: an uncompressed ``LlavaNextForConditionalGeneration``,
+            ``LlavaOnevisionForConditionalGeneration`` or ``Qwen2_5_VLForConditionalGeneration``.
         processor: its processor.
         name: shown on the page.
         random_weights: True for the offline tiny model (the page says its answers mean nothing).
@@ -137,6 +145,12 @@ class DemoEngine:
     ) -> None:
         if get_handle(model) is not None:
             raise ValueError("DemoEngine needs an uncompressed model (call handle.remove() first)")
+        family = FAMILY_OF_CLASS.get(type(model).__name__)
+        if family is None:
+            raise ValueError(
+                f"the demo shows {', '.join(FAMILY_OF_CLASS)}; got {type(model).__name__} "
+                "(load the checkpoint with one of those classes)"
+            )
         self.model = model.eval()
         self.processor = processor
         self.name = name
@@ -144,11 +158,17 @@ class DemoEngine:
         self.max_new_tokens = max_new_tokens
         self.limits = limits or Limits()
         self.lock = threading.Lock()
-        cfg = model.config
-        self.view_px = cfg.vision_config.image_size
-        self.patch_px = cfg.vision_config.patch_size
-        self.side = self.view_px // self.patch_px
-        self.onevision = type(model).__name__ == "LlavaOnevisionForConditionalGeneration"
+        self.family = family
+        vision = model.config.vision_config
+        if family == "qwen2_5_vl":  # one view of merged tokens, each 2x2 patches of 14 px
+            self.patch_px = vision.patch_size * vision.spatial_merge_size
+        else:  # anyres views of side x side patches
+            self.view_px, self.patch_px = vision.image_size, vision.patch_size
+            self.side = self.view_px // self.patch_px
+
+    @property
+    def onevision(self) -> bool:
+        return self.family == "llava_onevision"
 
     @classmethod
     def from_pretrained(
@@ -158,39 +178,33 @@ class DemoEngine:
         dtype: str | torch.dtype | None = None,
         **kwargs: Any,
     ) -> DemoEngine:
-        """Load a LLaVA-NeXT or LLaVA-OneVision checkpoint: ``"tiny"`` (a LLaVA-NeXT; offline,
-        random weights), a hub id or a path."""
-        from transformers import AutoProcessor, LlavaNextForConditionalGeneration
-
-        from vtcompress.integrations.llava_next.loader import ModelNotFoundError, locate_checkpoint
-        from vtcompress.integrations.llava_onevision.loader import is_onevision_checkpoint, load_onevision
-        from vtcompress.integrations.tiny_models import is_random_tiny
+        """Load a LLaVA-NeXT, LLaVA-OneVision or Qwen2.5-VL checkpoint: a hub id, a path, or an
+        offline tiny model with random weights (``"tiny"``, a LLaVA-NeXT; ``"tiny-onevision"``;
+        ``"tiny-qwen2.5-vl"``)."""
+        from vtcompress.integrations.checkpoints import HUB_EXAMPLES, TINY_MODELS, load_checkpoint
+        from vtcompress.integrations.llava_next.loader import ModelNotFoundError
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if dtype is None or dtype == "auto":
             dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
         elif isinstance(dtype, str):
             dtype = getattr(torch, dtype)
+        what = f"could not load a checkpoint from {str(model)!r}"
         try:
             # Fails at once, naming the fix, for a missing path or an unreachable, uncached hub id.
-            path, hub_kwargs = locate_checkpoint(model)
-            if is_onevision_checkpoint(path, **hub_kwargs):
-                llava, processor = load_onevision(path, dtype=dtype, **hub_kwargs)
-            else:
-                llava = LlavaNextForConditionalGeneration.from_pretrained(path, dtype=dtype, **hub_kwargs)
-                processor = AutoProcessor.from_pretrained(path, **hub_kwargs)
+            checkpoint = load_checkpoint(model, dtype=dtype)
         except ModelNotFoundError as err:  # its message already names the fix
-            raise OSError(f"could not load a LLaVA-NeXT checkpoint from {str(model)!r}: {err}") from err
-        except OSError as err:
+            raise OSError(f"{what}: {err}") from err
+        except (OSError, ValueError) as err:
             raise OSError(
-                f"could not load a LLaVA-NeXT checkpoint from {str(model)!r}: {err}\n"
-                "Give a local directory or a hub id reachable from here (e.g. "
-                "llava-hf/llava-v1.6-mistral-7b-hf), or leave --model out for the offline tiny model."
+                f"{what}: {err}\nGive a local directory or a hub id reachable from here (e.g. "
+                f"{', '.join(HUB_EXAMPLES.values())}), a tiny model ({', '.join(TINY_MODELS)}), or leave "
+                "--model out for the offline tiny LLaVA-NeXT."
             ) from err
-        random_weights = Path(path).is_dir() and is_random_tiny(path)
-        family = "LLaVA-OneVision" if type(llava).__name__.startswith("LlavaOnevision") else "LLaVA-NeXT"
-        name = f"tiny {family} (random weights)" if random_weights else str(model)
-        return cls(llava.to(device), processor, name, random_weights, **kwargs)
+        name = f"tiny {checkpoint.family_name} (random weights)" if checkpoint.random_weights else str(model)
+        return cls(
+            checkpoint.model.to(device), checkpoint.processor, name, checkpoint.random_weights, **kwargs
+        )
 
     # --- input checks -------------------------------------------------------------------------
     def load_image(self, image: Image.Image | str | os.PathLike | None) -> Image.Image:
@@ -239,16 +253,39 @@ class DemoEngine:
             )
         return question
 
-    def check_method(self, method: str | None, ratio: Any) -> tuple[str, float]:
+    def check_method(
+        self, method: str | None, ratio: Any, options: str | dict[str, Any] | None = None
+    ) -> CompressionConfig:
+        """The config for ``method`` at ``ratio`` on this model: ``options`` (a dict, or
+        ``KEY=VALUE`` items separated by commas or new lines) win, then the host's defaults for
+        the method name. Raises :class:`InputError` on a bad setting."""
         methods = available_methods()
         if method not in methods:
             raise InputError(f"Unknown method {method!r}; choose one of: {', '.join(methods)}.")
         try:
-            ratio = float(ratio)
-            method_config(self.model, method, ratio)
+            if not isinstance(options, dict):
+                items = (options or "").replace("\n", ",").split(",")
+                options = parse_options(method, [i for i in items if i.strip()])
+            if "ratio" in options:
+                raise ValueError("set the ratio with the slider, not as an option")
+            return config_for(self.model, method, ratio=float(ratio), **options)
         except (TypeError, ValueError) as err:
             raise InputError(f"Invalid setting: {err}") from err
-        return method, ratio
+
+    def served_methods(self) -> list[str]:
+        """The registered methods this model's host serves by name (public ones: a name starting
+        with "_" is private)."""
+        served = []
+        with self.lock:
+            for method in available_methods():
+                if method.startswith("_"):
+                    continue
+                try:
+                    compress(self.model, method).remove()
+                except (TypeError, ValueError):  # refused by the host: not offered
+                    continue
+                served.append(method)
+        return served
 
     # --- running ------------------------------------------------------------------------------
     def prompt(self, question: str) -> str:
@@ -267,20 +304,25 @@ class DemoEngine:
         return RunResult(answer or "(empty answer)", timer.prompt_tokens, int(new.numel()), first, total)
 
     def compare(
-        self, image: Image.Image | str | os.PathLike | None, question: str | None, method: str, ratio: Any
+        self,
+        image: Image.Image | str | os.PathLike | None,
+        question: str | None,
+        method: str,
+        ratio: Any,
+        options: str | dict[str, Any] | None = None,
     ) -> Comparison:
-        """Answer ``question`` about ``image`` without and with compression.
+        """Answer ``question`` about ``image`` without and with compression (``method`` at
+        ``ratio``, with ``options``: see :meth:`check_method`).
 
         Raises :class:`InputError` (message for the user) on bad input.
         """
         image = self.load_image(image)
         question = self.check_question(question)
-        method, ratio = self.check_method(method, ratio)
+        config = self.check_method(method, ratio, options)
         inputs = self.processor(images=image, text=self.prompt(question), return_tensors="pt")
         inputs = inputs.to(self.model.device)
         if torch.is_floating_point(inputs["pixel_values"]):
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-        config = method_config(self.model, method, ratio)  # a host's defaults for a method name
         with self.lock:
             try:
                 compress(self.model, config).remove()  # a host that cannot serve the method says so
@@ -290,10 +332,30 @@ class DemoEngine:
             with compressed(self.model, config) as handle:
                 small = self._generate(inputs)
                 stats = handle.last_stats
-        return self._comparison(image, inputs, method, ratio, full, small, stats)
+        return self._comparison(image, inputs, config, full, small, stats)
 
     # --- presentation -------------------------------------------------------------------------
-    def _layout(self, image_size: tuple[int, int], num_views: int) -> AnyResLayout:
+    def _pictures(self, image: Image.Image, inputs: Any) -> list[tuple[np.ndarray, tuple[int, int], Any]]:
+        """Per view of the first image, what the tower saw: ``(pixels [H, W, 3] uint8, token grid
+        (rows, cols), valid mask [rows, cols] bool or None)``."""
+        if self.family == "qwen2_5_vl":
+            pixels = self._merged_token_pixels(inputs["pixel_values"], inputs["image_grid_thw"][0])
+            return [(pixels, (pixels.shape[0] // self.patch_px, pixels.shape[1] // self.patch_px), None)]
+        pixel_values = inputs["pixel_values"][0]
+        layout = self._anyres_layout((image.height, image.width), pixel_values.shape[0])
+        if getattr(layout, "resampled_from", None):  # OneVision shrank the crops: show its tiles
+            pictures = self._view_pixels(pixel_values[:1]) + self._tile_pixels(image, layout)
+        else:
+            pictures = self._view_pixels(pixel_values[: layout.num_views])
+        valid = [None] + (
+            [m.view(self.side, self.side).numpy() for m in layout.crop_valid_mask()]
+            if layout.has_crops
+            else []
+        )
+        seen = self.side * self.patch_px  # SigLIP at 384 px sees 27 patches of 14: 378 px
+        return [(p[:seen, :seen], (self.side, self.side), v) for p, v in zip(pictures, valid)]
+
+    def _anyres_layout(self, image_size: tuple[int, int], num_views: int) -> AnyResLayout:
         if num_views == 1:
             return AnyResLayout.single_view(self.side)
         if self.onevision:
@@ -323,52 +385,56 @@ class DemoEngine:
         ]
 
     def _view_pixels(self, pixel_values: torch.Tensor) -> list[np.ndarray]:
+        """[V, 3, H, W] processor output -> per view [H, W, 3] uint8."""
+        return [self._unnormalize(v) for v in pixel_values.float().cpu().numpy()]
+
+    def _unnormalize(self, view: np.ndarray) -> np.ndarray:
         ip = self.processor.image_processor
-        views = pixel_values.float().cpu().numpy()
         if not getattr(ip, "do_normalize", True):
-            return [np.clip(v.transpose(1, 2, 0) / ip.rescale_factor, 0, 255).astype(np.uint8) for v in views]
-        return [overlay.unnormalize(v, ip.image_mean, ip.image_std, ip.rescale_factor) for v in views]
+            return np.clip(view.transpose(1, 2, 0) / ip.rescale_factor, 0, 255).astype(np.uint8)
+        return overlay.unnormalize(view, ip.image_mean, ip.image_std, ip.rescale_factor)
+
+    def _merged_token_pixels(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> np.ndarray:
+        """Qwen2.5-VL's first image as the tower saw it, [H, W, 3] uint8.
+
+        The processor flattens patches in merge-block order: ``pixel_values`` rows run over
+        (t, rows/m, cols/m, m, m) and each row holds (channel, temporal, patch, patch) values.
+        """
+        vision = self.model.config.vision_config
+        t, h, w = (int(x) for x in grid_thw)
+        m, p = vision.spatial_merge_size, vision.patch_size
+        temporal = pixel_values.shape[-1] // (3 * p * p)
+        x = pixel_values[: t * h * w].float().cpu().reshape(t, h // m, w // m, m, m, 3, temporal, p, p)
+        x = x[0, :, :, :, :, :, 0]  # first frame: [h/m, w/m, m, m, 3, p, p]
+        x = x.permute(4, 0, 2, 5, 1, 3, 6).reshape(3, h * p, w * p)
+        return self._unnormalize(x.numpy())
 
     def _comparison(
         self,
         image: Image.Image,
         inputs: Any,
-        method: str,
-        ratio: float,
+        config: CompressionConfig,
         full: RunResult,
         small: RunResult,
         stats: CompressionStats,
     ) -> Comparison:
-        image_size = (image.height, image.width)
-        pixel_values = inputs["pixel_values"][0]
-        layout = self._layout(image_size, pixel_values.shape[0])
-        if getattr(layout, "resampled_from", None):  # OneVision shrank the crops: show its tiles
-            pictures = self._view_pixels(pixel_values[:1]) + self._tile_pixels(image, layout)
-        else:
-            pictures = self._view_pixels(pixel_values[: layout.num_views])
         # The pipeline reports every call with images, ratio 1.0 included.
         im: ImageStats = stats.images[0]
         sample = stats.samples[0]
-        valid = [None] + (
-            [m.view(self.side, self.side).numpy() for m in layout.crop_valid_mask()]
-            if layout.has_crops
-            else []
-        )
-        views, has_sizes, has_sources = [], False, False
-        seen = self.side * self.patch_px  # SigLIP at 384 px sees 27 patches of 14: 378 px
-        for v, pixels in enumerate(p[:seen, :seen] for p in pictures):
-            vs = im.views[v]
+        views, has_sizes, has_sources, has_padding = [], False, False, False
+        for vs, (pixels, grid, valid) in zip(im.views, self._pictures(image, inputs), strict=True):
             has_sizes |= vs.sizes is not None
             has_sources |= vs.sources is not None
-            picture = overlay.render_view(pixels, self.side, vs.positions, valid[v], vs.sizes, vs.sources)
+            has_padding |= valid is not None and not valid.all()
+            picture = overlay.render_view(pixels, grid, vs.positions, valid, vs.sizes, vs.sources)
             views.append(ViewPicture(vs.name, vs.original, vs.kept, picture))
         note = im.note
-        if method_config(self.model, method, ratio).is_off:
+        if config.is_off:
             note = "Ratio 1.0 switches compression off: both runs are the same model, token for token."
         return Comparison(
-            method=method,
-            ratio=ratio,
-            image_size=image_size,
+            method=config.method,
+            ratio=config.ratio,
+            image_size=(image.height, image.width),
             compressed=small,
             uncompressed=full,
             tokens_before=im.tokens_before,
@@ -379,8 +445,9 @@ class DemoEngine:
             flops_before=sample.prefill_flops_before,
             flops_after=sample.prefill_flops_after,
             views=views,
-            legend=overlay.legend(has_sizes, has_sources),
+            legend=overlay.legend(has_sizes, has_sources, has_padding),
             note=note,
+            options=config.changed_options(),
         )
 
 

@@ -1,7 +1,8 @@
 """Pictures of what a compressor kept: one overlay per view (thumbnail, crops).
 
 Each view is drawn from the pixels the vision tower actually saw (the processor's output,
-un-normalised), cut into its ``side x side`` grid of patches (24 x 24 of 14 px for CLIP-336):
+un-normalised), cut into its grid of tokens (24 x 24 patches of 14 px for CLIP-336; for
+Qwen2.5-VL, rows x cols merged tokens of 28 px):
 
 * kept token: the patch as it is, with a thin light frame;
 * dropped token: dimmed to a dark blue-grey;
@@ -39,9 +40,16 @@ def unnormalize(
     return np.clip(np.rint(x), 0, 255).astype(np.uint8).transpose(1, 2, 0)
 
 
-def token_states(side: int, kept: Sequence[tuple[int, int]], valid: np.ndarray | None = None) -> np.ndarray:
-    """[side, side] int8: KEPT, DROP or PAD (``valid`` [side, side] bool, None = all valid)."""
-    states = np.full((side, side), DROP, dtype=np.int8)
+def _grid(grid: int | tuple[int, int]) -> tuple[int, int]:
+    return (grid, grid) if isinstance(grid, int) else (int(grid[0]), int(grid[1]))
+
+
+def token_states(
+    grid: int | tuple[int, int], kept: Sequence[tuple[int, int]], valid: np.ndarray | None = None
+) -> np.ndarray:
+    """[rows, cols] int8: KEPT, DROP or PAD (``valid`` [rows, cols] bool, None = all valid);
+    ``grid`` is ``(rows, cols)`` or one side of a square."""
+    states = np.full(_grid(grid), DROP, dtype=np.int8)
     if valid is not None:
         states[~valid] = PAD
     for r, c in kept:
@@ -50,7 +58,7 @@ def token_states(side: int, kept: Sequence[tuple[int, int]], valid: np.ndarray |
 
 
 def _cells(grid: np.ndarray, patch: int) -> np.ndarray:
-    """Repeat a [side, side] grid to [side*patch, side*patch] pixels."""
+    """Repeat a [rows, cols] grid to [rows*patch, cols*patch] pixels."""
     return np.repeat(np.repeat(grid, patch, axis=0), patch, axis=1)
 
 
@@ -67,7 +75,7 @@ def _stripes(h: int, w: int) -> np.ndarray:
 
 def render_view(
     pixels: np.ndarray,
-    side: int,
+    grid: int | tuple[int, int],
     kept: Sequence[tuple[int, int]],
     valid: np.ndarray | None = None,
     sizes: Sequence[int] | None = None,
@@ -76,27 +84,28 @@ def render_view(
     """Overlay of one view.
 
     Args:
-        pixels: [H, W, 3] uint8, H = W = side * patch (the view the vision tower saw).
-        side: tokens per side of the view's grid.
+        pixels: [H, W, 3] uint8, H = rows * patch, W = cols * patch (the view the tower saw).
+        grid: (rows, cols) of the view's tokens, or one side of a square grid.
         kept: (row, col) of each kept token (a merged token's representative patch).
-        valid: [side, side] bool, False where the token is letterbox padding; None = all valid.
+        valid: [rows, cols] bool, False where the token is letterbox padding; None = all valid.
         sizes: patches per kept token (merging methods), aligned with ``kept``.
         sources: per kept token, the (row, col) of every patch merged into it.
     Returns:
         RGB image of the same size as ``pixels``.
     """
     h, w = pixels.shape[:2]
-    patch = h // side
-    if h != w or patch * side != h:
-        raise ValueError(f"view of {h}x{w} px does not split into {side}x{side} square patches")
+    rows, cols = _grid(grid)
+    patch = h // rows
+    if patch == 0 or patch * rows != h or patch * cols != w:
+        raise ValueError(f"view of {h}x{w} px does not split into {rows}x{cols} square patches")
     img = pixels.astype(np.float32)
-    states = token_states(side, kept, valid)
+    states = token_states((rows, cols), kept, valid)
     out = img.copy()
 
     dropped = _cells(states == DROP, patch)
     out[dropped] = img[dropped] * 0.22 + DROPPED * 0.78
     if sources is not None:
-        owner = np.full((side, side), -1, dtype=np.int64)
+        owner = np.full((rows, cols), -1, dtype=np.int64)
         for t, group in enumerate(sources):
             for r, c in group:
                 owner[r, c] = t
@@ -108,7 +117,7 @@ def render_view(
         _draw_region_borders(out, _cells(owner, patch))
     elif sizes is not None:
         biggest = max(max(sizes, default=1), 2)
-        weight = np.zeros((side, side), dtype=np.float32)
+        weight = np.zeros((rows, cols), dtype=np.float32)
         for (r, c), s in zip(kept, sizes):
             weight[r, c] = 0.65 * (s - 1) / (biggest - 1)
         a = _cells(weight, patch)[..., None]
@@ -141,19 +150,18 @@ def _draw_region_borders(out: np.ndarray, owner_px: np.ndarray) -> None:
     out[border] = out[border] * 0.3
 
 
-def legend(has_sizes: bool, has_sources: bool) -> str:
-    """One line of text that explains the colours of :func:`render_view`."""
+def legend(has_sizes: bool, has_sources: bool, has_padding: bool = True) -> str:
+    """One line of text that explains the colours of :func:`render_view` (``has_padding``: some
+    view has letterbox padding)."""
+    padding = "; stripes: letterbox padding that the model removes (never a token)" if has_padding else ""
     if has_sources:
         return (
             "Each merged token's source patches share one colour (outlined); untinted patches are "
-            "tokens kept on their own; dark blue-grey: dropped; stripes: letterbox padding (never a token)."
+            f"tokens kept on their own; dark blue-grey: dropped{padding}."
         )
     if has_sizes:
         return (
             "Orange: where a merged token sits, brighter = more patches merged into it; "
-            "dark blue-grey: merged away or dropped; stripes: letterbox padding (never a token)."
+            f"dark blue-grey: merged away or dropped{padding}."
         )
-    return (
-        "Bright, framed patches: kept tokens; dark blue-grey: dropped tokens; "
-        "stripes: letterbox padding that LLaVA-NeXT removes (never a token)."
-    )
+    return f"Bright, framed patches: kept tokens; dark blue-grey: dropped tokens{padding}."

@@ -122,10 +122,36 @@ def _error(capsys, argv) -> str:
         (["--example", "nope"], "invalid choice: 'nope'"),
         (["--question", " "], "--question is empty"),
         (["--image", "/no/such.png"], "no file '/no/such.png'"),
+        (["--option", "allocation"], "--option: method option 'allocation' is not KEY=VALUE"),
+        (["--option", "budget=3"], "globalcom2 has no option 'budget'; its options are:"),
+        (["--option", "alpha=high"], "globalcom2 option alpha is a number; got 'high'"),
+        (["--option", "allocation=best"], "allocation must be one of 'exact', 'paper'"),
+        (["--option", "ratio=0.5"], "give the ratio as --ratio"),
+        (["--method", "random", "--option", "seed=1", "--option", "seed=2"], "'seed' given twice"),
     ],
 )
 def test_bad_command_lines_get_one_line_and_exit_2(capsys, argv, expected):
     assert expected in _error(capsys, ["run", *argv])
+
+
+def test_options_reach_the_method_and_are_reported(capsys):
+    """--option values reach the config in use, which the run reports (only what differs from the
+    defaults); the counts still follow the ratio."""
+    kept = {}
+    for seed in ("0", "7"):
+        assert main(["run", "--method", "random", "--option", f"seed={seed}", *FAST]) == 0
+        out = capsys.readouterr().out
+        assert ("method options: seed=7" in out) == (seed == "7")  # only what differs from the defaults
+        kept[seed] = [line for line in out.splitlines() if line.startswith("  crop")]
+    assert [line.split("->")[1] for line in kept["0"]] == [line.split("->")[1] for line in kept["7"]]
+    assert main(["run", "--option", "allocation=paper", *FAST]) == 0
+    assert "method options: allocation='paper'" in capsys.readouterr().out
+
+
+def test_a_checkpoint_of_another_family_is_one_line(tmp_path, capsys):
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    line = _error(capsys, ["run", "--model", str(tmp_path)])
+    assert "model_type 'bert'" in line and "Qwen2.5-VL" in line and "tiny-qwen2.5-vl" in line
 
 
 def test_bad_images_get_one_line_and_exit_2(tmp_path, capsys):

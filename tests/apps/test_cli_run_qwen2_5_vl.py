@@ -45,3 +45,25 @@ def test_a_method_the_host_refuses_is_one_line_exit_2(checkpoint, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "--method globalcom2" in err and "global" in err and "serves random, uniform" in err
+
+
+def test_merging_by_name_gets_the_hosts_metric(checkpoint, capsys):
+    assert main(["run", "--model", checkpoint, "--method", "tome", "--ratio", "0.5", *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "method options: metric='projected'" in out
+    assert "newlines" not in out  # Qwen2.5-VL has no newline tokens: no row for them
+
+
+def test_an_explicit_option_wins_and_is_refused_naming_the_fix(checkpoint, capsys):
+    argv = ["run", "--model", checkpoint, "--method", "pitome", "--option", "metric=vision", *FAST]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "metric='projected'" in err
+
+
+def test_the_tiny_qwen_name_runs_offline(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("VTCOMPRESS_CACHE", str(tmp_path))
+    assert main(["run", "--model", "tiny-qwen2.5-vl", "--method", "random", *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "tiny Qwen2.5-VL has RANDOM weights" in out and "--model Qwen/Qwen2.5-VL-7B-Instruct" in out
+    assert (tmp_path / "tiny-qwen2.5-vl-random" / "config.json").exists()  # built in the cache

@@ -72,6 +72,19 @@ def test_overlay_colours_each_merged_region_and_sizes_tint():
     assert tinted[2 * patch + 3, 3].tolist() == [128] * 3
 
 
+def test_overlay_of_a_rectangular_grid():
+    """Qwen2.5-VL's one view is rows x cols tokens: cell (r, c) is at pixel rows r*patch..."""
+    rows, cols, patch = 2, 3, 5
+    pixels = np.full((rows * patch, cols * patch, 3), 200, dtype=np.uint8)
+    img = np.asarray(overlay.render_view(pixels, (rows, cols), [(1, 2)]))
+    assert img.shape == pixels.shape
+    assert (img[patch + 1 :, 2 * patch + 1 :] == 200).all()  # kept cell (1, 2), inside its frame
+    assert img[1:patch, 2 * patch + 1 :].max() < 80  # cell (0, 2) above it: dropped
+    assert img[patch + 1 :, 1:patch].max() < 80  # cell (1, 0): dropped
+    with pytest.raises(ValueError, match="does not split into 3x2"):
+        overlay.render_view(pixels, (3, 2), [])
+
+
 def test_overlay_rejects_a_view_that_does_not_tile():
     with pytest.raises(ValueError, match="24x24"):
         overlay.render_view(np.zeros((100, 100, 3), np.uint8), 24, [])

@@ -139,3 +139,55 @@ def test_load_compressed_docowl_precedence(tiny_docowl_path, method, ratio, opti
     assert {k: getattr(config, k) for k in want} == want
     if not isinstance(method, str):
         assert method.ratio == 0.5
+
+
+# --- options from text (command line, demo page) ---------------------------------------------
+def test_parse_options_reads_each_value_as_its_fields_type():
+    from vtcompress.registry import parse_options
+
+    parsed = parse_options(
+        "pitome",
+        ["metric=projected", "steps= 2", "proportional_attention=yes", "layer_ratio=None", "margin=0.5"],
+    )
+    assert parsed == {
+        "metric": "projected",
+        "steps": 2,
+        "proportional_attention": True,
+        "layer_ratio": None,
+        "margin": 0.5,
+    }
+    assert type(parsed["steps"]) is int and type(parsed["margin"]) is float
+    assert parse_options("tokencorr", ["global_inside=off", "combine=union", "scale=none"]) == {
+        "global_inside": False,
+        "combine": "union",
+        "scale": None,
+    }
+    assert parse_options("pitome", ["merge=none"]) == {"merge": "none"}  # a str field keeps "none"
+    assert make_config("pitome", **{**parsed, "placement": "tower"}).steps == 2
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        (["steps"], "not KEY=VALUE"),
+        (["=2"], "not KEY=VALUE"),
+        (["budget=2"], "pitome has no option 'budget'; its options are: bipartite_until"),
+        (["steps=2.5"], "pitome option steps is a whole number; got '2.5'"),
+        (["steps=none"], "pitome option steps is a whole number; got 'none'"),
+        (["layer_ratio=half"], "layer_ratio is a number or none"),
+        (["proportional_attention=maybe"], "proportional_attention is true or false"),
+        (["steps=1", "steps=2"], "'steps' given twice"),
+    ],
+)
+def test_parse_options_errors_name_the_fix(items, message):
+    from vtcompress.registry import parse_options
+
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        parse_options("pitome", items)
+
+
+def test_changed_options_lists_what_differs_from_the_defaults():
+    assert GlobalCom2Config(ratio=0.1).changed_options() == ""
+    assert (
+        GlobalCom2Config(allocation="paper", alpha=0.7).changed_options() == "allocation='paper', alpha=0.7"
+    )
