@@ -93,9 +93,12 @@ def test_batched_answers_equal_one_by_one_and_records_follow_the_rule(tiny):
     from vtcompress.integrations.lmms_eval.qwen2_5_vl_model import CompressedQwen2_5_VL
 
     lmm = CompressedQwen2_5_VL.create_from_arg_string(
-        f"pretrained={tiny[1]},method=tome,metric=projected,ratio={RATIO},batch_size=3",
+        f"pretrained={tiny[1]},method=tome,ratio={RATIO},batch_size=3",
         {"batch_size": 1, "device": None},
     )
+    from vtcompress import get_handle
+
+    assert get_handle(lmm.model).config.metric == "projected"  # the host's default for the name
     task_dict, requests = _requests(5)
     lmm.task_dict = task_dict
     batched = lmm.generate_until(requests)
