@@ -19,7 +19,7 @@ separate package can add a model without editing vtcompress.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -32,6 +32,16 @@ from vtcompress.pipeline import check_applicable, compress_image, compress_image
 from vtcompress.registry import get_method
 from vtcompress.stats import CompressionStats
 from vtcompress.tokens import ImageTokens, ViewOutput
+
+
+def score_layer_of(feature_layer: int, num_layers: int) -> int:
+    """The vision layer that scores the features a model takes from ``hidden_states[feature_layer]``.
+
+    ``hidden_states[i]`` is the input of layer ``i``, so the layer that consumes the features
+    scores them; the tower's output (``feature_layer`` = -1 or ``num_layers``) is scored by the
+    last layer.
+    """
+    return min(feature_layer % (num_layers + 1), num_layers - 1)
 
 
 def sync(device: torch.device) -> None:
@@ -118,6 +128,23 @@ class Host:
                 self.captured[(kind, layer)] = pick(output)
 
         self.hook(module.register_forward_hook(grab))
+
+    def capture_clip_layers(self, layers: Sequence[nn.Module]) -> None:
+        """Capture what the method asked for from a CLIP-style encoder (``[CLS]`` first; each
+        layer's ``self_attn`` has ``q_proj`` / ``k_proj``): the [CLS] query and all keys of
+        :attr:`qk_layers`, the hidden states of :attr:`hidden_layers` (index ``num_layers``: the
+        last layer's output)."""
+        for i in sorted(self.qk_layers):
+            attn = layers[i].self_attn
+            self.capture_output(attn.q_proj, "q", i, lambda out: out[:, 0])
+            self.capture_output(attn.k_proj, "k", i, lambda out: out)
+        for i in sorted(self.hidden_layers):
+            if i < len(layers):
+                self.capture_input(layers[i], "hidden", i)
+            else:
+                self.capture_output(
+                    layers[-1], "hidden", i, lambda out: out[0] if isinstance(out, tuple) else out
+                )
 
     def capture_input(self, module: nn.Module, kind: str, layer: int) -> None:
         """While capturing, store the first input (``hidden_states``) of ``module``."""

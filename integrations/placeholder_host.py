@@ -64,6 +64,26 @@ class PlaceholderHost(Host):
         if hasattr(model, "generate"):
             self.patch(model, "generate", self._wrap_generate(model.generate))
 
+    def patch_image_features(self, inner: nn.Module) -> None:
+        """Patch ``inner.get_image_features(pixel_values, image_sizes, ...)`` (signature kept:
+        ``generate`` selects arguments by it): inside a wrapped call it returns what
+        :meth:`encode` computed for the same pixels; elsewhere it runs the stock encoder with
+        capture on (:meth:`begin` / :meth:`end`)."""
+        original = inner.get_image_features
+
+        @functools.wraps(original)
+        def get_image_features(pixel_values, image_sizes, *args, **kwargs):
+            encoded = self.encoded_for(pixel_values)
+            if encoded is not None:
+                return encoded
+            self.begin()
+            try:
+                return original(pixel_values, image_sizes, *args, **kwargs)
+            finally:
+                self.end()
+
+        self.patch(inner, "get_image_features", get_image_features)
+
     def encoded_for(self, pixel_values: Tensor) -> Any | None:
         pending = self._pending
         if pending is None or pending[0] is None:

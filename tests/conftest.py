@@ -1,3 +1,5 @@
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -51,19 +53,42 @@ def tiny():
     return build_tiny_llava_next(seed=0)
 
 
+def uncompressed(model):
+    """A fixture body: ``model`` uncompressed before and after the test (``yield from``)."""
+    import vtcompress
+
+    def release() -> None:
+        handle = vtcompress.get_handle(model)
+        if handle is not None:
+            handle.remove()
+
+    release()
+    yield model
+    release()
+
+
+@functools.cache
+def tiny_qwen2_5_vl():
+    """The tiny Qwen2.5-VL (seed 0) and its processor, built once per test session."""
+    from vtcompress.integrations.qwen2_5_vl.tiny import build_tiny_qwen2_5_vl
+
+    return build_tiny_qwen2_5_vl(seed=0)
+
+
+def demo_engine(save_tiny, folder):
+    """The demo engine on a tiny checkpoint that ``save_tiny(path)`` writes into ``folder``
+    (CPU, one thread, two new tokens per answer)."""
+    from vtcompress.integrations.demo.engine import DemoEngine
+
+    torch.set_num_threads(1)
+    path = save_tiny(folder / "tiny")
+    return DemoEngine.from_pretrained(str(path), device="cpu", max_new_tokens=2)
+
+
 @pytest.fixture
 def model(tiny):
     """The session's tiny model, guaranteed uncompressed before and after the test."""
-    import vtcompress
-
-    m, _ = tiny
-    handle = vtcompress.get_handle(m)
-    if handle is not None:
-        handle.remove()
-    yield m
-    handle = vtcompress.get_handle(m)
-    if handle is not None:
-        handle.remove()
+    yield from uncompressed(tiny[0])
 
 
 @pytest.fixture

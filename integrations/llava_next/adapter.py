@@ -17,7 +17,6 @@ What it installs (all undone by ``remove()``):
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
@@ -27,6 +26,7 @@ from vtcompress.api import CompressionHandle
 from vtcompress.batch import CompressedImage
 from vtcompress.config import CLS_ATTENTION, GLOBAL_VIEW, HIDDEN_STATES, TOWER_MERGE, CompressionConfig
 from vtcompress.integrations.clip_merge import tower_merge_for
+from vtcompress.integrations.host import score_layer_of
 from vtcompress.integrations.llava_next.layout import AnyResLayout, pack_images
 from vtcompress.integrations.placeholder_host import PlaceholderHost
 from vtcompress.pipeline import image_stats
@@ -55,46 +55,19 @@ class LlavaNextAdapter(PlaceholderHost):
         self.layers = getattr(vision, "vision_model", vision).encoder.layers
         num_layers = len(self.layers)
         self.side = mcfg.vision_config.image_size // mcfg.vision_config.patch_size
-        # hidden_states[i] is the input of layer i: the layer that consumes the features scores them.
-        score_layer = min(mcfg.vision_feature_layer % (num_layers + 1), num_layers - 1)
+        score_layer = score_layer_of(mcfg.vision_feature_layer, num_layers)
         super().__init__(model, config, handle, score_layer, num_layers)
         self.image_token_id, self.text_config = mcfg.image_token_id, mcfg.text_config
         self.tower = tower_merge_for(self.layers, config, score_layer, num_layers, lambda: self.capturing)
         if self.tower is not None:
             self.on_remove(self.tower.remove)
-        for i in sorted(self.qk_layers):
-            attn = self.layers[i].self_attn
-            self.capture_output(attn.q_proj, "q", i, lambda out: out[:, 0])
-            self.capture_output(attn.k_proj, "k", i, lambda out: out)
-        for i in sorted(self.hidden_layers):
-            if i < num_layers:
-                self.capture_input(self.layers[i], "hidden", i)
-            else:
-                self.capture_output(
-                    self.layers[-1], "hidden", i, lambda out: out[0] if isinstance(out, tuple) else out
-                )
+        self.capture_clip_layers(self.layers)
         self.time_vision(vision, lambda: self.inner.device)
         self.patch(self.inner, "pack_image_features", self._pack_image_features)
-        self.patch(
-            self.inner, "get_image_features", self._wrap_get_image_features(self.inner.get_image_features)
-        )
+        self.patch_image_features(self.inner)
         self.patch_prompt_surgery(model)
 
     # --- encoding and compression ----------------------------------------------------------------
-    def _wrap_get_image_features(self, original):
-        @functools.wraps(original)
-        def get_image_features(pixel_values, image_sizes, *args, **kwargs):
-            encoded = self.encoded_for(pixel_values)
-            if encoded is not None:
-                return encoded
-            self.begin()
-            try:
-                return original(pixel_values, image_sizes, *args, **kwargs)
-            finally:
-                self.end()
-
-        return get_image_features
-
     def _image_tokens(self, index: int, features: Tensor, layout: AnyResLayout, views: slice) -> ImageTokens:
         heads = self.inner.config.vision_config.num_attention_heads
         qk = {}

@@ -20,7 +20,6 @@ uncompressed.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
@@ -29,6 +28,7 @@ from transformers.models.llava_onevision.modeling_llava_onevision import unpad_i
 
 from vtcompress.api import CompressionHandle
 from vtcompress.config import GLOBAL_VIEW, CompressionConfig
+from vtcompress.integrations.host import score_layer_of
 from vtcompress.integrations.llava_next.layout import AnyResLayout, pack_views
 from vtcompress.integrations.llava_onevision.layout import OneVisionLayout, tile_map
 from vtcompress.integrations.placeholder_host import PlaceholderHost
@@ -67,7 +67,7 @@ class LlavaOnevisionHost(PlaceholderHost):
         self.side = mcfg.vision_config.image_size // mcfg.vision_config.patch_size
         num_layers = len(getattr(vision, "vision_model", vision).encoder.layers)
         layer = mcfg.vision_feature_layer if isinstance(mcfg.vision_feature_layer, int) else -1
-        score_layer = min(layer % (num_layers + 1), num_layers - 1)
+        score_layer = score_layer_of(layer, num_layers)
         try:
             super().__init__(model, config, handle, score_layer, num_layers)
         except ValueError as err:
@@ -77,26 +77,10 @@ class LlavaOnevisionHost(PlaceholderHost):
         self.image_token_id, self.text_config = mcfg.image_token_id, mcfg.text_config
         self.time_vision(vision, lambda: self.inner.device)
         self.patch(self.inner, "pack_image_features", self._pack_image_features)
-        self.patch(
-            self.inner, "get_image_features", self._wrap_get_image_features(self.inner.get_image_features)
-        )
+        self.patch_image_features(self.inner)
         self.patch_prompt_surgery(model)
 
     # --- encoding and compression ----------------------------------------------------------------
-    def _wrap_get_image_features(self, original):
-        @functools.wraps(original)
-        def get_image_features(pixel_values, image_sizes, *args, **kwargs):
-            encoded = self.encoded_for(pixel_values)
-            if encoded is not None:
-                return encoded
-            self.begin()
-            try:
-                return original(pixel_values, image_sizes, *args, **kwargs)
-            finally:
-                self.end()
-
-        return get_image_features
-
     def _views(self, feats: Tensor, size: tuple[int, int], aspect: str) -> tuple[OneVisionLayout, Tensor]:
         """One image's layout and its [V, side*side, D] views (base first) for the compressor.
 

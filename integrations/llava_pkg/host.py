@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from vtcompress.api import CompressionHandle
 from vtcompress.config import CLS_ATTENTION, GLOBAL_VIEW, HIDDEN_STATES, TOWER_MERGE, CompressionConfig
 from vtcompress.integrations.clip_merge import tower_merge_for
-from vtcompress.integrations.host import Host
+from vtcompress.integrations.host import Host, score_layer_of
 from vtcompress.integrations.llava_pkg.layout import LlavaPackageLayout, pack_image
 from vtcompress.pipeline import image_stats, sample_stats
 from vtcompress.tokens import ImageTokens, LayerQK, ViewOutput, keep_all
@@ -77,24 +77,13 @@ class LlavaPackageHost(Host):
         num_layers = len(self.layers)
         self.view_px, self.patch_px = tower.config.image_size, tower.config.patch_size
         self.side = self.view_px // self.patch_px
-        # hidden_states[i] is the input of layer i: the layer that consumes the features scores them.
-        score_layer = min(tower.select_layer % (num_layers + 1), num_layers - 1)
+        score_layer = score_layer_of(tower.select_layer, num_layers)
         super().__init__(model, config, handle, score_layer, num_layers)
         self.heads = tower.config.num_attention_heads
         self.tower = tower_merge_for(self.layers, config, score_layer, num_layers, lambda: self.capturing)
         if self.tower is not None:
             self.on_remove(self.tower.remove)
-        for i in sorted(self.qk_layers):
-            attn = self.layers[i].self_attn
-            self.capture_output(attn.q_proj, "q", i, lambda out: out[:, 0])
-            self.capture_output(attn.k_proj, "k", i, lambda out: out)
-        for i in sorted(self.hidden_layers):
-            if i < num_layers:
-                self.capture_input(self.layers[i], "hidden", i)
-            else:
-                self.capture_output(
-                    self.layers[-1], "hidden", i, lambda out: out[0] if isinstance(out, tuple) else out
-                )
+        self.capture_clip_layers(self.layers)
         self.time_vision(clip, lambda: next(model.parameters()).device)
         self.encoded: Tensor | None = None
         self.patch(model, "encode_images", self._wrap_encode(model.encode_images))

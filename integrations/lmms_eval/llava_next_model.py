@@ -24,14 +24,6 @@ class CompressedLlavaNext(TransformersModel):
 
         return chat_prompt(self.processor, context, num_images, self.chat_template)
 
-    def _inputs(self, prompts: list[str], images: list) -> dict[str, Any]:
-        inputs = self.processor(images=images or None, text=prompts, padding=True, return_tensors="pt").to(
-            self._device
-        )
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self._model.dtype)
-        return inputs
-
     def _uncompressed_images(self, inputs: dict[str, Any]) -> list[dict[str, Any]]:
         from vtcompress.integrations.llava_next.layout import AnyResLayout
         from vtcompress.integrations.lmms_eval.records import uncompressed_image_entry

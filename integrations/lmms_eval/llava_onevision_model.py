@@ -32,17 +32,10 @@ class CompressedLlavaOnevision(TransformersModel):
         return getattr(self.processor, "image_token", "<image>")
 
     def _prompt(self, context: str, num_images: int) -> str:
-        parts = [] if self._image_token in context else [{"type": "image"}] * num_images
-        parts.append({"type": "text", "text": context})
-        template = self.chat_template or getattr(self.processor, "chat_template", None)
-        if template:
-            return self.processor.apply_chat_template(
-                [{"role": "user", "content": parts}],
-                chat_template=template,
-                add_generation_prompt=True,
-                tokenize=False,
-            )
-        images = "".join(f"{self._image_token}\n" for p in parts if p["type"] == "image")
+        templated = self._template_prompt(context, num_images, self._image_token)
+        if templated is not None:
+            return templated
+        images = "" if self._image_token in context else f"{self._image_token}\n" * num_images
         return QWEN_TURNS.format(images=images, text=context)
 
     def _inputs(self, prompts: list[str], images: list) -> dict[str, Any]:
@@ -55,10 +48,8 @@ class CompressedLlavaOnevision(TransformersModel):
             raise ValueError(f"the prompts hold {cursor} image tokens for {len(images)} images")
         inputs = self.processor(
             images=nested if images else None, text=prompts, padding=True, return_tensors="pt"
-        ).to(self._device)
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self._model.dtype)
-        return inputs
+        )
+        return self._to_model(inputs)
 
     def _uncompressed_images(self, inputs: dict[str, Any]) -> list[dict[str, Any]]:
         from vtcompress.integrations.llava_onevision.layout import OneVisionLayout

@@ -427,3 +427,31 @@ class TransformersModel(CompressedModel):
             model.to(self._device)
         processor.tokenizer.padding_side = "left"  # batched generation continues after the prompt
         return model, processor
+
+    def _inputs(self, prompts: list[str], images: list) -> dict[str, Any]:
+        """The processor's batch for ``prompts`` (images in prompt order), on the model's device
+        and, for pixels, in its dtype."""
+        inputs = self.processor(images=images or None, text=prompts, padding=True, return_tensors="pt")
+        return self._to_model(inputs)
+
+    def _to_model(self, inputs: Any) -> Any:
+        inputs = inputs.to(self._device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self._model.dtype)
+        return inputs
+
+    def _template_prompt(self, context: str, num_images: int, image_token: str) -> str | None:
+        """``context`` as one user turn of the chat template (the caller's ``chat_template`` or the
+        processor's), with ``num_images`` images before the text unless ``context`` already
+        places them (holds ``image_token``); None when there is no template."""
+        template = self.chat_template or getattr(self.processor, "chat_template", None)
+        if not template:
+            return None
+        parts = [] if image_token in context else [{"type": "image"}] * num_images
+        parts.append({"type": "text", "text": context})
+        return self.processor.apply_chat_template(
+            [{"role": "user", "content": parts}],
+            chat_template=template,
+            add_generation_prompt=True,
+            tokenize=False,
+        )

@@ -29,25 +29,10 @@ class CompressedQwen2_5_VL(TransformersModel):
         from vtcompress.integrations.qwen2_5_vl.tiny import prompt
 
         image_token = getattr(self.processor, "image_token", "<|image_pad|>")
-        parts = [] if image_token in context else [{"type": "image"}] * num_images
-        parts.append({"type": "text", "text": context})
-        template = self.chat_template or getattr(self.processor, "chat_template", None)
-        if template:
-            return self.processor.apply_chat_template(
-                [{"role": "user", "content": parts}],
-                chat_template=template,
-                add_generation_prompt=True,
-                tokenize=False,
-            )
-        return prompt(context, len(parts) - 1)
-
-    def _inputs(self, prompts: list[str], images: list) -> dict[str, Any]:
-        inputs = self.processor(images=images or None, text=prompts, padding=True, return_tensors="pt").to(
-            self._device
-        )
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self._model.dtype)
-        return inputs
+        templated = self._template_prompt(context, num_images, image_token)
+        if templated is not None:
+            return templated
+        return prompt(context, 0 if image_token in context else num_images)
 
     def _uncompressed_images(self, inputs: dict[str, Any]) -> list[dict[str, Any]]:
         from vtcompress.integrations.lmms_eval.records import uncompressed_image_entry

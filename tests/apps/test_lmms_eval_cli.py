@@ -7,42 +7,23 @@ so every assertion here reads the answers, scores and token records it wrote, ne
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("lmms_eval", reason='the lmms-eval plugin tests need: pip install "vtcompress[eval]"')
 
+from tests.helpers.lmms_eval_common import offline, shape_requests, sweep_script, synthetic_script  # noqa: E402
 from vtcompress.budget import keep_count  # noqa: E402
 from vtcompress.integrations.llava_next.layout import AnyResLayout  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 TASKS = ["vtc_document_qa", "vtc_shapes_qa"]
 LIMIT = 3
 RATIO = 0.25
 
 
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-sweep_module = _load(ROOT / "evals" / "sweep.py", "vtc_sweep")
-synthetic = _load(ROOT / "evals" / "tasks" / "vtc_offline" / "synthetic.py", "vtc_cli_synthetic")
-
-OFFLINE_ENV = {
-    "OMP_NUM_THREADS": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "HF_HUB_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "CUDA_VISIBLE_DEVICES": "",  # the CPU path, also on a machine with GPUs
-}
+sweep_module, synthetic = sweep_script(), synthetic_script()
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +31,8 @@ def workspace(tmp_path_factory):
     from vtcompress.integrations.llava_next.tiny import save_tiny_llava_next
 
     root = tmp_path_factory.mktemp("lmms_eval")
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in {**OFFLINE_ENV, "HF_HOME": str(root / "hf"), "VTCOMPRESS_CACHE": str(root)}.items():
-            mp.setenv(key, value)
-        tiny = save_tiny_llava_next(root / "tiny")
-        yield root, tiny
+    with offline(root):
+        yield root, save_tiny_llava_next(root / "tiny")
 
 
 @pytest.fixture(scope="module")
@@ -188,23 +166,6 @@ def test_two_accelerate_processes_match_one_process(sweep, workspace):
 # --- in-process checks of the model class ------------------------------------------------------
 
 
-def _requests(count: int):
-    from lmms_eval.api.instance import Instance
-
-    docs = [s.record() for s in synthetic.generate("shapes", count)]
-    gen_kwargs = {"max_new_tokens": 6, "temperature": 0, "do_sample": False, "until": ["\n\n"]}
-    requests = [
-        Instance(
-            "generate_until",
-            (docs[i]["question"], dict(gen_kwargs), lambda d: [d["image"]], i, "t", "test"),
-            idx=0,
-            metadata={"task": "t", "doc_id": i, "repeats": 1},
-        )
-        for i in range(count)
-    ]
-    return {"t": {"test": docs}}, requests
-
-
 @pytest.fixture(scope="module")
 def lmm(workspace):
     from vtcompress.integrations.lmms_eval.llava_next_model import CompressedLlavaNext
@@ -213,7 +174,7 @@ def lmm(workspace):
         f"pretrained={workspace[1]},method=globalcom2,ratio={RATIO},batch_size=3,allocation=exact",
         {"batch_size": 1, "device": None},  # what the command line adds: model_args win
     )
-    model.task_dict, _ = _requests(0)
+    model.task_dict, _ = shape_requests(0)
     return model
 
 
@@ -230,7 +191,7 @@ def test_registered_through_the_entry_point():
 
 @pytest.mark.slow
 def test_batched_answers_equal_one_by_one(lmm):
-    task_dict, requests = _requests(5)
+    task_dict, requests = shape_requests(5)
     lmm.task_dict = task_dict
     assert lmm.batch_size == 3 and lmm.device.type == "cpu"
     batched = lmm.generate_until(requests)
@@ -254,7 +215,7 @@ def test_loglikelihood_at_ratio_one_equals_the_plain_model(workspace):
     from vtcompress.integrations.lmms_eval.llava_next_model import CompressedLlavaNext
 
     lmm = CompressedLlavaNext(pretrained=str(workspace[1]), ratio=1.0, device="cpu")
-    task_dict, _ = _requests(1)
+    task_dict, _ = shape_requests(1)
     lmm.task_dict = task_dict
     doc = task_dict["t"]["test"][0]
     request = Instance(
@@ -293,7 +254,7 @@ def test_loglikelihood_through_the_compressed_model(lmm):
 
     from lmms_eval.api.instance import Instance
 
-    task_dict, _ = _requests(1)
+    task_dict, _ = shape_requests(1)
     lmm.task_dict = task_dict
     doc = task_dict["t"]["test"][0]
     requests = [
@@ -357,7 +318,7 @@ def test_docowl_uncompressed_records(tiny_docowl):
     from vtcompress.integrations.lmms_eval.docowl_model import CompressedDocOwl
 
     lmm = CompressedDocOwl(pretrained=str(tiny_docowl), method="globalcom2", ratio=1.0, batch_size=2)
-    task_dict, requests = _requests(3)
+    task_dict, requests = shape_requests(3)
     lmm.task_dict = task_dict
     results = lmm.generate_until(requests)
     for result, doc in zip(results, task_dict["t"]["test"]):

@@ -3,41 +3,22 @@ sweep runner, and the model class in process (batching, records, log-likelihoods
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("lmms_eval", reason='the lmms-eval plugin tests need: pip install "vtcompress[eval]"')
 
+from tests.helpers.lmms_eval_common import offline, shape_requests, sweep_script, synthetic_script  # noqa: E402
 from vtcompress.budget import keep_count  # noqa: E402
 from vtcompress.integrations.qwen2_5_vl.processing import merged_grid  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 TASKS = ["vtc_document_qa", "vtc_shapes_qa"]
 LIMIT = 3
 RATIO = 0.25
-OFFLINE_ENV = {
-    "OMP_NUM_THREADS": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "HF_HUB_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "CUDA_VISIBLE_DEVICES": "",
-}
 
 
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-sweep_module = _load(ROOT / "evals" / "sweep.py", "vtc_qwen_sweep")
-synthetic = _load(ROOT / "evals" / "tasks" / "vtc_offline" / "synthetic.py", "vtc_qwen_synthetic")
+sweep_module, synthetic = sweep_script(), synthetic_script()
 
 
 def merged_tokens(width: int, height: int) -> int:
@@ -50,27 +31,8 @@ def tiny(tmp_path_factory):
     from vtcompress.integrations.qwen2_5_vl.tiny import save_tiny_qwen2_5_vl
 
     root = tmp_path_factory.mktemp("lmms_eval_qwen")
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in {**OFFLINE_ENV, "HF_HOME": str(root / "hf"), "VTCOMPRESS_CACHE": str(root)}.items():
-            mp.setenv(key, value)
+    with offline(root):
         yield root, save_tiny_qwen2_5_vl(root / "tiny-qwen")
-
-
-def _requests(count: int):
-    from lmms_eval.api.instance import Instance
-
-    docs = [s.record() for s in synthetic.generate("shapes", count)]
-    gen_kwargs = {"max_new_tokens": 6, "temperature": 0, "do_sample": False, "until": ["\n\n"]}
-    requests = [
-        Instance(
-            "generate_until",
-            (docs[i]["question"], dict(gen_kwargs), lambda d: [d["image"]], i, "t", "test"),
-            idx=0,
-            metadata={"task": "t", "doc_id": i, "repeats": 1},
-        )
-        for i in range(count)
-    ]
-    return {"t": {"test": docs}}, requests
 
 
 def test_registered_through_the_entry_point():
@@ -99,7 +61,7 @@ def test_batched_answers_equal_one_by_one_and_records_follow_the_rule(tiny):
     from vtcompress import get_handle
 
     assert get_handle(lmm.model).config.metric == "projected"  # the host's default for the name
-    task_dict, requests = _requests(5)
+    task_dict, requests = shape_requests(5)
     lmm.task_dict = task_dict
     batched = lmm.generate_until(requests)
     lmm.batch_size_per_device = 1
@@ -121,7 +83,7 @@ def test_uncompressed_records_and_loglikelihood_equal_the_plain_model(tiny):
     from vtcompress.integrations.lmms_eval.qwen2_5_vl_model import CompressedQwen2_5_VL
 
     lmm = CompressedQwen2_5_VL(pretrained=str(tiny[1]), ratio=1.0, device="cpu", batch_size=2)
-    task_dict, requests = _requests(3)
+    task_dict, requests = shape_requests(3)
     lmm.task_dict = task_dict
     for result, doc in zip(lmm.generate_until(requests), task_dict["t"]["test"]):
         record = result.token_counts.vtcompress

@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("lmms_eval", reason='the lmms-eval plugin tests need: pip install "vtcompress[eval]"')
 
+from tests.helpers.lmms_eval_common import offline, sweep_script, synthetic_script  # noqa: E402
 from vtcompress.budget import keep_count  # noqa: E402
 from vtcompress.integrations.llava_onevision.layout import OneVisionLayout  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 RATIO = 0.25
 LIMIT = 3
 
 
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-sweep_module = _load(ROOT / "evals" / "sweep.py", "vtc_onevision_sweep")
-synthetic = _load(ROOT / "evals" / "tasks" / "vtc_offline" / "synthetic.py", "vtc_onevision_synthetic")
+sweep_module, synthetic = sweep_script(), synthetic_script()
 
 
 @pytest.fixture(scope="module")
@@ -36,18 +24,7 @@ def workspace(tmp_path_factory):
     from vtcompress.integrations.llava_onevision.tiny import save_tiny_onevision
 
     root = tmp_path_factory.mktemp("lmms_eval_onevision")
-    env = {
-        "OMP_NUM_THREADS": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "CUDA_VISIBLE_DEVICES": "",
-        "HF_HOME": str(root / "hf"),
-        "VTCOMPRESS_CACHE": str(root),
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
+    with offline(root):
         yield root, save_tiny_onevision(root / "tiny-onevision")
 
 

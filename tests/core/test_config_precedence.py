@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from conftest import inputs_for
 
 import vtcompress
+from tests.conftest import inputs_for
 from vtcompress import GlobalCom2Config, TokenCorrConfig
 from vtcompress.registry import explicit_options, make_config
 

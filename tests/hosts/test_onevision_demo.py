@@ -4,9 +4,8 @@ view (tiles of the shrunk map included), and a method the host cannot serve as a
 from __future__ import annotations
 
 import pytest
-import torch
 
-from tests.conftest import make_image
+from tests.conftest import demo_engine, make_image
 from vtcompress.budget import keep_count
 from vtcompress.integrations.llava_onevision.layout import OneVisionLayout
 
@@ -15,12 +14,9 @@ pytest.importorskip("gradio", reason="the demo needs the demo extra")
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    from vtcompress.integrations.demo.engine import DemoEngine
     from vtcompress.integrations.llava_onevision.tiny import save_tiny_onevision
 
-    torch.set_num_threads(1)
-    path = save_tiny_onevision(tmp_path_factory.mktemp("onevision") / "tiny")
-    return DemoEngine.from_pretrained(str(path), device="cpu", max_new_tokens=2)
+    return demo_engine(save_tiny_onevision, tmp_path_factory.mktemp("onevision"))
 
 
 @pytest.mark.parametrize("size", [(640, 480), (1920, 1080)], ids=str)

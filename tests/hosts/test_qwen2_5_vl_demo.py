@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from tests.conftest import make_image
+from tests.conftest import demo_engine, make_image
 from vtcompress.budget import keep_count
 from vtcompress.integrations.qwen2_5_vl import merged_grid
 
@@ -18,12 +17,9 @@ pytest.importorskip("gradio", reason="the demo needs the demo extra")
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    from vtcompress.integrations.demo.engine import DemoEngine
     from vtcompress.integrations.qwen2_5_vl.tiny import save_tiny_qwen2_5_vl
 
-    torch.set_num_threads(1)
-    path = save_tiny_qwen2_5_vl(tmp_path_factory.mktemp("qwen") / "tiny")
-    return DemoEngine.from_pretrained(str(path), device="cpu", max_new_tokens=2)
+    return demo_engine(save_tiny_qwen2_5_vl, tmp_path_factory.mktemp("qwen"))
 
 
 def striped(width: int, height: int) -> Image.Image:

@@ -7,13 +7,12 @@ receives are captured with a hook on it.
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 import torch
 
 import vtcompress as vtc
-from tests.conftest import make_image
+from tests.conftest import make_image, uncompressed
+from tests.conftest import tiny_qwen2_5_vl as tiny
 
 torch.set_num_threads(1)
 SERVED = {
@@ -24,20 +23,9 @@ SERVED = {
 }
 
 
-@functools.cache
-def tiny():
-    from vtcompress.integrations.qwen2_5_vl.tiny import build_tiny_qwen2_5_vl
-
-    return build_tiny_qwen2_5_vl(seed=0)
-
-
 @pytest.fixture
 def model():
-    m, _ = tiny()
-    yield m
-    handle = vtc.get_handle(m)
-    if handle is not None:
-        handle.remove()
+    yield from uncompressed(tiny()[0])
 
 
 def inputs(images, questions, per_prompt=None):

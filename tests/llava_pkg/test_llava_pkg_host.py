@@ -14,9 +14,9 @@ pytest.importorskip("llava.model.language_model.llava_llama")
 import tiny_llava  # noqa: E402  (tests/llava_pkg/tiny_llava.py)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from conftest import make_image  # noqa: E402  (tests/conftest.py)
 
 import vtcompress as vtc  # noqa: E402
+from tests.conftest import make_image  # noqa: E402
 from vtcompress.budget import keep_count  # noqa: E402
 from vtcompress.integrations.llava_pkg.host import IMAGE_TOKEN_INDEX, LlavaPackageHost  # noqa: E402
 from vtcompress.integrations.llava_pkg.layout import LlavaPackageLayout, pack_image  # noqa: E402

@@ -7,7 +7,6 @@ Runs in ``.venv-llava`` built with lmms-eval (``.ci/llava-setup.sh``); skips els
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -28,13 +27,13 @@ from llava.mm_utils import get_model_name_from_path, process_images, tokenizer_i
 from llava.model.builder import load_pretrained_model  # noqa: E402
 
 import vtcompress as vtc  # noqa: E402
+from tests.helpers.lmms_eval_common import ROOT, synthetic_script  # noqa: E402
 from vtcompress.budget import keep_count  # noqa: E402
 from vtcompress.integrations.llava_pkg.compat import patch_generate  # noqa: E402
 from vtcompress.integrations.llava_pkg.layout import LlavaPackageLayout  # noqa: E402
 from vtcompress.integrations.llava_pkg.tiny import PINPOINTS  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore")]
-ROOT = Path(__file__).resolve().parents[2]
 TASKS = {"vtc_document_qa": "document", "vtc_shapes_qa": "shapes"}
 LIMIT = 3
 POST_PROMPT = "\nAnswer the question using a single word or phrase."
@@ -44,15 +43,7 @@ RUNS = {
 }
 
 
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-synthetic = _load(ROOT / "evals" / "tasks" / "vtc_offline" / "synthetic.py", "vtc_llava_synthetic")
+synthetic = synthetic_script()
 
 
 def _max_new_tokens(task: str) -> int:

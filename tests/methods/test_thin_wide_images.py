@@ -8,9 +8,9 @@ import math
 
 import pytest
 import torch
-from conftest import inputs_for
 
 import vtcompress
+from tests.conftest import inputs_for
 from vtcompress import GlobalCom2Config
 from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.methods.globalcom2 import crop_scores, globalcom2
