@@ -20,6 +20,7 @@ import torch
 from vtcompress.integrations.docowl.configuration import DocOwlConfig
 from vtcompress.integrations.docowl.modeling import DocOwlForConditionalGeneration
 from vtcompress.integrations.docowl.processing import DocOwlImageOptions, DocOwlProcessor
+from vtcompress.integrations.tiny_models import TEXT_SIZES, VISION_SIZES
 
 # Words that get whole-word tokens (so prompts tokenize into a handful of ids).
 _WORDS = (
@@ -32,12 +33,8 @@ def tiny_config(**overrides: Any) -> DocOwlConfig:
     """Tiny sizes: ViT 2 layers x 32 wide at 112 px (8x8 patches -> 8x2 tokens + vit_eos = 17 per view)."""
     vocab = len(tiny_vocab()[0])
     kwargs: dict[str, Any] = dict(
+        TEXT_SIZES,
         vocab_size=vocab,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=4096,
         rms_norm_eps=1e-6,
         bos_token_id=1,
@@ -45,10 +42,7 @@ def tiny_config(**overrides: Any) -> DocOwlConfig:
         pad_token_id=0,
         visual_config={
             "visual_model": {
-                "hidden_size": 32,
-                "intermediate_size": 64,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 4,
+                **VISION_SIZES,
                 "image_size": 112,
                 "patch_size": 14,
                 "layer_norm_eps": 1e-6,

@@ -19,11 +19,9 @@ def resolve_model_path(model: str | os.PathLike) -> str:
     """``"tiny"`` -> the offline tiny model (built and cached on first use); else unchanged."""
     if str(model) == TINY:
         from vtcompress.integrations.llava_next.tiny import default_tiny_path, save_tiny_llava_next
+        from vtcompress.integrations.tiny_models import ensure_saved
 
-        path = default_tiny_path()
-        if not (path / "config.json").exists():
-            save_tiny_llava_next(path)
-        return str(path)
+        return ensure_saved(default_tiny_path(), save_tiny_llava_next)
     return str(model)
 
 

@@ -27,11 +27,9 @@ def resolve_model_path(model: str | os.PathLike) -> str:
     """``"tiny"`` -> the offline tiny model (built and cached on first use); else unchanged."""
     if str(model) == TINY:
         from vtcompress.integrations.llava_onevision.tiny import default_tiny_path, save_tiny_onevision
+        from vtcompress.integrations.tiny_models import ensure_saved
 
-        path = default_tiny_path()
-        if not (path / "config.json").exists():
-            save_tiny_onevision(path)
-        return str(path)
+        return ensure_saved(default_tiny_path(), save_tiny_onevision)
     return str(model)
 
 

@@ -13,20 +13,15 @@ from pathlib import Path
 
 import torch
 
-from vtcompress.integrations.tiny_models import cache_path, mark_random, seeded_model
+from vtcompress.integrations import tiny_models
 
 TINY_NAME = "vtcompress/tiny-qwen2.5-vl-random"
 VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
 IMAGE_TOKEN, VIDEO_TOKEN = "<|image_pad|>", "<|video_pad|>"
-SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", VISION_START, VISION_END, IMAGE_TOKEN, VIDEO_TOKEN]
+VISION_SPECIALS = [VISION_START, VISION_END, IMAGE_TOKEN, VIDEO_TOKEN]
+SPECIALS = tiny_models.BASE_SPECIALS + VISION_SPECIALS
 IMAGE_PROMPT = VISION_START + IMAGE_TOKEN + VISION_END
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{% if message['role'] == 'user' %}USER: {% else %}ASSISTANT: {% endif %}"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}\n{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
-)
+CHAT_TEMPLATE = tiny_models.build_chat_template(image_markup=IMAGE_PROMPT)
 
 
 def prompt(question: str, images: int = 1) -> str:
@@ -35,25 +30,9 @@ def prompt(question: str, images: int = 1) -> str:
 
 
 def build_tokenizer():
-    """Byte-level tokenizer: 256 byte tokens + specials, no merges (fully offline, deterministic)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + alphabet)}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="<unk>",
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        additional_special_tokens=SPECIALS[4:],
-        padding_side="left",
-        chat_template=CHAT_TEMPLATE,
-    )
+    """Byte-level tokenizer with the vision markers, image and video tokens, and the chat template
+    (see :func:`~vtcompress.integrations.tiny_models.byte_level_tokenizer`)."""
+    return tiny_models.byte_level_tokenizer(VISION_SPECIALS, chat_template=CHAT_TEMPLATE)
 
 
 def build_processor(tokenizer=None):
@@ -88,11 +67,7 @@ def build_config(tokenizer):
         tokens_per_second=2,
     )
     text = dict(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        tiny_models.TEXT_SIZES,
         vocab_size=len(tokenizer),
         max_position_embeddings=32768,
         rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
@@ -119,22 +94,24 @@ def build_tiny_qwen2_5_vl(
     processor = build_processor()
     tok = processor.tokenizer
     config = build_config(tok)
-    config._attn_implementation = attn_implementation
-    return seeded_model(Qwen2_5_VLForConditionalGeneration, config, seed, tok, dtype), processor
+    model = tiny_models.seeded_model(
+        Qwen2_5_VLForConditionalGeneration, config, seed, tok, dtype, attn_implementation
+    )
+    return model, processor
 
 
 def default_tiny_path() -> Path:
-    return cache_path("tiny-qwen2.5-vl-random")
+    return tiny_models.cache_path("tiny-qwen2.5-vl-random")
+
+
+def _save_processor_parts(processor, path: Path) -> None:
+    """The image-only processor has no video processor to save: its parts are saved one by one
+    (processing.load_processor reads them back)."""
+    processor.tokenizer.save_pretrained(path)
+    processor.image_processor.save_pretrained(path)
 
 
 def save_tiny_qwen2_5_vl(path: str | os.PathLike | None = None, seed: int = 0) -> Path:
     """Build the tiny model and save model + processor to ``path`` (default: the user cache)."""
-    path = Path(path) if path is not None else default_tiny_path()
-    model, processor = build_tiny_qwen2_5_vl(seed)
-    model.save_pretrained(path)
-    # The image-only processor has no video processor to save: its parts are saved one by one
-    # (processing.load_processor reads them back).
-    processor.tokenizer.save_pretrained(path)
-    processor.image_processor.save_pretrained(path)
-    mark_random(path, TINY_NAME, seed)
-    return path
+    path = path if path is not None else default_tiny_path()
+    return tiny_models.save_random_tiny(path, TINY_NAME, seed, build_tiny_qwen2_5_vl, _save_processor_parts)

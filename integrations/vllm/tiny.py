@@ -12,9 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
-from vtcompress.integrations.llava_next.tiny import IMAGE_TOKEN, build_config, build_processor
+from vtcompress.integrations.llava_next.tiny import build_tiny_llava_next
 
 TEXT_HIDDEN = 128  # 4 heads of 32: the narrowest head vLLM's CPU attention runs
 VISION_PREFIX = "vision_tower."
@@ -22,21 +20,8 @@ VISION_PREFIX = "vision_tower."
 
 def build_tiny_for_vllm(seed: int = 0):
     """Return ``(model, processor)``: a float32 tiny LLaVA-NeXT, identical for equal seeds."""
-    from transformers import LlavaNextForConditionalGeneration
-
-    processor = build_processor()
-    tok = processor.tokenizer
-    config = build_config(len(tok), tok.convert_tokens_to_ids(IMAGE_TOKEN), tok.pad_token_id)
-    config.text_config.hidden_size = TEXT_HIDDEN
-    config.text_config.intermediate_size = 2 * TEXT_HIDDEN
-    config.text_config.head_dim = TEXT_HIDDEN // config.text_config.num_attention_heads
-    config._attn_implementation = "sdpa"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlavaNextForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.generation_config.eos_token_id = tok.eos_token_id
-    return model.float().eval(), processor
+    # head_dim follows from the width: TEXT_HIDDEN // num_attention_heads.
+    return build_tiny_llava_next(seed, hidden_size=TEXT_HIDDEN, intermediate_size=2 * TEXT_HIDDEN)
 
 
 def llava_hf_key(name: str) -> str:
