@@ -45,6 +45,21 @@ class Checkpoint:
     def family_name(self) -> str:
         return FAMILIES[self.family]
 
+    @property
+    def max_aspect(self) -> tuple[str, float] | None:
+        """``(family name, limit)`` where the processor refuses long images, else None."""
+        return aspect_limit(self.family)
+
+
+def aspect_limit(family: str) -> tuple[str, float] | None:
+    """``(family name, limit)``: the longest side over the shortest the family's processor
+    accepts; None where any aspect ratio is served."""
+    if family == "qwen2_5_vl":
+        from vtcompress.integrations.qwen2_5_vl.processing import MAX_ASPECT_RATIO
+
+        return FAMILIES[family], MAX_ASPECT_RATIO
+    return None
+
 
 def locate(name: str | os.PathLike) -> tuple[str, dict[str, Any]]:
     """``(path_or_hub_id, from_pretrained_kwargs)`` for ``name``: a tiny model's name (built

@@ -102,7 +102,7 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
         action="append",
         metavar="KEY=VALUE",
         help="a method option, repeatable, e.g. --option allocation=paper; the options of each method are "
-        "in its config class (docs/methods.md); a method name gets the model's own defaults for the rest",
+        "in its config class (docs/methods/); a method name gets the model's own defaults for the rest",
     )
     run.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     run.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])

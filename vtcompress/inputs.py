@@ -22,9 +22,12 @@ class ImageLimits:
     min_side: int = 28  # two 14-px patches
     max_pixels: int = 36_000_000
 
-    def problem(self, width: int, height: int, patch_px: int = 14) -> str | None:
+    def problem(
+        self, width: int, height: int, patch_px: int = 14, max_aspect: tuple[str, float] | None = None
+    ) -> str | None:
         """A sentence saying what is wrong with a ``width`` x ``height`` image and how to fix it,
-        or None when the image is accepted."""
+        or None when the image is accepted. ``max_aspect``: ``(model name, limit)`` for a model
+        whose processor refuses images longer than ``limit`` times their width (or wider)."""
         w, h = width, height
         if min(w, h) < self.min_side:
             return (
@@ -36,6 +39,12 @@ class ImageLimits:
                 f"The image is {w}x{h} px ({w * h / 1e6:.1f} megapixels); at most "
                 f"{self.max_pixels / 1e6:.0f} megapixels are accepted. Please downscale it (the model "
                 "sees a few crops of a few hundred pixels anyway)."
+            )
+        if max_aspect is not None and max(w, h) / min(w, h) > max_aspect[1]:
+            model, limit = max_aspect
+            return (
+                f"The image is {w}x{h} px, an aspect ratio of {max(w, h) / min(w, h):.0f}:1; {model} accepts "
+                f"at most {limit:g}:1. Please crop or pad it."
             )
         return None
 

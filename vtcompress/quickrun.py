@@ -279,12 +279,9 @@ def method_options(args: argparse.Namespace) -> dict[str, Any]:
     from vtcompress.registry import parse_options
 
     try:
-        options = parse_options(args.method, args.option or [])
+        return parse_options(args.method, args.option or [], reserved={"ratio": "give the ratio as --ratio"})
     except ValueError as err:
         raise UsageError(f"--option: {err}") from None
-    if "ratio" in options:
-        raise UsageError("--option ratio=...: give the ratio as --ratio")
-    return options
 
 
 def run(args: argparse.Namespace) -> int:
@@ -293,12 +290,18 @@ def run(args: argparse.Namespace) -> int:
     args.device_used = device
     image, question, described = choose_input(args)
     options = method_options(args)
+    given = "".join(f" --option {item}" for item in args.option or [])
     try:
         make_config(args.method, ratio=args.ratio, **options)  # fails before the model loads
     except (TypeError, ValueError) as err:
-        raise UsageError(f"--method {args.method}: {err}") from None
+        raise UsageError(f"--method {args.method}{given}: {err}") from None
     checkpoint = load(args, device)
     model, processor = checkpoint.model, checkpoint.processor
+    from vtcompress.inputs import IMAGE_LIMITS
+
+    problem = IMAGE_LIMITS.problem(*image.size, max_aspect=checkpoint.max_aspect)
+    if problem:
+        raise UsageError(f"--image: {problem}")
     print(f"vtcompress run: model {args.model}, {args.method}, ratio {args.ratio:g}, device {device}")
     if checkpoint.random_weights:
         from vtcompress.integrations.checkpoints import HUB_EXAMPLES
@@ -313,7 +316,7 @@ def run(args: argparse.Namespace) -> int:
         config = config_for(model, args.method, ratio=args.ratio, **options)
         compressed_model(model, config).remove()  # a host that cannot serve the method says so here
     except (TypeError, ValueError) as err:
-        raise UsageError(f"--method {args.method}: {err}") from None
+        raise UsageError(f"--method {args.method}{given}: {err}") from None
     off = config.is_off
     changed = config.changed_options()
     if changed:

@@ -6,6 +6,7 @@ The built-in methods register when ``vtcompress`` is imported (its ``__init__`` 
 
 from __future__ import annotations
 
+import re
 import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
@@ -133,27 +134,38 @@ def _check_options(config_cls: type[CompressionConfig], options: dict[str, Any])
         )
 
 
+# A comma or new line that starts the next KEY=VALUE pair (a value may itself hold commas).
+_PAIR_SEPARATOR = re.compile(r"\s*[,\n]\s*(?=[A-Za-z_]\w*\s*=)|\n")
 _TRUE, _FALSE, _NONE = ("true", "yes", "on", "1"), ("false", "no", "off", "0"), ("none", "null")
 
 
-def parse_options(method: str, items: Iterable[str]) -> dict[str, Any]:
+def parse_options(
+    method: str, items: Iterable[str], reserved: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Typed options of ``method``'s config from ``KEY=VALUE`` texts (a command line, a form).
 
-    Each value is read as its field's type: ``int``, ``float``, ``bool`` (true/false, yes/no,
-    on/off, 1/0), ``str``, and ``none`` where the field may be None. ``["metric=projected",
-    "steps=2"]`` -> ``{"metric": "projected", "steps": 2}`` for pitome. Raises ValueError (one line
-    naming the fix) on a malformed item, an unknown option, a value of the wrong type or a key
-    given twice; the values themselves are checked when the config is made.
+    An item may hold several pairs separated by commas or new lines (``"alpha=0.7, steps=2"``);
+    a comma splits only where a ``KEY=`` follows. Each value is read as its field's type:
+    ``int``, ``float``, ``bool`` (true/false, yes/no, on/off, 1/0), ``str``, and ``none`` where
+    the field may be None. ``["metric=projected", "steps=2"]`` -> ``{"metric": "projected",
+    "steps": 2}`` for pitome. ``reserved``: keys set elsewhere -> the message that says where.
+    Raises ValueError (one line naming the fix) on a malformed item, an unknown or reserved
+    option, a value of the wrong type or a key given twice; the values themselves are checked
+    when the config is made.
     """
     config_cls = get_method(method).config_cls
     hints = get_type_hints(config_cls)
-    known = {f.name for f in fields(config_cls)}
+    reserved = reserved or {}
+    known = {f.name for f in fields(config_cls)} - set(reserved)
     options: dict[str, Any] = {}
-    for item in items:
+    pairs = [p for item in items for p in _PAIR_SEPARATOR.split(item.strip()) if p.strip()]
+    for item in pairs:
         key, sep, text = item.partition("=")
         key, text = key.strip(), text.strip()
         if not sep or not key:
             raise ValueError(f"method option {item!r} is not KEY=VALUE (e.g. metric=projected)")
+        if key in reserved:
+            raise ValueError(f"{key} is not a method option here: {reserved[key]}")
         if key not in known:
             raise ValueError(f"{method} has no option {key!r}; its options are: {', '.join(sorted(known))}")
         if key in options:

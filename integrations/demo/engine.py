@@ -25,6 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from vtcompress.api import compress, compressed, config_for, get_handle
 from vtcompress.config import CompressionConfig
 from vtcompress.inputs import ImageLimits, to_rgb
+from vtcompress.integrations.checkpoints import aspect_limit
 from vtcompress.integrations.demo import overlay
 from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.integrations.llava_next.prompt import chat_prompt
@@ -160,6 +161,8 @@ class DemoEngine:
         self.lock = threading.Lock()
         self.family = family
         vision = model.config.vision_config
+        self.encoder_patch_px = vision.patch_size
+        self.max_aspect = aspect_limit(family)
         if family == "qwen2_5_vl":  # one view of merged tokens, each 2x2 patches of 14 px
             self.patch_px = vision.patch_size * vision.spatial_merge_size
         else:  # anyres views of side x side patches
@@ -196,8 +199,9 @@ class DemoEngine:
         except ModelNotFoundError as err:  # its message already names the fix
             raise OSError(f"{what}: {err}") from err
         except (OSError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise OSError(
-                f"{what}: {err}\nGive a local directory or a hub id reachable from here (e.g. "
+                f"{what}: {first}; give a local directory or a hub id reachable from here (e.g. "
                 f"{', '.join(HUB_EXAMPLES.values())}), a tiny model ({', '.join(TINY_MODELS)}), or leave "
                 "--model out for the offline tiny LLaVA-NeXT."
             ) from err
@@ -238,7 +242,7 @@ class DemoEngine:
                 raise InputError(unreadable) from err
 
     def _check_size(self, size: tuple[int, int]) -> None:
-        problem = self.limits.problem(*size, patch_px=self.patch_px)
+        problem = self.limits.problem(*size, patch_px=self.encoder_patch_px, max_aspect=self.max_aspect)
         if problem:
             raise InputError(problem)
 
@@ -264,10 +268,9 @@ class DemoEngine:
             raise InputError(f"Unknown method {method!r}; choose one of: {', '.join(methods)}.")
         try:
             if not isinstance(options, dict):
-                items = (options or "").replace("\n", ",").split(",")
-                options = parse_options(method, [i for i in items if i.strip()])
-            if "ratio" in options:
-                raise ValueError("set the ratio with the slider, not as an option")
+                options = parse_options(method, [options or ""], reserved={"ratio": "set it with the slider"})
+            elif "ratio" in options:
+                raise ValueError("ratio is not a method option here: set it with the slider")
             return config_for(self.model, method, ratio=float(ratio), **options)
         except (TypeError, ValueError) as err:
             raise InputError(f"Invalid setting: {err}") from err

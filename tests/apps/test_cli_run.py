@@ -127,6 +127,8 @@ def _error(capsys, argv) -> str:
         (["--option", "alpha=high"], "globalcom2 option alpha is a number; got 'high'"),
         (["--option", "allocation=best"], "allocation must be one of 'exact', 'paper'"),
         (["--option", "ratio=0.5"], "give the ratio as --ratio"),
+        (["--option", "ratio=abc"], "ratio is not a method option here: give the ratio as --ratio"),
+        (["--option", "allocation=best"], "--method globalcom2 --option allocation=best: allocation must be"),
         (["--method", "random", "--option", "seed=1", "--option", "seed=2"], "'seed' given twice"),
     ],
 )

@@ -61,6 +61,16 @@ def test_an_explicit_option_wins_and_is_refused_naming_the_fix(checkpoint, capsy
     assert len(err.splitlines()) == 1 and "metric='projected'" in err
 
 
+def test_an_image_too_long_for_the_processor_is_one_line(checkpoint, tmp_path, capsys):
+    from PIL import Image
+
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (28, 6000), "white").save(strip)
+    assert main(["run", "--model", checkpoint, "--method", "uniform", "--image", str(strip), *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "214:1; Qwen2.5-VL accepts at most 200:1" in err
+
+
 def test_the_tiny_qwen_name_runs_offline(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("VTCOMPRESS_CACHE", str(tmp_path))
     assert main(["run", "--model", "tiny-qwen2.5-vl", "--method", "random", *FAST]) == 0

@@ -166,6 +166,25 @@ def test_parse_options_reads_each_value_as_its_fields_type():
     assert make_config("pitome", **{**parsed, "placement": "tower"}).steps == 2
 
 
+def test_parse_options_splits_pairs_only_before_a_key():
+    from vtcompress.registry import parse_options
+
+    assert parse_options("globalcom2", ["alpha=0.7, temperature=5", "allocation=paper"]) == {
+        "alpha": 0.7,
+        "temperature": 5.0,
+        "allocation": "paper",
+    }
+    assert parse_options("globalcom2", ["alpha=0.7\ntemperature=5"]) == {"alpha": 0.7, "temperature": 5.0}
+    with pytest.raises(ValueError, match="alpha is a number; got '0,7'"):  # a decimal comma stays one value
+        parse_options("globalcom2", ["alpha=0,7"])
+    with pytest.raises(ValueError, match="ratio is not a method option here: use --ratio"):
+        parse_options("globalcom2", ["ratio=abc"], reserved={"ratio": "use --ratio"})
+    with pytest.raises(
+        ValueError, match="its options are: allocation, alpha, newline, region_aggregation, score"
+    ):
+        parse_options("globalcom2", ["budget=1"], reserved={"ratio": "use --ratio"})  # ratio not offered
+
+
 @pytest.mark.parametrize(
     ("items", "message"),
     [

@@ -69,10 +69,13 @@ def test_merging_by_name_uses_the_projected_metric_and_shows_regions(engine):
 
 def test_options_from_the_page_reach_the_method(engine):
     image = make_image(448, 336)
-    seeds = {s: engine.compare(image, "What?", "random", 0.25, f"seed={s}") for s in (0, 0, 5)}
-    assert seeds[5].options == "seed=5" and seeds[0].options == ""
-    picture = {s: np.asarray(c.views[0].image) for s, c in seeds.items()}
-    assert not np.array_equal(picture[0], picture[5])  # another seed keeps other tokens
+    runs = [engine.compare(image, "What?", "random", 0.25, options) for options in ("", "seed=0", "seed=5")]
+    assert [c.options for c in runs] == ["", "", "seed=5"]  # only what differs from the defaults
+    pictures = [np.asarray(c.views[0].image) for c in runs]
+    assert np.array_equal(pictures[0], pictures[1])  # seed=0 is the default
+    assert not np.array_equal(pictures[0], pictures[2])  # another seed keeps other tokens
+    two = engine.compare(image, "What?", "tome", 0.25, "steps=2,\nmerge=mean")
+    assert two.options == "merge='mean', steps=2, metric='projected'"
 
 
 def test_served_methods_and_refusals(engine):
@@ -85,5 +88,9 @@ def test_served_methods_and_refusals(engine):
         engine.compare(make_image(300, 300), "What?", "pitome", 0.5, "seed=1")
     with pytest.raises(InputError, match="slider"):
         engine.compare(make_image(300, 300), "What?", "uniform", 0.5, "ratio=0.3")
+    with pytest.raises(
+        InputError, match=r"6000x28 px, an aspect ratio of 214:1; Qwen2.5-VL accepts at most 200:1"
+    ):
+        engine.compare(Image.new("RGB", (6000, 28)), "What?", "uniform", 0.5)
     with pytest.raises(InputError, match="steps is a whole number"):
         engine.compare(make_image(300, 300), "What?", "tome", 0.5, "steps=two")
