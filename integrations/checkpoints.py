@@ -51,6 +51,17 @@ class Checkpoint:
         return aspect_limit(self.family)
 
 
+def default_method(family: str) -> str:
+    """The method a family's loader uses when none is named (``DEFAULT_METHOD`` of its loader)."""
+    if family == "llava_onevision":
+        from vtcompress.integrations.llava_onevision.loader import DEFAULT_METHOD
+    elif family == "qwen2_5_vl":
+        from vtcompress.integrations.qwen2_5_vl.loader import DEFAULT_METHOD
+    else:
+        from vtcompress.integrations.llava_next.loader import DEFAULT_METHOD
+    return DEFAULT_METHOD
+
+
 def aspect_limit(family: str) -> tuple[str, float] | None:
     """``(family name, limit)``: the longest side over the shortest the family's processor
     accepts; None where any aspect ratio is served."""

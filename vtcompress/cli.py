@@ -86,10 +86,11 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument(
         "--method",
-        default="globalcom2",
+        default=None,
         choices=available_methods(),
         metavar="METHOD",
-        help="compression method (default globalcom2; the list is below)",
+        help="compression method (the list is below; default: the model's own, globalcom2 on LLaVA-NeXT "
+        "and LLaVA-OneVision, uniform on Qwen2.5-VL, whose host serves no thumbnail method)",
     )
     run.add_argument(
         "--ratio",

@@ -21,6 +21,8 @@ from vtcompress.api import compress as compressed_model
 from vtcompress.api import compressed, config_for
 from vtcompress.config import CompressionConfig
 from vtcompress.examples import DEFAULT_EXAMPLE, example
+from vtcompress.inputs import IMAGE_LIMITS
+from vtcompress.integrations.checkpoints import HUB_EXAMPLES, default_method
 from vtcompress.registry import make_config
 from vtcompress.stats import CompressionStats
 from vtcompress.timing import StageClock, Timing, synchronize
@@ -100,7 +102,7 @@ def load(args: argparse.Namespace, device: torch.device):
     of :mod:`vtcompress.integrations.checkpoints`) on ``device``, or a UsageError naming the fix."""
     from transformers.utils import logging as hf_logging
 
-    from vtcompress.integrations.checkpoints import HUB_EXAMPLES, TINY_MODELS, load_checkpoint
+    from vtcompress.integrations.checkpoints import TINY_MODELS, load_checkpoint
     from vtcompress.integrations.llava_next.loader import ModelNotFoundError
 
     hf_logging.disable_progress_bar()
@@ -274,6 +276,17 @@ def noise_warnings(base: Measured, comp: Measured, off: bool) -> list[str]:
     return warnings
 
 
+def check_method_setting(args: argparse.Namespace, given: str) -> dict[str, Any]:
+    """The typed options of ``args.method``, checked against its config; a UsageError naming the
+    flags otherwise."""
+    options = method_options(args)
+    try:
+        make_config(args.method, ratio=args.ratio, **options)
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"--method {args.method}{given}: {err}") from None
+    return options
+
+
 def method_options(args: argparse.Namespace) -> dict[str, Any]:
     """The typed ``--option KEY=VALUE`` settings of ``args.method``; a UsageError naming the fix."""
     from vtcompress.registry import parse_options
@@ -289,23 +302,19 @@ def run(args: argparse.Namespace) -> int:
     device = check_device(args.device)
     args.device_used = device
     image, question, described = choose_input(args)
-    options = method_options(args)
     given = "".join(f" --option {item}" for item in args.option or [])
-    try:
-        make_config(args.method, ratio=args.ratio, **options)  # fails before the model loads
-    except (TypeError, ValueError) as err:
-        raise UsageError(f"--method {args.method}{given}: {err}") from None
+    if args.method is not None:  # a bad method setting fails before the model loads
+        check_method_setting(args, given)
     checkpoint = load(args, device)
+    if args.method is None:
+        args.method = default_method(checkpoint.family)
+    options = check_method_setting(args, given)
     model, processor = checkpoint.model, checkpoint.processor
-    from vtcompress.inputs import IMAGE_LIMITS
-
     problem = IMAGE_LIMITS.problem(*image.size, max_aspect=checkpoint.max_aspect)
     if problem:
         raise UsageError(f"--image: {problem}")
     print(f"vtcompress run: model {args.model}, {args.method}, ratio {args.ratio:g}, device {device}")
     if checkpoint.random_weights:
-        from vtcompress.integrations.checkpoints import HUB_EXAMPLES
-
         print(
             f"note: the tiny {checkpoint.family_name} has RANDOM weights: its answers are meaningless; token "
             f"counts, timings and FLOPs are real. For real answers: --model {HUB_EXAMPLES[checkpoint.family]} "
@@ -319,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--method {args.method}{given}: {err}") from None
     off = config.is_off
     changed = config.changed_options()
-    if changed:
+    if changed and not off:
         print(f"method options: {changed}")
     inputs = prompt_inputs(processor, image, question, device, DTYPES[args.dtype])
     base, comp, stats = measure(model, inputs, config, args.warmup, args.repeats, device)

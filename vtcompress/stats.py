@@ -99,9 +99,10 @@ class CompressionStats:
         lines = []
         for im in self.images:
             extra = f" ({im.note})" if im.note else ""
+            newlines = f" (+{im.newlines_after} newlines)" if im.newlines_before else ""
             lines.append(
-                f"image {im.index}: {im.tokens_before} -> {im.tokens_after} visual tokens "
-                f"(+{im.newlines_after} newlines), {im.method} r={im.ratio:g}, "
+                f"image {im.index}: {im.tokens_before} -> {im.tokens_after} visual tokens"
+                f"{newlines}, {im.method} r={im.ratio:g}, "
                 f"{im.seconds * 1e3:.2f} ms{extra}"
             )
         return "\n".join(lines)

@@ -14,13 +14,12 @@ except ImportError as err:  # pragma: no cover - exercised by the CLI's message
 
     raise ImportError(needs_extra("the vtcompress demo needs gradio", "demo")) from err
 
-from vtcompress.integrations.checkpoints import HUB_EXAMPLES
+from vtcompress.integrations.checkpoints import HUB_EXAMPLES, default_method
 from vtcompress.integrations.demo.engine import Comparison, DemoEngine, InputError, format_flops
 from vtcompress.integrations.demo.examples import write_examples
 
 log = logging.getLogger(__name__)
 
-DEFAULT_METHOD = "globalcom2"
 DEFAULT_RATIO = 0.25
 RATIO_RANGE = (0.05, 1.0)  # the slider's; the library takes any ratio in (0, 1]
 MAX_UPLOAD = "50mb"
@@ -152,7 +151,8 @@ def _header(engine: DemoEngine) -> str:
 def build_app(engine: DemoEngine, concurrency: int = 4, examples_dir: str | Path | None = None) -> gr.Blocks:
     """The demo page around ``engine`` (one model shared by every user; calls take turns)."""
     methods = engine.served_methods()  # what this model's host can run
-    default = DEFAULT_METHOD if DEFAULT_METHOD in methods else methods[0]
+    default = default_method(engine.family)
+    default = default if default in methods else methods[0]
     examples_dir = Path(examples_dir or Path(tempfile.gettempdir()) / "vtcompress-demo-examples")
     examples = write_examples(examples_dir)
     handler = make_handler(engine)

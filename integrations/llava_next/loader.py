@@ -12,6 +12,7 @@ from vtcompress.config import CompressionConfig
 from vtcompress.registry import explicit_options
 
 DEFAULT_MODEL = "llava-hf/llava-v1.6-vicuna-7b-hf"
+DEFAULT_METHOD = "globalcom2"
 TINY = "tiny"
 
 
@@ -103,7 +104,7 @@ def locate_checkpoint(model: str | os.PathLike) -> tuple[str, dict[str, Any]]:
 
 def load_compressed_llava(
     model: str | os.PathLike = DEFAULT_MODEL,
-    method: str | CompressionConfig = "globalcom2",
+    method: str | CompressionConfig = DEFAULT_METHOD,
     ratio: float | None = None,
     method_options: dict[str, Any] | None = None,
     **from_pretrained_kwargs: Any,

@@ -10,6 +10,7 @@ from vtcompress.config import CompressionConfig
 from vtcompress.registry import explicit_options
 
 DEFAULT_MODEL = "llava-hf/llava-onevision-qwen2-7b-ov-hf"
+DEFAULT_METHOD = "globalcom2"  # with score="mean_cos", this host's default for the name
 TINY = "tiny"
 
 
@@ -35,7 +36,7 @@ def resolve_model_path(model: str | os.PathLike) -> str:
 
 def load_compressed_onevision(
     model: str | os.PathLike = DEFAULT_MODEL,
-    method: str | CompressionConfig = "globalcom2",
+    method: str | CompressionConfig = DEFAULT_METHOD,
     ratio: float | None = None,
     method_options: dict[str, Any] | None = None,
     **from_pretrained_kwargs: Any,

@@ -43,8 +43,8 @@ from vtcompress.tokens import ImageTokens
 
 MODEL_CLASSES = ("Qwen2_5_VLForConditionalGeneration",)
 SERVED = (
-    "Qwen2.5-VL serves random, uniform, and pitome / tome with metric='projected' "
-    "(see docs/hosts/qwen2-5-vl.md)"
+    "Qwen2.5-VL serves random, uniform, pitome and tome (metric='projected', what their names get "
+    "here); see docs/hosts/qwen2-5-vl.md"
 )
 
 

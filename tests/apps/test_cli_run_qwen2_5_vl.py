@@ -47,6 +47,12 @@ def test_a_method_the_host_refuses_is_one_line_exit_2(checkpoint, capsys):
     assert "--method globalcom2" in err and "global" in err and "serves random, uniform" in err
 
 
+def test_without_method_the_hosts_default_runs(checkpoint, capsys):
+    """globalcom2 (the LLaVA default) needs a thumbnail; Qwen2.5-VL's loader default is uniform."""
+    assert main(["run", "--model", checkpoint, *FAST]) == 0
+    assert "uniform at ratio 0.25:" in capsys.readouterr().out
+
+
 def test_merging_by_name_gets_the_hosts_metric(checkpoint, capsys):
     assert main(["run", "--model", checkpoint, "--method", "tome", "--ratio", "0.5", *FAST]) == 0
     out = capsys.readouterr().out
