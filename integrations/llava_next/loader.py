@@ -61,7 +61,10 @@ def locate_checkpoint(model: str | os.PathLike) -> tuple[str, dict[str, Any]]:
     from huggingface_hub.utils import validate_repo_id
 
     name = str(model)
-    tiny_hint = "or leave --model out (model='tiny') for the offline tiny model"
+    tiny_hint = (
+        "or leave --model out (model='tiny') for the offline tiny LLaVA-NeXT "
+        "(tiny-onevision, tiny-qwen2.5-vl: the other families)"
+    )
     if name == TINY:
         return resolve_model_path(name), {}
     path = os.path.expanduser(name)

@@ -11,8 +11,8 @@ class CompressedQwen2_5_VL(TransformersModel):
     """``vtcompress_qwen2_5_vl``: Qwen2.5-VL (transformers) with vtcompress attached.
 
     ``pretrained``: a checkpoint (``Qwen/Qwen2.5-VL-7B-Instruct``...), a local folder, or ``tiny``.
-    Methods: those the Qwen2.5-VL host serves (docs/hosts/qwen2-5-vl.md), e.g.
-    ``method=tome,metric=projected``. Tokens are the merged visual tokens of each image
+    Methods: those the Qwen2.5-VL host serves (docs/hosts/qwen2-5-vl.md), e.g. ``method=tome``
+    (its name gets ``metric=projected`` here). Tokens are the merged visual tokens of each image
     (``image_size`` in the records is the processor's resized size).
     """
 
