@@ -31,6 +31,11 @@ HUB_EXAMPLES = {
 """A published checkpoint of each family, for messages that name one."""
 
 
+class CheckpointError(OSError):
+    """Files that are not a loadable checkpoint of a family in :data:`FAMILIES`; ``str(err)`` is
+    one line naming the fix."""
+
+
 @dataclass
 class Checkpoint:
     """A loaded, uncompressed checkpoint. ``random_weights``: an offline tiny model."""
@@ -106,12 +111,23 @@ def model_family(path: str, **kwargs: Any) -> str:
 def load_checkpoint(name: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Checkpoint:
     """Load ``name`` (see :func:`locate`) uncompressed, in eval mode, on the CPU.
 
-    Raises ModelNotFoundError from :func:`locate`; OSError / ValueError from transformers when
-    the files cannot be read or are not a checkpoint of a family in :data:`FAMILIES`.
+    Raises ModelNotFoundError from :func:`locate` and :class:`CheckpointError` when the files
+    cannot be read or are not a checkpoint of a family in :data:`FAMILIES` (both one line).
     """
+    path, kwargs = locate(name)
+    try:
+        return _load(path, kwargs, dtype)
+    except (OSError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"could not load a checkpoint from {str(name)!r} ({first}); give one (e.g. "
+            f"{', '.join(HUB_EXAMPLES.values())}), a tiny model ({', '.join(TINY_MODELS)}) or leave --model out"
+        ) from err
+
+
+def _load(path: str, kwargs: dict[str, Any], dtype: torch.dtype) -> Checkpoint:
     from vtcompress.integrations.tiny_models import is_random_tiny
 
-    path, kwargs = locate(name)
     family = model_family(path, **kwargs)
     if family == "llava_onevision":
         from vtcompress.integrations.llava_onevision.loader import load_onevision

@@ -102,20 +102,14 @@ def load(args: argparse.Namespace, device: torch.device):
     of :mod:`vtcompress.integrations.checkpoints`) on ``device``, or a UsageError naming the fix."""
     from transformers.utils import logging as hf_logging
 
-    from vtcompress.integrations.checkpoints import TINY_MODELS, load_checkpoint
+    from vtcompress.integrations.checkpoints import CheckpointError, load_checkpoint
     from vtcompress.integrations.llava_next.loader import ModelNotFoundError
 
     hf_logging.disable_progress_bar()
     try:
         checkpoint = load_checkpoint(args.model, dtype=DTYPES[args.dtype])
-    except ModelNotFoundError as err:
+    except (ModelNotFoundError, CheckpointError) as err:  # one line each, naming the fix
         raise UsageError(f"--model: {err}") from None
-    except (OSError, ValueError, KeyError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UsageError(
-            f"--model: cannot load a checkpoint from {args.model!r} ({first}); give one (e.g. {', '.join(HUB_EXAMPLES.values())}), "
-            f"a tiny model ({', '.join(TINY_MODELS)}) or leave --model out"
-        ) from None
     if checkpoint.from_cache:
         print(f"note: the hub is not reachable; loaded {args.model} from the local cache", file=sys.stderr)
     checkpoint.model.to(device)

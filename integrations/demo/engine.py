@@ -184,7 +184,7 @@ class DemoEngine:
         """Load a LLaVA-NeXT, LLaVA-OneVision or Qwen2.5-VL checkpoint: a hub id, a path, or an
         offline tiny model with random weights (``"tiny"``, a LLaVA-NeXT; ``"tiny-onevision"``;
         ``"tiny-qwen2.5-vl"``)."""
-        from vtcompress.integrations.checkpoints import HUB_EXAMPLES, TINY_MODELS, load_checkpoint
+        from vtcompress.integrations.checkpoints import CheckpointError, load_checkpoint
         from vtcompress.integrations.llava_next.loader import ModelNotFoundError
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -192,19 +192,13 @@ class DemoEngine:
             dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
         elif isinstance(dtype, str):
             dtype = getattr(torch, dtype)
-        what = f"could not load a checkpoint from {str(model)!r}"
         try:
             # Fails at once, naming the fix, for a missing path or an unreachable, uncached hub id.
             checkpoint = load_checkpoint(model, dtype=dtype)
-        except ModelNotFoundError as err:  # its message already names the fix
-            raise OSError(f"{what}: {err}") from err
-        except (OSError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise OSError(
-                f"{what}: {first}; give a local directory or a hub id reachable from here (e.g. "
-                f"{', '.join(HUB_EXAMPLES.values())}), a tiny model ({', '.join(TINY_MODELS)}), or leave "
-                "--model out for the offline tiny LLaVA-NeXT."
-            ) from err
+        except CheckpointError:  # one line naming the fix
+            raise
+        except ModelNotFoundError as err:  # names the fix; say what was being loaded
+            raise OSError(f"could not load a checkpoint from {str(model)!r}: {err}") from err
         name = f"tiny {checkpoint.family_name} (random weights)" if checkpoint.random_weights else str(model)
         return cls(
             checkpoint.model.to(device), checkpoint.processor, name, checkpoint.random_weights, **kwargs

@@ -36,6 +36,14 @@ def test_a_checkpoint_that_cannot_be_loaded_is_reported(tmp_path, capsys, monkey
     assert "could not load a checkpoint" in err and "missing" in err and "no model directory" in err
 
 
+def test_a_checkpoint_of_another_family_is_one_line(tmp_path, capsys):
+    pytest.importorskip("gradio", reason='gradio is not installed: pip install "vtcompress[demo]"')
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    assert demo_cli.main(["--model", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "model_type 'bert'" in err and "tiny-qwen2.5-vl" in err
+
+
 def test_a_port_in_use_is_reported(tmp_path, capsys, monkeypatch):
     pytest.importorskip("gradio", reason='gradio is not installed: pip install "vtcompress[demo]"')
     from vtcompress.integrations.llava_next.tiny import save_tiny_llava_next
