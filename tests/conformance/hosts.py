@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+import vtcompress as vtc
 from tests.conftest import make_image
 
 
@@ -23,6 +24,8 @@ class HostCase:
     build: Callable[[torch.dtype], tuple[Any, Any]]  # dtype -> (model, processor), cached
     prompt: Callable[[str, int], str]  # (question, images) -> prompt text
     image_token_id: Callable[[Any], int]
+    # The methods x hosts table of the docs (README, docs/index.md): what the host serves BY NAME.
+    served: frozenset[str]
     # Images whose long side exceeds this many times the short side are refused by the host's
     # processor (Qwen2.5-VL: 200); None: every aspect ratio is served.
     max_aspect_ratio: float | None = None
@@ -90,33 +93,48 @@ def _docowl_prompt(question: str, images: int) -> str:
     return mplug_owl2_prompt(IMAGE_MARKER * (images - 1) + question)
 
 
+# Every registered method: a new method joins the hosts that serve everything by registering.
+EVERY_METHOD = frozenset(vtc.available_methods())
+
 HOSTS = [
     HostCase(
         "llava_next",
         _llava,
         lambda q, n: "USER: " + "<image>\n" * n + f"{q} ASSISTANT:",
         lambda model: model.config.image_token_id,
+        EVERY_METHOD,
     ),
     HostCase(
         "docowl",
         _docowl,
         _docowl_prompt,
         lambda model: model.config.image_token_id,
+        EVERY_METHOD,
     ),
     HostCase(
         "llava_onevision",
         _onevision,
         lambda q, n: "<|im_start|>user\n" + "<image>\n" * n + f"{q}<|im_end|>\n<|im_start|>assistant\n",
         lambda model: model.config.image_token_id,
+        frozenset({"globalcom2", "pitome", "random", "tome", "uniform"}),  # no [CLS]
     ),
     HostCase(
         "qwen2_5_vl",
         _qwen2_5_vl,
         _qwen2_5_vl_prompt,
         lambda model: model.config.image_token_id,
+        frozenset({"pitome", "random", "tome", "uniform"}),  # no [CLS], no thumbnail
         max_aspect_ratio=200,
     ),
 ]
+
+
+SERVED_PAIRS = [(host, method) for host in HOSTS for method in sorted(host.served)]
+"""Every (host, method) a user can run by name: what the behaviour tests run on."""
+
+
+def pair_id(value: Any) -> str:
+    return value.name if isinstance(value, HostCase) else str(value)
 
 
 def picture(width: int, height: int, seed: int = 0) -> Image.Image:
