@@ -36,11 +36,10 @@ except ImportError as err:
 from transformers import LogitsProcessorList
 
 import vtcompress as vtc
-from vtcompress.flops import decoder_prefill_flops
 from vtcompress.integrations.llava_pkg.compat import patch_generate
 from vtcompress.integrations.llava_pkg.host import IMAGE_TOKEN_INDEX
 from vtcompress.integrations.lmms_eval.model import CompressionTokenCounts, _FirstLogitsClock
-from vtcompress.integrations.lmms_eval.records import BatchTiming, image_entry, sample_record
+from vtcompress.integrations.lmms_eval.records import BatchTiming, image_entry, prompt_fields, sample_record
 
 LLAVA_ARGS = frozenset(inspect.signature(Llava.__init__).parameters) - {"self", "kwargs"}
 
@@ -98,27 +97,14 @@ class CompressedLlava(Llava):
         cursor = 0
         for b, row in enumerate(out.tolist()):
             count = int((inputs[b] == IMAGE_TOKEN_INDEX).sum())
-            if stats is not None and b < len(stats.samples):
-                s = stats.samples[b]
-                before, after, f0, f1 = (
-                    s.length_before,
-                    s.length_after,
-                    s.prefill_flops_before,
-                    s.prefill_flops_after,
-                )
-            else:
-                before = after = int(lengths[b])
-                f0 = f1 = decoder_prefill_flops(self._config, before)
+            sample = stats.samples[b] if stats is not None and b < len(stats.samples) else None
             stop = next((i for i, t in enumerate(row) if t == eos), None)
             self._batch_records.append(
                 sample_record(
                     method=self.method,
                     ratio=self.ratio,
                     images=entries[cursor : cursor + count],
-                    prompt_tokens_before=int(before),
-                    prompt_tokens_after=int(after),
-                    prefill_flops_before=f0,
-                    prefill_flops_after=f1,
+                    **prompt_fields(sample, int(lengths[b]), self._config),
                     output_tokens=len(row) if stop is None else stop + 1,
                     timing=timing,
                 )

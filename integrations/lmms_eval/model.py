@@ -50,10 +50,15 @@ except ImportError as err:
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from vtcompress.api import get_handle
-from vtcompress.flops import decoder_prefill_flops
 from vtcompress.inputs import to_rgb
 from vtcompress.integrations.lmms_eval.failures import ON_ERROR, TALLY, install_exit_report
-from vtcompress.integrations.lmms_eval.records import BatchTiming, failed_record, image_entry, sample_record
+from vtcompress.integrations.lmms_eval.records import (
+    BatchTiming,
+    failed_record,
+    image_entry,
+    prompt_fields,
+    sample_record,
+)
 
 
 @dataclass
@@ -225,22 +230,13 @@ class CompressedModel(lmms):
         samples = stats.samples if compressed else []
         records, cursor = [], 0
         for b, count in enumerate(images_per_sample):
-            if b < len(samples):
-                s = samples[b]
-                before, after = s.length_before, s.length_after
-                f0, f1 = s.prefill_flops_before, s.prefill_flops_after
-            else:
-                before = after = int(lengths[b])
-                f0 = f1 = decoder_prefill_flops(self._text_config(), before)
+            sample = samples[b] if b < len(samples) else None
             records.append(
                 sample_record(
                     method=self.method,
                     ratio=self.ratio,
                     images=entries[cursor : cursor + count],
-                    prompt_tokens_before=int(before),
-                    prompt_tokens_after=int(after),
-                    prefill_flops_before=f0,
-                    prefill_flops_after=f1,
+                    **prompt_fields(sample, int(lengths[b]), self._text_config()),
                     output_tokens=output_tokens[b],
                     timing=timing,
                 )

@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from vtcompress.stats import ImageStats
+from vtcompress.flops import decoder_prefill_flops
+from vtcompress.stats import ImageStats, SampleStats
 
 
 @dataclass
@@ -65,6 +66,25 @@ def uncompressed_image_entry(
         "views_kept": list(view_counts),
         "compress_seconds": 0.0,
         "passthrough": True,
+    }
+
+
+def prompt_fields(sample: SampleStats | None, length: int, text_config: Any) -> dict[str, Any]:
+    """A record's prompt lengths and decoder prefill FLOPs: from the sample's compression stats,
+    or, where nothing was compressed (``sample`` None), its ``length`` tokens on both sides."""
+    if sample is not None:
+        return {
+            "prompt_tokens_before": int(sample.length_before),
+            "prompt_tokens_after": int(sample.length_after),
+            "prefill_flops_before": sample.prefill_flops_before,
+            "prefill_flops_after": sample.prefill_flops_after,
+        }
+    flops = decoder_prefill_flops(text_config, length)
+    return {
+        "prompt_tokens_before": length,
+        "prompt_tokens_after": length,
+        "prefill_flops_before": flops,
+        "prefill_flops_after": flops,
     }
 
 

@@ -14,7 +14,13 @@ import pytest
 
 pytest.importorskip("lmms_eval", reason='the lmms-eval plugin tests need: pip install "vtcompress[eval]"')
 
-from tests.helpers.lmms_eval_common import offline, shape_requests, sweep_script, synthetic_script  # noqa: E402
+from tests.helpers.lmms_eval_common import (  # noqa: E402
+    loglikelihood_request,
+    offline,
+    shape_requests,
+    sweep_script,
+    synthetic_script,
+)
 from vtcompress.budget import keep_count  # noqa: E402
 from vtcompress.integrations.llava_next.layout import AnyResLayout  # noqa: E402
 
@@ -209,7 +215,6 @@ def test_batched_answers_equal_one_by_one(lmm):
 @pytest.mark.slow
 def test_loglikelihood_at_ratio_one_equals_the_plain_model(workspace):
     import torch
-    from lmms_eval.api.instance import Instance
     from transformers import LlavaNextForConditionalGeneration
 
     from vtcompress.integrations.lmms_eval.llava_next_model import CompressedLlavaNext
@@ -218,13 +223,7 @@ def test_loglikelihood_at_ratio_one_equals_the_plain_model(workspace):
     task_dict, _ = shape_requests(1)
     lmm.task_dict = task_dict
     doc = task_dict["t"]["test"][0]
-    request = Instance(
-        "loglikelihood",
-        (doc["question"], " 3", lambda d: [d["image"]], 0, "t", "test"),
-        idx=0,
-        metadata={"task": "t", "doc_id": 0, "repeats": 1},
-    )
-    ((logprob, greedy),) = lmm.loglikelihood([request])
+    ((logprob, greedy),) = lmm.loglikelihood([loglikelihood_request(doc)])
 
     plain = LlavaNextForConditionalGeneration.from_pretrained(workspace[1]).eval()
     prompt = lmm._prompt(doc["question"], 1)
@@ -252,20 +251,10 @@ def test_bad_model_args_name_the_fix(workspace):
 def test_loglikelihood_through_the_compressed_model(lmm):
     import math
 
-    from lmms_eval.api.instance import Instance
-
     task_dict, _ = shape_requests(1)
     lmm.task_dict = task_dict
     doc = task_dict["t"]["test"][0]
-    requests = [
-        Instance(
-            "loglikelihood",
-            (doc["question"], continuation, lambda d: [d["image"]], 0, "t", "test"),
-            idx=0,
-            metadata={"task": "t", "doc_id": 0, "repeats": 1},
-        )
-        for continuation in (" 3", " 33")
-    ]
+    requests = [loglikelihood_request(doc, continuation) for continuation in (" 3", " 33")]
     (short, _), (longer, _) = lmm.loglikelihood(requests)
     assert math.isfinite(short) and short < 0
     # The longer continuation extends the shorter one by a token: one more negative log-prob.

@@ -9,7 +9,13 @@ import pytest
 
 pytest.importorskip("lmms_eval", reason='the lmms-eval plugin tests need: pip install "vtcompress[eval]"')
 
-from tests.helpers.lmms_eval_common import offline, shape_requests, sweep_script, synthetic_script  # noqa: E402
+from tests.helpers.lmms_eval_common import (  # noqa: E402
+    loglikelihood_request,
+    offline,
+    shape_requests,
+    sweep_script,
+    synthetic_script,
+)
 from vtcompress.budget import keep_count  # noqa: E402
 from vtcompress.integrations.qwen2_5_vl.processing import merged_grid  # noqa: E402
 
@@ -77,7 +83,6 @@ def test_batched_answers_equal_one_by_one_and_records_follow_the_rule(tiny):
 @pytest.mark.slow
 def test_uncompressed_records_and_loglikelihood_equal_the_plain_model(tiny):
     import torch
-    from lmms_eval.api.instance import Instance
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     from vtcompress.integrations.lmms_eval.qwen2_5_vl_model import CompressedQwen2_5_VL
@@ -95,13 +100,7 @@ def test_uncompressed_records_and_loglikelihood_equal_the_plain_model(tiny):
         assert record["prompt_tokens_before"] == record["prompt_tokens_after"]
 
     doc = task_dict["t"]["test"][0]
-    request = Instance(
-        "loglikelihood",
-        (doc["question"], " 3", lambda d: [d["image"]], 0, "t", "test"),
-        idx=0,
-        metadata={"task": "t", "doc_id": 0, "repeats": 1},
-    )
-    ((logprob, _),) = lmm.loglikelihood([request])
+    ((logprob, _),) = lmm.loglikelihood([loglikelihood_request(doc)])
     plain = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny[1]).eval()
     prompt = lmm._prompt(doc["question"], 1)
     inputs = lmm.processor(images=[doc["image"]], text=[prompt + " 3"], return_tensors="pt")

@@ -71,3 +71,16 @@ def shape_requests(count: int, max_new_tokens: int = 6):
         for i in range(count)
     ]
     return {"t": {"test": docs}}, requests
+
+
+def loglikelihood_request(doc: dict, continuation: str = " 3"):
+    """A loglikelihood request for ``continuation`` after ``doc``'s question and image (doc 0 of
+    task "t", split "test")."""
+    from lmms_eval.api.instance import Instance
+
+    return Instance(
+        "loglikelihood",
+        (doc["question"], continuation, lambda d: [d["image"]], 0, "t", "test"),
+        idx=0,
+        metadata={"task": "t", "doc_id": 0, "repeats": 1},
+    )
