@@ -7,8 +7,10 @@ The apps compress and uncompress one loaded model per request, so they load it p
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -56,15 +58,14 @@ class Checkpoint:
         return aspect_limit(self.family)
 
 
+def _loader(family: str) -> ModuleType:
+    """The family's loader module (``load_compressed_*``, ``DEFAULT_METHOD``, ``resolve_model_path``)."""
+    return importlib.import_module(f"vtcompress.integrations.{family}.loader")
+
+
 def default_method(family: str) -> str:
-    """The method a family's loader uses when none is named (``DEFAULT_METHOD`` of its loader)."""
-    if family == "llava_onevision":
-        from vtcompress.integrations.llava_onevision.loader import DEFAULT_METHOD
-    elif family == "qwen2_5_vl":
-        from vtcompress.integrations.qwen2_5_vl.loader import DEFAULT_METHOD
-    else:
-        from vtcompress.integrations.llava_next.loader import DEFAULT_METHOD
-    return DEFAULT_METHOD
+    """The method a family's loader uses when none is named."""
+    return _loader(family).DEFAULT_METHOD
 
 
 def aspect_limit(family: str) -> tuple[str, float] | None:
@@ -85,13 +86,9 @@ def locate(name: str | os.PathLike) -> tuple[str, dict[str, Any]]:
     from vtcompress.integrations.llava_next.loader import locate_checkpoint
 
     family = TINY_MODELS.get(str(name))
-    if family == "llava_onevision":
-        from vtcompress.integrations.llava_onevision.loader import resolve_model_path
-    elif family == "qwen2_5_vl":
-        from vtcompress.integrations.qwen2_5_vl.loader import resolve_model_path
-    else:
+    if family is None:
         return locate_checkpoint(name)
-    return resolve_model_path("tiny"), {}
+    return _loader(family).resolve_model_path("tiny"), {}
 
 
 def model_family(path: str, **kwargs: Any) -> str:

@@ -25,20 +25,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from vtcompress.api import compress, compressed, config_for, get_handle
 from vtcompress.config import CompressionConfig
 from vtcompress.inputs import ImageLimits, to_rgb
-from vtcompress.integrations.checkpoints import aspect_limit
+from vtcompress.integrations.checkpoints import FAMILIES, aspect_limit
 from vtcompress.integrations.demo import overlay
 from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.integrations.llava_next.prompt import chat_prompt
 from vtcompress.integrations.llava_onevision.layout import OneVisionLayout
 from vtcompress.registry import available_methods, parse_options
 from vtcompress.stats import CompressionStats, ImageStats
-
-FAMILY_OF_CLASS = {
-    "LlavaNextForConditionalGeneration": "llava_next",
-    "LlavaOnevisionForConditionalGeneration": "llava_onevision",
-    "Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl",
-}
-"""Model classes the demo shows -> their family (a key of ``checkpoints.FAMILIES``)."""
 
 
 class InputError(ValueError):
@@ -146,11 +139,11 @@ class DemoEngine:
     ) -> None:
         if get_handle(model) is not None:
             raise ValueError("DemoEngine needs an uncompressed model (call handle.remove() first)")
-        family = FAMILY_OF_CLASS.get(type(model).__name__)
-        if family is None:
+        family = getattr(model.config, "model_type", None)
+        if family not in FAMILIES or not hasattr(model, "generate"):
             raise ValueError(
-                f"the demo shows {', '.join(FAMILY_OF_CLASS)}; got {type(model).__name__} "
-                "(load the checkpoint with one of those classes)"
+                f"the demo shows {', '.join(FAMILIES.values())} models that generate (the "
+                f"*ForConditionalGeneration classes); got {type(model).__name__}"
             )
         self.model = model.eval()
         self.processor = processor

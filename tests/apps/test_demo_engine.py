@@ -198,6 +198,12 @@ def test_engine_refuses_an_already_compressed_model():
         DemoEngine(model, processor)
 
 
+def test_engine_refuses_a_model_that_does_not_generate():
+    model, processor = build_tiny_llava_next()
+    with pytest.raises(ValueError, match="ForConditionalGeneration classes.*got LlavaNextModel"):
+        DemoEngine(model.model, processor)
+
+
 def test_concurrent_requests_each_get_their_own_compression(engine):
     image = make_image(672, 336)
     expected = {r: engine.compare(image, "What?", "uniform", r) for r in (0.25, 0.5, 1.0)}
