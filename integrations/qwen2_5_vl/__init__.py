@@ -29,6 +29,7 @@ HOST = HostSpec(
     lmms_eval_class=f"{_PKG}.eval_model:CompressedQwen2_5_VL",
     demo_views=f"{_PKG}.demo:merged_views",
     name_defaults={"pitome": {"metric": "projected"}, "tome": {"metric": "projected"}},
+    docs_page="hosts/qwen2-5-vl.md",
 )
 
 _EXPORTS = {
