@@ -269,3 +269,18 @@ def test_setup_py_maps_the_folders_pyproject_maps():
     for folder in pyproject.values():  # find_packages needs an __init__.py in every folder of code
         for path in (ROOT / folder).rglob("*.py"):
             assert (path.parent / "__init__.py").is_file(), f"{path.parent} holds code but no __init__.py"
+
+
+def test_load_compressed_finds_the_family_by_tiny_name_and_by_model_type(tmp_path):
+    import vtcompress as vtc
+
+    model, _ = vtc.load_compressed("tiny-qwen2.5-vl")  # the family's default method
+    spec = next(s for s in SPECS if s.tiny_name == "tiny-qwen2.5-vl")
+    assert type(model).__name__ in spec.model_classes
+    assert vtc.get_handle(model).config.method == spec.default_method
+    folder = spec.load("tiny_checkpoint")()
+    model, _ = vtc.load_compressed(folder, "random", ratio=0.5)  # model_type read from config.json
+    assert type(model).__name__ in spec.model_classes and vtc.get_handle(model).config.ratio == 0.5
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(ValueError, match=r"no vtcompress loader for .* \(model_type 'bert'\)"):
+        vtc.load_compressed(tmp_path)
