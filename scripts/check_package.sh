@@ -24,7 +24,7 @@ cd "$tmp"  # nothing may come from the checkout
 export HF_HUB_OFFLINE=1 VTCOMPRESS_CACHE="$tmp/cache" OMP_NUM_THREADS=1
 "$tmp/venv/bin/python" - <<'PY'
 import vtcompress.integrations.docowl, vtcompress.integrations.lmms_eval, vtcompress.kernels  # noqa: F401
-from vtcompress.examples import EXAMPLES
+from vtcompress.integrations.examples import EXAMPLES
 from vtcompress.hints import install_command
 
 assert all(e.path.is_file() for e in EXAMPLES.values()), "example PNGs missing from the wheel"

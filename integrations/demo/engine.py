@@ -24,9 +24,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vtcompress.api import compress, compressed, config_for, get_handle
 from vtcompress.config import CompressionConfig
-from vtcompress.inputs import ImageLimits, to_rgb
 from vtcompress.integrations.checkpoints import FAMILIES, aspect_limit
 from vtcompress.integrations.demo import overlay
+from vtcompress.integrations.inputs import ImageLimits, to_rgb
 from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.integrations.llava_next.prompt import chat_prompt
 from vtcompress.integrations.llava_onevision.layout import OneVisionLayout

@@ -13,8 +13,8 @@ from PIL import Image
 import vtcompress
 from tests.conftest import make_image
 from vtcompress.budget import keep_count
-from vtcompress.cli import main
-from vtcompress.examples import EXAMPLES, example
+from vtcompress.integrations.cli import main
+from vtcompress.integrations.examples import EXAMPLES, example
 from vtcompress.integrations.llava_next.layout import AnyResLayout
 
 FAST = ["--max-new-tokens", "2", "--repeats", "2", "--warmup", "0"]
@@ -78,8 +78,8 @@ def test_image_question_and_example_options(tmp_path, capsys):
 
 
 def test_bundled_examples_ship_and_load():
-    from vtcompress.inputs import open_image
     from vtcompress.integrations.demo.examples import DRAWINGS
+    from vtcompress.integrations.inputs import open_image
 
     assert set(EXAMPLES) == {"scene", "receipt", "bar_chart"}
     grids = set()

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from vtcompress.budget import keep_count
-from vtcompress.cli import main
-from vtcompress.examples import DEFAULT_EXAMPLE, example
+from vtcompress.integrations.cli import main
+from vtcompress.integrations.examples import DEFAULT_EXAMPLE, example
 from vtcompress.integrations.qwen2_5_vl.processing import merged_grid
 
 FAST = ["--max-new-tokens", "2", "--repeats", "2", "--warmup", "0"]

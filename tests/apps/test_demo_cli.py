@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from vtcompress.cli import build_parser
+from vtcompress.integrations.cli import build_parser
 from vtcompress.integrations.demo import cli as demo_cli
 
 
@@ -65,9 +65,7 @@ def _env(tmp_path):
 
 @pytest.mark.slow
 def test_importing_the_demo_does_not_import_gradio(tmp_path):
-    code = (
-        "import sys, vtcompress, vtcompress.cli, vtcompress.integrations.demo; print('gradio' in sys.modules)"
-    )
+    code = "import sys, vtcompress.integrations.cli, vtcompress.integrations.demo; print('gradio' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=_env(tmp_path), timeout=120
     )
@@ -88,7 +86,8 @@ def test_server_process_serves_a_checkpoint_path_and_stops_on_sigterm(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = tmp_path / "server.log"
-    cmd = [sys.executable, "-m", "vtcompress.cli", "demo", "--model", str(checkpoint), "--port", str(port)]
+    cli = "vtcompress.integrations.cli"
+    cmd = [sys.executable, "-m", cli, "demo", "--model", str(checkpoint), "--port", str(port)]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=_env(tmp_path))
     try:

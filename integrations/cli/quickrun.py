@@ -20,12 +20,12 @@ import torch
 from vtcompress.api import compress as compressed_model
 from vtcompress.api import compressed, config_for
 from vtcompress.config import CompressionConfig
-from vtcompress.examples import DEFAULT_EXAMPLE, example
-from vtcompress.inputs import IMAGE_LIMITS
 from vtcompress.integrations.checkpoints import HUB_EXAMPLES, default_method
+from vtcompress.integrations.cli.timing import StageClock, Timing, synchronize
+from vtcompress.integrations.examples import DEFAULT_EXAMPLE, example
+from vtcompress.integrations.inputs import IMAGE_LIMITS
 from vtcompress.registry import make_config
 from vtcompress.stats import CompressionStats
-from vtcompress.timing import StageClock, Timing, synchronize
 
 
 class UsageError(Exception):
@@ -76,7 +76,7 @@ def check_device(name: str | None) -> torch.device:
 
 def choose_input(args: argparse.Namespace) -> tuple[Any, str, str]:
     """``(image, question, description)`` from --image / --example / --question."""
-    from vtcompress.inputs import open_image
+    from vtcompress.integrations.inputs import open_image
 
     if args.image is not None:
         try:

@@ -15,8 +15,8 @@ import sys
 from typing import NoReturn
 
 import vtcompress
-from vtcompress.examples import DEFAULT_EXAMPLE, EXAMPLES
-from vtcompress.quickrun import UsageError
+from vtcompress.integrations.cli.quickrun import UsageError
+from vtcompress.integrations.examples import DEFAULT_EXAMPLE, EXAMPLES
 
 DESCRIPTION = __doc__.split("\n\n")[1].replace("``", "")
 
@@ -121,7 +121,7 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from vtcompress.quickrun import run
+    from vtcompress.integrations.cli.quickrun import run
 
     return run(args)
 
