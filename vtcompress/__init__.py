@@ -4,26 +4,76 @@ import vtcompress as vtc
 model, processor = vtc.load_compressed_llava("llava-hf/llava-v1.6-vicuna-7b-hf", ratio=0.25)
 handle = vtc.compress(model, "globalcom2", ratio=0.25)
 handle.remove()
+
+The public names below are imported on first use (``vtc.compress`` imports torch then), so that
+``import vtcompress`` and the ``vtcompress`` command's ``--help`` stay fast.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from vtcompress import methods  # noqa: F401  (registers the built-in methods)
-from vtcompress.api import CompressionHandle, compress, compressed, config_for, get_handle, register_adapter
-from vtcompress.config import CompressionConfig
-from vtcompress.layout import Layout
-from vtcompress.methods.baselines import FasterVLMConfig, RandomConfig, UniformConfig
-from vtcompress.methods.globalcom2 import GlobalCom2Config
-from vtcompress.methods.pitome import PiToMeConfig
-from vtcompress.methods.tokencorr import TokenCorrConfig
-from vtcompress.methods.tome import ToMeConfig
-from vtcompress.registry import available_methods, register_method
-from vtcompress.stats import CompressionStats, ImageStats, ViewStats
-from vtcompress.tokens import ImageTokens, ViewOutput
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "CompressionHandle": "vtcompress.api",
+    "compress": "vtcompress.api",
+    "compressed": "vtcompress.api",
+    "config_for": "vtcompress.api",
+    "get_handle": "vtcompress.api",
+    "register_adapter": "vtcompress.api",
+    "CompressionConfig": "vtcompress.config",
+    "Layout": "vtcompress.layout",
+    "FasterVLMConfig": "vtcompress.methods.baselines",
+    "RandomConfig": "vtcompress.methods.baselines",
+    "UniformConfig": "vtcompress.methods.baselines",
+    "GlobalCom2Config": "vtcompress.methods.globalcom2",
+    "PiToMeConfig": "vtcompress.methods.pitome",
+    "TokenCorrConfig": "vtcompress.methods.tokencorr",
+    "ToMeConfig": "vtcompress.methods.tome",
+    "available_methods": "vtcompress.registry",
+    "register_method": "vtcompress.registry",
+    "CompressionStats": "vtcompress.stats",
+    "ImageStats": "vtcompress.stats",
+    "ViewStats": "vtcompress.stats",
+    "ImageTokens": "vtcompress.tokens",
+    "ViewOutput": "vtcompress.tokens",
+}
+
+if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ imports on demand
+    from vtcompress.api import (
+        CompressionHandle,
+        compress,
+        compressed,
+        config_for,
+        get_handle,
+        register_adapter,
+    )
+    from vtcompress.config import CompressionConfig
+    from vtcompress.layout import Layout
+    from vtcompress.methods.baselines import FasterVLMConfig, RandomConfig, UniformConfig
+    from vtcompress.methods.globalcom2 import GlobalCom2Config
+    from vtcompress.methods.pitome import PiToMeConfig
+    from vtcompress.methods.tokencorr import TokenCorrConfig
+    from vtcompress.methods.tome import ToMeConfig
+    from vtcompress.registry import available_methods, register_method
+    from vtcompress.stats import CompressionStats, ImageStats, ViewStats
+    from vtcompress.tokens import ImageTokens, ViewOutput
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vtcompress' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
 
 
 def _loader(name: str):

@@ -15,7 +15,7 @@ import sys
 from typing import NoReturn
 
 import vtcompress
-from vtcompress.integrations.cli.quickrun import UsageError
+from vtcompress.integrations.cli.usage import UsageError, check_device_name, choose_input
 from vtcompress.integrations.examples import DEFAULT_EXAMPLE, EXAMPLES
 
 DESCRIPTION = __doc__.split("\n\n")[1].replace("``", "")
@@ -61,8 +61,9 @@ def _ratio(text: str) -> float:
 
 
 def add_run_arguments(run: argparse.ArgumentParser) -> None:
-    from vtcompress.integrations.llava_next.loader import TINY
-    from vtcompress.registry import available_methods
+    from vtcompress.registry import available_methods  # names only: no method (no torch) is imported
+
+    TINY = "tiny"  # the built-in tiny LLaVA-NeXT; its loader imports torch, so it is not asked here
 
     examples = ", ".join(f"{e.name} ({e.description})" for e in EXAMPLES.values())
     source = run.add_mutually_exclusive_group()
@@ -121,9 +122,12 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # What can be checked without torch is checked first: a bad command line is answered at once.
+    check_device_name(args.device)
+    image, question, described = choose_input(args)
     from vtcompress.integrations.cli.quickrun import run
 
-    return run(args)
+    return run(args, image, question, described)
 
 
 def build_parser() -> argparse.ArgumentParser:

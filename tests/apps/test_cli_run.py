@@ -111,7 +111,7 @@ def _error(capsys, argv) -> str:
         (["--model", "/no/such/model"], "no model directory at '/no/such/model'"),
         (["--model", "./relative/missing"], "leave --model out"),
         (["--model", "llava-hf/not-cached-here"], "HF_HUB_OFFLINE is set"),
-        (["--device", "nonsense"], "is not a torch device"),
+        (["--device", "nonsense"], "--device nonsense: not a device vtcompress run supports; use cpu"),
         (["--max-new-tokens", "0"], "--max-new-tokens: must be at least 1"),
         (["--repeats", "0"], "--repeats: must be at least 1"),
         (["--warmup", "-1"], "--warmup: must be 0 or more"),
@@ -121,7 +121,7 @@ def _error(capsys, argv) -> str:
         (["--method", "nope"], "invalid choice: 'nope'"),
         (["--example", "nope"], "invalid choice: 'nope'"),
         (["--question", " "], "--question is empty"),
-        (["--image", "/no/such.png"], "no file '/no/such.png'"),
+        (["--image", "/no/such.png"], "--image /no/such.png: no such file; give a PNG"),
         (["--option", "allocation"], "--option: method option 'allocation' is not KEY=VALUE"),
         (["--option", "budget=3"], "globalcom2 has no option 'budget'; its options are:"),
         (["--option", "alpha=high"], "globalcom2 option alpha is a number; got 'high'"),
@@ -159,16 +159,21 @@ def test_a_checkpoint_of_another_family_is_one_line(tmp_path, capsys):
 def test_bad_images_get_one_line_and_exit_2(tmp_path, capsys):
     text = tmp_path / "not_an_image.png"
     text.write_text("hello")
-    assert "cannot read" in _error(capsys, ["run", "--image", str(text)])
+    assert f"--image {text}: cannot read it as an image" in _error(capsys, ["run", "--image", str(text)])
     tiny = tmp_path / "tiny.png"
     Image.new("RGB", (1, 1)).save(tiny)
-    assert "too small" in _error(capsys, ["run", "--image", str(tiny)])
+    line = _error(capsys, ["run", "--image", str(tiny)])
+    assert line.startswith(f"vtcompress run: error: --image {tiny}: ") and "too small" in line
     truncated = tmp_path / "truncated.png"
     buffer = tmp_path / "full.png"
     make_image(200, 200).save(buffer)
     truncated.write_bytes(buffer.read_bytes()[:300])
-    assert "cannot read" in _error(capsys, ["run", "--image", str(truncated)])
-    assert "is a directory" in _error(capsys, ["run", "--image", str(tmp_path)])
+    assert f"--image {truncated}: cannot read it as an image, the file is damaged" in _error(
+        capsys, ["run", "--image", str(truncated)]
+    )
+    assert f"--image {tmp_path}: a directory, not an image file" in _error(
+        capsys, ["run", "--image", str(tmp_path)]
+    )
 
 
 def test_cuda_without_cuda_is_one_line(capsys, monkeypatch):
