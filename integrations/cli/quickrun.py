@@ -68,12 +68,9 @@ def check_device(name: str | None) -> torch.device:
 def load(args: argparse.Namespace, device: torch.device):
     """The :class:`~vtcompress.integrations.checkpoints.Checkpoint` of ``args.model`` (any family
     of :mod:`vtcompress.integrations.checkpoints`) on ``device``, or a UsageError naming the fix."""
-    from transformers.utils import logging as hf_logging
-
     from vtcompress.integrations.checkpoints import CheckpointError, load_checkpoint
     from vtcompress.integrations.llava_next.loader import ModelNotFoundError
 
-    hf_logging.disable_progress_bar()
     try:
         checkpoint = load_checkpoint(args.model, dtype=DTYPES[args.dtype])
     except (ModelNotFoundError, CheckpointError) as err:  # one line each, naming the fix
