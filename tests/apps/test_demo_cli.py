@@ -33,7 +33,8 @@ def test_a_checkpoint_that_cannot_be_loaded_is_reported(tmp_path, capsys, monkey
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert demo_cli.main(["--model", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
-    assert "could not load a checkpoint" in err and "missing" in err and "no model directory" in err
+    assert err.startswith(f"vtcompress demo: error: --model {tmp_path / 'missing'}: ")  # names the input
+    assert "could not load a checkpoint" in err and "no model directory" in err and "leave --model out" in err
 
 
 def test_a_checkpoint_of_another_family_is_one_line(tmp_path, capsys):
@@ -54,7 +55,8 @@ def test_a_port_in_use_is_reported(tmp_path, capsys, monkeypatch):
         taken.listen()
         port = taken.getsockname()[1]
         assert demo_cli.main(["--model", str(checkpoint), "--port", str(port)]) == 2
-    assert f"cannot serve on 127.0.0.1:{port}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"--port {port}: cannot serve on 127.0.0.1:{port}" in err and "choose a free --port" in err
 
 
 def _env(tmp_path):
