@@ -84,14 +84,21 @@ print(light, names, set(vtcompress.__all__) <= set(dir(vtcompress)))
 
 
 def test_the_declared_method_names_are_the_registered_built_ins():
-    """The command line lists methods from the entry points (no import); each built-in registers
-    under a declared name and every declared name registers."""
+    """The command line lists methods from the entry points (no import): every declared name
+    registers when looked up, and every built-in method module registers a declared name."""
+    import importlib
+    import pkgutil
     from importlib.metadata import entry_points
 
-    import vtcompress.methods  # noqa: F401
-    from vtcompress.registry import _METHODS, METHOD_ENTRY_POINTS
+    import vtcompress.methods
+    from vtcompress.registry import _METHODS, METHOD_ENTRY_POINTS, get_method
 
     declared = {ep.name for ep in entry_points(group=METHOD_ENTRY_POINTS)}
-    assert declared == {
-        name for name, spec in _METHODS.items() if spec.compress.__module__.startswith("vtcompress.")
+    for name in declared:
+        assert get_method(name).name == name
+    for module in pkgutil.iter_modules(vtcompress.methods.__path__):
+        importlib.import_module(f"vtcompress.methods.{module.name}")
+    built_in = {
+        name for name, spec in _METHODS.items() if spec.config_cls.__module__.startswith("vtcompress.")
     }
+    assert built_in == declared
