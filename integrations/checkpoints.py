@@ -96,9 +96,12 @@ def load_checkpoint(name: str | os.PathLike, dtype: torch.dtype = torch.float32)
     Raises ModelNotFoundError from :func:`locate` and :class:`CheckpointError` when the files
     cannot be read or are not a checkpoint of a declared family (both one line).
     """
+    from vtcompress.integrations.tiny_models import loading_bars
+
     path, kwargs = locate(name)
     try:
-        return _load(path, kwargs, dtype)
+        with loading_bars(path):
+            return _load(path, kwargs, dtype)
     except (OSError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         from vtcompress.integrations.locate import hub_examples, tiny_names

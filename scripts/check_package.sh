@@ -54,7 +54,7 @@ for name in expected:
         assert find_spec(spec.lmms_eval_class.partition(":")[0]) is not None, (name, spec.lmms_eval_class)
 print(f"hosts importable from the wheel: {' '.join(expected)}")
 import vtcompress.integrations.docowl, vtcompress.integrations.lmms_eval, vtcompress.kernels  # noqa: F401
-from vtcompress.examples import EXAMPLES
+from vtcompress.integrations.examples import EXAMPLES
 from vtcompress.hints import install_command
 
 assert all(e.path.is_file() for e in EXAMPLES.values()), "example PNGs missing from the wheel"

@@ -4,35 +4,67 @@ import vtcompress as vtc
 model, processor = vtc.load_compressed_llava("llava-hf/llava-v1.6-vicuna-7b-hf", ratio=0.25)
 handle = vtc.compress(model, "globalcom2", ratio=0.25)
 handle.remove()
+
+The public names below are imported on first use (``vtc.compress`` imports torch then), so that
+``import vtcompress`` and the ``vtcompress`` command's ``--help`` stay fast.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from vtcompress import methods  # noqa: F401  (registers the built-in methods)
-from vtcompress.api import (
-    CompressionHandle,
-    compress,
-    compressed,
-    config_for,
-    get_handle,
-    register_adapter,
-    register_host,
-)
-from vtcompress.config import CompressionConfig
-from vtcompress.hosts import HostSpec
-from vtcompress.layout import Layout
-from vtcompress.methods.baselines import FasterVLMConfig, RandomConfig, UniformConfig
-from vtcompress.methods.globalcom2 import GlobalCom2Config
-from vtcompress.methods.pitome import PiToMeConfig
-from vtcompress.methods.tokencorr import TokenCorrConfig
-from vtcompress.methods.tome import ToMeConfig
-from vtcompress.registry import available_methods, register_method
-from vtcompress.stats import CompressionStats, ImageStats, ViewStats
-from vtcompress.tokens import ImageTokens, ViewOutput
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "CompressionHandle": "vtcompress.api",
+    "compress": "vtcompress.api",
+    "compressed": "vtcompress.api",
+    "config_for": "vtcompress.api",
+    "get_handle": "vtcompress.api",
+    "register_adapter": "vtcompress.api",
+    "register_host": "vtcompress.api",
+    "HostSpec": "vtcompress.hosts",
+    "CompressionConfig": "vtcompress.config",
+    "Layout": "vtcompress.layout",
+    "FasterVLMConfig": "vtcompress.methods.baselines",
+    "RandomConfig": "vtcompress.methods.baselines",
+    "UniformConfig": "vtcompress.methods.baselines",
+    "GlobalCom2Config": "vtcompress.methods.globalcom2",
+    "PiToMeConfig": "vtcompress.methods.pitome",
+    "TokenCorrConfig": "vtcompress.methods.tokencorr",
+    "ToMeConfig": "vtcompress.methods.tome",
+    "available_methods": "vtcompress.registry",
+    "register_method": "vtcompress.registry",
+    "CompressionStats": "vtcompress.stats",
+    "ImageStats": "vtcompress.stats",
+    "ViewStats": "vtcompress.stats",
+    "ImageTokens": "vtcompress.tokens",
+    "ViewOutput": "vtcompress.tokens",
+}
+
+if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ imports on demand
+    from vtcompress.api import (
+        CompressionHandle,
+        compress,
+        compressed,
+        config_for,
+        get_handle,
+        register_adapter,
+        register_host,
+    )
+    from vtcompress.config import CompressionConfig
+    from vtcompress.hosts import HostSpec
+    from vtcompress.layout import Layout
+    from vtcompress.methods.baselines import FasterVLMConfig, RandomConfig, UniformConfig
+    from vtcompress.methods.globalcom2 import GlobalCom2Config
+    from vtcompress.methods.pitome import PiToMeConfig
+    from vtcompress.methods.tokencorr import TokenCorrConfig
+    from vtcompress.methods.tome import ToMeConfig
+    from vtcompress.registry import available_methods, register_method
+    from vtcompress.stats import CompressionStats, ImageStats, ViewStats
+    from vtcompress.tokens import ImageTokens, ViewOutput
 
 
 def load_compressed(
@@ -103,8 +135,13 @@ def _named_loaders() -> dict[str, Any]:
 
 
 def __getattr__(name: str) -> Any:
-    """``vtcompress.load_compressed_llava`` and the other families' named loaders, found in the
-    declarations (imported on first use)."""
+    """The public names above, and ``vtcompress.load_compressed_llava`` and the other families'
+    named loaders, found in the declarations; each imported on first use."""
+    module = _EXPORTS.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # later lookups skip __getattr__
+        return value
     if name.startswith("load_compressed_"):
         spec = _named_loaders().get(name)
         if spec is not None:
@@ -113,7 +150,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_named_loaders()])
+    return sorted({*globals(), *_EXPORTS, *_named_loaders()})
 
 
 __all__ = [

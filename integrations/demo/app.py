@@ -192,17 +192,17 @@ def build_app(engine: DemoEngine, concurrency: int = 4, examples_dir: str | Path
                     inputs=[image, question, method, ratio],
                 )
             with gr.Column(scale=3):
-                message = gr.Markdown(elem_id="message")
+                message = gr.Markdown(label="Message", show_label=False, elem_id="message")
                 with gr.Row():
                     answer_c = gr.Textbox(
                         label="Answer with compression", lines=3, elem_id="answer-compressed"
                     )
                     answer_u = gr.Textbox(label="Answer without compression", lines=3, elem_id="answer-full")
-                stats = gr.Markdown(elem_id="stats")
+                stats = gr.Markdown(label="Token counts, times and FLOPs", show_label=False, elem_id="stats")
                 gallery = gr.Gallery(
                     label="Kept tokens per view", columns=3, height="auto", format="png", elem_id="overlays"
                 )
-                legend = gr.Markdown(elem_id="legend")
+                legend = gr.Markdown(label="Overlay legend", show_label=False, elem_id="legend")
         outputs = [message, answer_c, answer_u, stats, gallery, legend]
         inputs = [image, question, method, ratio, options]
         submit.click(handler, inputs, outputs, api_name="compare", concurrency_limit=concurrency)

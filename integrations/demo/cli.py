@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+PROG = "vtcompress demo"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 
@@ -61,7 +62,10 @@ def run(args: argparse.Namespace) -> int:
         from vtcompress.hints import needs_extra
 
         hint = needs_extra("the demo needs gradio", "demo")
-        print(f"error: {err}" if "pip install" in str(err) else f"error: {hint} ({err})", file=sys.stderr)
+        print(
+            f"{PROG}: error: {err}" if "pip install" in str(err) else f"{PROG}: error: {hint} ({err})",
+            file=sys.stderr,
+        )
         return 2
     from vtcompress.integrations.demo.engine import DemoEngine
 
@@ -70,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
         engine = DemoEngine.from_pretrained(
             args.model, device=args.device, dtype=args.dtype, max_new_tokens=args.max_new_tokens
         )
-    except (OSError, ValueError, AttributeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (OSError, ValueError, AttributeError) as err:  # one line naming the fix
+        print(f"{PROG}: error: --model {args.model}: {err}", file=sys.stderr)
         return 2
     app = build_app(engine, concurrency=args.concurrency)
     # SIGTERM (service managers, `kill`) takes the same clean path as Ctrl+C.
@@ -82,7 +86,11 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     except OSError as err:  # port taken, address not available here
-        print(f"error: cannot serve on {args.host}:{args.port}: {err}", file=sys.stderr)
+        print(
+            f"{PROG}: error: --host {args.host} --port {args.port}: cannot serve on {args.host}:{args.port} "
+            f"({err}); choose a free --port, or a --host address of this machine",
+            file=sys.stderr,
+        )
         status = 2
     finally:
         app.close()
@@ -93,6 +101,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vtcompress demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -26,8 +26,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from vtcompress.api import compress, compressed, config_for, get_handle
 from vtcompress.config import CompressionConfig
 from vtcompress.hosts import HostSpec, host_specs, spec_for_model_type
-from vtcompress.inputs import ImageLimits, to_rgb
 from vtcompress.integrations.demo import overlay
+from vtcompress.integrations.inputs import ImageLimits, to_rgb
 from vtcompress.registry import available_methods, parse_options
 from vtcompress.stats import CompressionStats, ImageStats
 

@@ -58,11 +58,13 @@ def load_compressed_llava(
     from transformers import AutoProcessor, LlavaNextForConditionalGeneration
 
     from vtcompress.integrations.llava_next.host import LlavaNextHost
+    from vtcompress.integrations.tiny_models import loading_bars
 
     config = host_config(LlavaNextHost, method, **explicit_options(ratio, method_options))  # before loading
     path = resolve_model_path(model)
     try:
-        llava = LlavaNextForConditionalGeneration.from_pretrained(path, **from_pretrained_kwargs)
+        with loading_bars(path):
+            llava = LlavaNextForConditionalGeneration.from_pretrained(path, **from_pretrained_kwargs)
     except OSError as err:
         raise OSError(
             f"could not load LLaVA-NeXT weights from {path!r}: {err}\n"

@@ -78,7 +78,9 @@ def load_onevision(path: str | os.PathLike, **from_pretrained_kwargs: Any):
     from transformers import LlavaOnevisionForConditionalGeneration
 
     from vtcompress.integrations.llava_onevision.processing import load_processor
+    from vtcompress.integrations.tiny_models import loading_bars
 
-    model = LlavaOnevisionForConditionalGeneration.from_pretrained(path, **from_pretrained_kwargs)
+    with loading_bars(path):
+        model = LlavaOnevisionForConditionalGeneration.from_pretrained(path, **from_pretrained_kwargs)
     hub = {k: v for k, v in from_pretrained_kwargs.items() if k in ("local_files_only", "revision", "token")}
     return model.eval(), load_processor(path, **hub)

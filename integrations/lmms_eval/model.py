@@ -49,7 +49,7 @@ except ImportError as err:
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from vtcompress.api import get_handle
-from vtcompress.inputs import to_rgb
+from vtcompress.integrations.inputs import to_rgb
 from vtcompress.integrations.lmms_eval.failures import ON_ERROR, TALLY, install_exit_report
 from vtcompress.integrations.lmms_eval.records import (
     BatchTiming,

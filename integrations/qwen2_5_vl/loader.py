@@ -74,8 +74,11 @@ def load_compressed_qwen2_5_vl(
     # (the capabilities this host lacks do not depend on it).
     check_served(config)
     path = resolve_model_path(model)
+    from vtcompress.integrations.tiny_models import loading_bars
+
     try:
-        qwen = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, **from_pretrained_kwargs)
+        with loading_bars(path):
+            qwen = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, **from_pretrained_kwargs)
     except OSError as err:
         raise OSError(
             f"could not load Qwen2.5-VL weights from {path!r}: {err}\n"

@@ -15,8 +15,8 @@ import sys
 from typing import NoReturn
 
 import vtcompress
-from vtcompress.examples import DEFAULT_EXAMPLE, EXAMPLES
-from vtcompress.quickrun import UsageError
+from vtcompress.integrations.cli.usage import UsageError, check_device_name, choose_input
+from vtcompress.integrations.examples import DEFAULT_EXAMPLE, EXAMPLES
 
 DESCRIPTION = __doc__.split("\n\n")[1].replace("``", "")
 
@@ -62,7 +62,7 @@ def _ratio(text: str) -> float:
 
 def add_run_arguments(run: argparse.ArgumentParser) -> None:
     from vtcompress.integrations.locate import DEFAULT_TINY, default_methods, loadable_families, tiny_names
-    from vtcompress.registry import available_methods
+    from vtcompress.registry import available_methods  # names only: no method (no torch) is imported
 
     examples = ", ".join(f"{e.name} ({e.description})" for e in EXAMPLES.values())
     source = run.add_mutually_exclusive_group()
@@ -120,9 +120,12 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from vtcompress.quickrun import run
+    # What can be checked without torch is checked first: a bad command line is answered at once.
+    check_device_name(args.device)
+    image, question, described = choose_input(args)
+    from vtcompress.integrations.cli.quickrun import run
 
-    return run(args)
+    return run(args, image, question, described)
 
 
 def build_parser() -> argparse.ArgumentParser:
