@@ -24,10 +24,13 @@ from vtcompress.config import CompressionConfig
 from vtcompress.hosts import HostSpec
 from vtcompress.layout import Layout
 from vtcompress.methods.baselines import FasterVLMConfig, RandomConfig, UniformConfig
+from vtcompress.methods.divprune import DivPruneConfig
+from vtcompress.methods.downsample import DownsampleConfig
 from vtcompress.methods.globalcom2 import GlobalCom2Config
 from vtcompress.methods.pitome import PiToMeConfig
 from vtcompress.methods.tokencorr import TokenCorrConfig
 from vtcompress.methods.tome import ToMeConfig
+from vtcompress.methods.visionzip import VisionZipConfig
 from vtcompress.registry import available_methods, register_method
 from vtcompress.stats import CompressionStats, ImageStats, ViewStats
 from vtcompress.tokens import ImageTokens, ViewOutput
@@ -120,6 +123,8 @@ __all__ = [
     "CompressionConfig",
     "CompressionHandle",
     "CompressionStats",
+    "DivPruneConfig",
+    "DownsampleConfig",
     "FasterVLMConfig",
     "GlobalCom2Config",
     "HostSpec",
@@ -133,6 +138,7 @@ __all__ = [
     "UniformConfig",
     "ViewOutput",
     "ViewStats",
+    "VisionZipConfig",
     "available_methods",
     "compress",
     "compressed",
