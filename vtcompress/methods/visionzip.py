@@ -41,8 +41,9 @@ Deliberate deviations from the official code:
 * kept tokens are packed in raster order, a contextual token at its target's position (the
   official code puts the contextual tokens after the dominant ones, and on LLaVA-NeXT all
   [CLS] and contextual tokens of the crops after the crops' grid);
-* scores and similarities are float32 (the official code uses the model's dtype, so near-ties
-  may rank differently); equal scores keep the lower position (``torch.topk`` leaves it open);
+* scores and similarities are float32 and contextual sums float64 (the official code uses the
+  model's dtype, so near-ties may rank differently); equal scores keep the lower position
+  (``torch.topk`` leaves it open);
 * on LLaVA-NeXT, tokens that unpadding removes are never candidates (the official code selects
   among a crop's 576 tokens, padding included, and does not unpad);
 * on grouped layouts (DocOwl's 1x4 H-Reducer groups) a token's key is its group's mean key and its
@@ -174,18 +175,22 @@ def zip_view(
     t_unit = unit.gather(1, targets[..., None].expand(-1, -1, unit.shape[-1]))
     o_unit = unit.gather(1, others[..., None].expand(-1, -1, unit.shape[-1]))
     assign = torch.bmm(o_unit, t_unit.transpose(1, 2)).argmax(dim=2)  # [B, M - c]
-    one_hot = torch.zeros(b, others.shape[1], contextual, device=dev).scatter_(2, assign[..., None], 1.0)
-    counts = one_hot.sum(dim=1)  # [B, c]
-    xf = x.float()
-    merged = torch.bmm(one_hot.transpose(1, 2), xf.gather(1, others[..., None].expand(-1, -1, x.shape[-1])))
-    context = (
-        xf.gather(1, targets[..., None].expand(-1, -1, x.shape[-1])) + merged / counts.clamp_min(1)[..., None]
+    # Sums in float64 by scatter (not a one-hot matmul, whose float32 rounding depends on the batch
+    # size): an image gets the same contextual tokens alone or in a batch.
+    d = x.shape[-1]
+    counts = torch.zeros(b, contextual, dtype=torch.long, device=dev).scatter_add_(
+        1, assign, torch.ones_like(assign)
     )
+    x64 = x.double()
+    merged = torch.zeros(b, contextual, d, dtype=torch.float64, device=dev).scatter_add_(
+        1, assign[..., None].expand(-1, -1, d), x64.gather(1, others[..., None].expand(-1, -1, d))
+    )
+    context = x64.gather(1, targets[..., None].expand(-1, -1, d)) + merged / counts.clamp_min(1)[..., None]
     index = torch.cat([dominant, targets], dim=1)
     feats = torch.cat(
         [x.gather(1, dominant[..., None].expand(-1, -1, x.shape[-1])), context.to(x.dtype)], dim=1
     )
-    sizes = torch.cat([torch.ones_like(dominant), 1 + counts.long()], dim=1)
+    sizes = torch.cat([torch.ones_like(dominant), 1 + counts], dim=1)
     index, perm = index.sort(dim=1)
     feats = feats.gather(1, perm[..., None].expand_as(feats))
     return index, feats, sizes.gather(1, perm)
