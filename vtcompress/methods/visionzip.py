@@ -53,6 +53,7 @@ Deliberate deviations from the official code:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -145,6 +146,18 @@ def attention_and_keys(tokens: ImageTokens, layer: int) -> tuple[Tensor, Tensor]
     return attention, keys[:, 1:].float().mean(dim=2)
 
 
+@functools.lru_cache(maxsize=1024)
+def strided_targets(m: int, c: int) -> tuple[Tensor, Tensor]:
+    """Of ``m`` tokens, the ``c`` targets (``step = max(1, m // c)``, the first c of 0, step, ...)
+    and the others, as CPU long indices (a function of m and c: no device work)."""
+    step = max(1, m // c)
+    targets = list(range(0, m, step))[:c]
+    chosen = set(targets)
+    return torch.tensor(targets, dtype=torch.long), torch.tensor(
+        [i for i in range(m) if i not in chosen], dtype=torch.long
+    )
+
+
 def zip_view(
     x: Tensor, attention: Tensor, keys: Tensor, patches: int, contextual: int
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -165,11 +178,8 @@ def zip_view(
         return index, x.gather(1, index[..., None].expand(-1, -1, x.shape[-1])), torch.ones_like(index)
     rest = order[:, patches:].sort(dim=1).values  # [B, M] the others in raster order
     m = n - patches
-    step = max(1, m // contextual)
-    slots = torch.arange(0, m, step, device=dev)[:contextual]
-    is_target = torch.zeros(m, dtype=torch.bool, device=dev)
-    is_target[slots] = True
-    targets, others = rest[:, is_target], rest[:, ~is_target]  # [B, c], [B, M - c]
+    slots, other_slots = (t.to(dev) for t in strided_targets(m, contextual))
+    targets, others = rest[:, slots], rest[:, other_slots]  # [B, c], [B, M - c]
     unit = keys.float()
     unit = unit / unit.norm(dim=-1, keepdim=True).clamp_min(1e-30)
     t_unit = unit.gather(1, targets[..., None].expand(-1, -1, unit.shape[-1]))
@@ -196,6 +206,14 @@ def zip_view(
     return index, feats, sizes.gather(1, perm)
 
 
+def _plan(layout: Layout, config: VisionZipConfig) -> Plan:
+    splits = view_splits(layout, config)
+    return Plan(splits=splits, total=sum(p + c for p, c in splits))
+
+
+_plans = Plans(_plan)
+
+
 def _zip_views(
     tokens: ImageTokens, config: VisionZipConfig, images: int
 ) -> list[tuple[Tensor, Tensor, Tensor]]:
@@ -208,9 +226,8 @@ def _zip_views(
     feats = tokens.features.view(images, v, *tokens.features.shape[1:])
     attention, keys = attention.view(images, v, -1), keys.view(images, v, *keys.shape[1:])
     out = []
-    for view, (pos, (patches, contextual)) in enumerate(
-        zip(view_positions(layout), view_splits(layout, config))
-    ):
+    splits = _plans(layout, config)["splits"]
+    for view, (pos, (patches, contextual)) in enumerate(zip(view_positions(layout), splits)):
         on = pos.to(feats.device)
         index, kept, sizes = zip_view(
             feats[:, view, on], attention[:, view, on], keys[:, view, on], patches, contextual
@@ -228,13 +245,6 @@ def visionzip(tokens: ImageTokens, config: VisionZipConfig) -> list[ViewOutput]:
         ViewOutput(positions=pos[0].cpu(), features=feats[0], sizes=sizes[0].cpu())
         for pos, feats, sizes in _zip_views(tokens, config, 1)
     ]
-
-
-def _plan(layout: Layout, config: VisionZipConfig) -> Plan:
-    return Plan(total=sum(p + c for p, c in view_splits(layout, config)))
-
-
-_plans = Plans(_plan)
 
 
 @register_batch("visionzip")
