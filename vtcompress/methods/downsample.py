@@ -11,8 +11,9 @@ their sizes, as every baseline) are ``k`` cells of near-equal area tiling the vi
 rectangle: ``R`` bands of rows (``R = round(sqrt(k h / w))``, kept so that each band gets at
 most ``w`` cells), each band split into one cell plus its share of the other ``k - R`` in
 proportion to its height (largest remainders), cells spanning columns; band and cell edges at
-``floor(i * length / parts)``. A kept token is the mean of its cell's projected tokens and stands at the cell's
-top-left patch, so tokens stay in raster order and the host's newlines stay per row.
+``floor(i * length / parts)``. A kept token is the mean of its cell's projected tokens and
+stands at the cell's top-left patch, so tokens stay in raster order and the host's newlines stay
+per row.
 
 What it is equal to: where ``k`` tiles the view evenly, ``avg_pool2d`` of the projected token grid
 (ratio 1/4 on a 24x24 view: 2x2 pooling, the 144-token grid LLaVA-OneVision gives video frames).
