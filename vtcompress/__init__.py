@@ -31,6 +31,9 @@ _EXPORTS = {
     "FasterVLMConfig": "vtcompress.methods.baselines",
     "RandomConfig": "vtcompress.methods.baselines",
     "UniformConfig": "vtcompress.methods.baselines",
+    "DivPruneConfig": "vtcompress.methods.divprune",
+    "DownsampleConfig": "vtcompress.methods.downsample",
+    "VisionZipConfig": "vtcompress.methods.visionzip",
     "GlobalCom2Config": "vtcompress.methods.globalcom2",
     "PiToMeConfig": "vtcompress.methods.pitome",
     "TokenCorrConfig": "vtcompress.methods.tokencorr",
@@ -58,10 +61,13 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from vtcompress.hosts import HostSpec
     from vtcompress.layout import Layout
     from vtcompress.methods.baselines import FasterVLMConfig, RandomConfig, UniformConfig
+    from vtcompress.methods.divprune import DivPruneConfig
+    from vtcompress.methods.downsample import DownsampleConfig
     from vtcompress.methods.globalcom2 import GlobalCom2Config
     from vtcompress.methods.pitome import PiToMeConfig
     from vtcompress.methods.tokencorr import TokenCorrConfig
     from vtcompress.methods.tome import ToMeConfig
+    from vtcompress.methods.visionzip import VisionZipConfig
     from vtcompress.registry import available_methods, register_method
     from vtcompress.stats import CompressionStats, ImageStats, ViewStats
     from vtcompress.tokens import ImageTokens, ViewOutput
@@ -157,6 +163,8 @@ __all__ = [
     "CompressionConfig",
     "CompressionHandle",
     "CompressionStats",
+    "DivPruneConfig",
+    "DownsampleConfig",
     "FasterVLMConfig",
     "GlobalCom2Config",
     "HostSpec",
@@ -170,6 +178,7 @@ __all__ = [
     "UniformConfig",
     "ViewOutput",
     "ViewStats",
+    "VisionZipConfig",
     "available_methods",
     "compress",
     "compressed",

@@ -44,8 +44,8 @@ from vtcompress.tokens import ImageTokens
 
 MODEL_CLASSES = HOST.model_classes
 SERVED = (
-    "Qwen2.5-VL serves random, uniform, pitome and tome (metric='projected', what their names get "
-    "here); see docs/hosts/qwen2-5-vl.md"
+    "Qwen2.5-VL serves random, uniform, divprune, downsample, pitome and tome (metric='projected', "
+    "what their names get here); see docs/hosts/qwen2-5-vl.md"
 )
 
 

@@ -76,8 +76,12 @@ def _prompt(build: Callable[[torch.dtype], tuple[Any, Any]], family: str) -> Cal
 EVERY_METHOD = frozenset(vtc.available_methods())
 # What a host without [CLS] attention or a thumbnail serves by name (the docs' methods x hosts table).
 SERVED = {
-    "llava_onevision": frozenset({"globalcom2", "pitome", "random", "tome", "uniform"}),  # no [CLS]
-    "qwen2_5_vl": frozenset({"pitome", "random", "tome", "uniform"}),  # no [CLS], no thumbnail
+    "llava_onevision": frozenset(
+        {"divprune", "downsample", "globalcom2", "pitome", "random", "tome", "uniform"}
+    ),  # no [CLS]
+    "qwen2_5_vl": frozenset(
+        {"divprune", "downsample", "pitome", "random", "tome", "uniform"}
+    ),  # no [CLS], no thumbnail
 }
 
 

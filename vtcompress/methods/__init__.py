@@ -2,9 +2,12 @@
 
 from vtcompress.methods import (  # noqa: F401
     baselines,
+    divprune,
+    downsample,
     globalcom2,
     pitome,
     tokencorr,
     tokencorr_batch,
     tome,
+    visionzip,
 )
