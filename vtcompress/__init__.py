@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from vtcompress import methods  # noqa: F401  (registers the built-in methods)
 from vtcompress.api import CompressionHandle, compress, compressed, config_for, get_handle, register_adapter
 from vtcompress.config import CompressionConfig
 from vtcompress.layout import Layout
@@ -19,11 +18,22 @@ from vtcompress.methods.globalcom2 import GlobalCom2Config
 from vtcompress.methods.pitome import PiToMeConfig
 from vtcompress.methods.tokencorr import TokenCorrConfig
 from vtcompress.methods.tome import ToMeConfig
-from vtcompress.registry import available_methods, register_method
+from vtcompress.registry import available_methods, get_method, register_method
 from vtcompress.stats import CompressionStats, ImageStats, ViewStats
 from vtcompress.tokens import ImageTokens, ViewOutput
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """``vtc.<Method>Config`` for a method this module does not import itself (a newer built-in or
+    a third-party method declared in the ``vtcompress.methods`` entry-point group)."""
+    if name.endswith("Config") and not name.startswith("_"):
+        for method in available_methods():
+            config_cls = get_method(method).config_cls
+            if config_cls.__name__ == name:
+                return config_cls
+    raise AttributeError(f"module 'vtcompress' has no attribute {name!r}")
 
 
 def _loader(name: str):
