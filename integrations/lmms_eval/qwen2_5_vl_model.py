@@ -26,7 +26,7 @@ class CompressedQwen2_5_VL(TransformersModel):
         return load_compressed_qwen2_5_vl
 
     def _prompt(self, context: str, num_images: int) -> str:
-        from vtcompress.integrations.qwen2_5_vl.tiny import prompt
+        from vtcompress.integrations.qwen2_5_vl.prompt import prompt
 
         image_token = getattr(self.processor, "image_token", "<|image_pad|>")
         templated = self._template_prompt(context, num_images, image_token)

@@ -82,7 +82,7 @@ def _qwen2_5_vl(dtype: torch.dtype):
 
 
 def _qwen2_5_vl_prompt(question: str, images: int) -> str:
-    from vtcompress.integrations.qwen2_5_vl.tiny import prompt
+    from vtcompress.integrations.qwen2_5_vl.prompt import prompt
 
     return prompt(question, images)
 

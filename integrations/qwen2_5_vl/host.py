@@ -48,7 +48,7 @@ SERVED = (
 )
 
 
-class Qwen2_5_VLAdapter(PlaceholderHost):
+class Qwen2_5_VLHost(PlaceholderHost):
     model_names = "Qwen2_5_VLForConditionalGeneration"
     # No [CLS] token, no global view, no in-tower merging (windowed attention), and no vision
     # hidden state in the projector's token order: methods that need one are refused.
@@ -194,9 +194,9 @@ class Qwen2_5_VLAdapter(PlaceholderHost):
 def check_served(config: CompressionConfig, num_layers: int = 32) -> None:
     """Raise ValueError when this host cannot serve ``config``, naming what is missing and what
     it serves (``num_layers``: the vision tower's depth, 32 in the published checkpoints)."""
-    host = f"{Qwen2_5_VLAdapter.__name__} ({Qwen2_5_VLAdapter.model_names})"
+    host = f"{Qwen2_5_VLHost.__name__} ({Qwen2_5_VLHost.model_names})"
     try:
-        check_applicable(config, host, Qwen2_5_VLAdapter.provides, num_layers - 1, num_layers)
+        check_applicable(config, host, Qwen2_5_VLHost.provides, num_layers - 1, num_layers)
     except ValueError as err:
         if "does not provide" not in str(err):
             raise
