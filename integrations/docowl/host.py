@@ -96,7 +96,11 @@ class DocOwlHost(Host):
         spec = model.config.vision_spec
         self.grid, self.group = spec.grid, model.model.vision2text.group
         per_view = self.grid * (self.grid // self.group)
-        if not self.off and config.ratio * per_view < 1:
+        # Every view keeps at least one token: an image of two views must keep two. (A count that
+        # depends on the content is checked per view when compressed.)
+        two_views = DocOwlLayout(1, 1, True, self.grid, self.grid // self.group)
+        kept = config.kept_count(two_views)
+        if kept is not None and kept < two_views.num_views:
             raise ValueError(
                 f"ratio {config.ratio} keeps less than one of a view's {per_view} tokens; use ratio >= 1/{per_view}"
             )
