@@ -29,9 +29,10 @@ from transformers.models.llava_onevision.modeling_llava_onevision import unpad_i
 from vtcompress.api import CompressionHandle
 from vtcompress.config import GLOBAL_VIEW, CompressionConfig
 from vtcompress.integrations.host import score_layer_of
-from vtcompress.integrations.llava_next.layout import AnyResLayout, pack_views
+from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.integrations.llava_onevision.layout import OneVisionLayout, tile_map
 from vtcompress.integrations.placeholder_host import PlaceholderHost
+from vtcompress.packing import pack_views
 from vtcompress.pipeline import image_stats
 from vtcompress.tokens import ImageTokens
 
