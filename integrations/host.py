@@ -30,6 +30,7 @@ from vtcompress.batch import CompressedImage
 from vtcompress.config import CompressionConfig
 from vtcompress.pipeline import check_applicable, compress_image, compress_images
 from vtcompress.registry import get_method
+from vtcompress.served import served_text
 from vtcompress.stats import CompressionStats
 from vtcompress.tokens import ImageTokens, ViewOutput
 
@@ -42,6 +43,22 @@ def score_layer_of(feature_layer: int, num_layers: int) -> int:
     last layer.
     """
     return min(feature_layer % (num_layers + 1), num_layers - 1)
+
+
+def check_served(host: Any, config: CompressionConfig, score_layer: int, num_layers: int) -> None:
+    """Raise ValueError when ``host`` (a host class or instance) lacks what ``config`` needs: one
+    line naming the method, the host, the gap, the option that does without it, the host's
+    :attr:`Host.refusal_note` and the methods it serves (:func:`vtcompress.served.served_text`)."""
+    cls = host if isinstance(host, type) else type(host)
+    try:
+        check_applicable(
+            config, f"{cls.__name__} ({host.model_names})", host.provides, score_layer, num_layers
+        )
+    except ValueError as err:
+        if "does not provide" not in str(err):
+            raise
+        note = f"{host.refusal_note}; " if host.refusal_note else ""
+        raise ValueError(f"{err}. {note}this host serves {served_text(host)}") from None
 
 
 def sync(device: torch.device) -> None:
@@ -63,6 +80,8 @@ class Host:
     # Method name -> the options it gets on this host unless the caller sets them: the settings
     # that do without a capability the host lacks (see vtcompress.api.host_config).
     name_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Why methods are refused here, in a few words ("SigLIP has no [CLS]"), for refusal messages.
+    refusal_note: ClassVar[str] = ""
 
     @staticmethod
     def supports(model: nn.Module) -> bool:
@@ -80,9 +99,7 @@ class Host:
         self.method = get_method(config.method)
         self.score_layer, self.num_layers = score_layer, num_layers
         self.off = config.is_off
-        check_applicable(
-            config, type(self).__name__ + f" ({self.model_names})", self.provides, score_layer, num_layers
-        )
+        check_served(self, config, score_layer, num_layers)
         # Off (ratio 1.0): the pipeline keeps every token, so nothing needs capturing.
         capture = (set(), set()) if self.off else config.capture_layers(score_layer, num_layers)
         self.qk_layers, self.hidden_layers = capture

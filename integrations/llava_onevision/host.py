@@ -37,10 +37,6 @@ from vtcompress.pipeline import image_stats
 from vtcompress.tokens import ImageTokens
 
 MODEL_CLASSES = ("LlavaOnevisionForConditionalGeneration", "LlavaOnevisionModel")
-SERVED = (
-    "SigLIP has no [CLS]: this host serves globalcom2 (score='mean_cos'), pitome and tome "
-    "(metric='projected'), uniform and random"
-)
 
 
 class LlavaOnevisionHost(PlaceholderHost):
@@ -51,6 +47,7 @@ class LlavaOnevisionHost(PlaceholderHost):
         "pitome": {"metric": "projected"},
         "tome": {"metric": "projected"},
     }
+    refusal_note = "SigLIP has no [CLS]"
 
     @staticmethod
     def supports(model: nn.Module) -> bool:
@@ -69,12 +66,7 @@ class LlavaOnevisionHost(PlaceholderHost):
         num_layers = len(getattr(vision, "vision_model", vision).encoder.layers)
         layer = mcfg.vision_feature_layer if isinstance(mcfg.vision_feature_layer, int) else -1
         score_layer = score_layer_of(layer, num_layers)
-        try:
-            super().__init__(model, config, handle, score_layer, num_layers)
-        except ValueError as err:
-            if "does not provide" not in str(err):
-                raise
-            raise ValueError(f"{err}. {SERVED}") from None
+        super().__init__(model, config, handle, score_layer, num_layers)
         self.image_token_id, self.text_config = mcfg.image_token_id, mcfg.text_config
         self.time_vision(vision, lambda: self.inner.device)
         self.patch(self.inner, "pack_image_features", self._pack_image_features)

@@ -37,15 +37,11 @@ from vtcompress.api import CompressionHandle
 from vtcompress.config import CompressionConfig
 from vtcompress.integrations.placeholder_host import PlaceholderHost
 from vtcompress.integrations.qwen2_5_vl.layout import Qwen2_5_VLLayout
-from vtcompress.pipeline import check_applicable, image_stats
+from vtcompress.pipeline import image_stats
 from vtcompress.sequence import ShortenedBatch, compact_rows
 from vtcompress.tokens import ImageTokens
 
 MODEL_CLASSES = ("Qwen2_5_VLForConditionalGeneration",)
-SERVED = (
-    "Qwen2.5-VL serves random, uniform, pitome and tome (metric='projected', what their names get "
-    "here); see docs/hosts/qwen2-5-vl.md"
-)
 
 
 class Qwen2_5_VLHost(PlaceholderHost):
@@ -57,6 +53,7 @@ class Qwen2_5_VLHost(PlaceholderHost):
     name_defaults = {"pitome": {"metric": "projected"}, "tome": {"metric": "projected"}}
     # position_ids are 3-D here ([3 or 4, B, L]): finish_call cuts them, keeping their values.
     cut_keys = ("labels", "token_type_ids", "mm_token_type_ids")
+    refusal_note = "Qwen2.5-VL has no [CLS] token and no thumbnail (docs/hosts/qwen2-5-vl.md)"
 
     @staticmethod
     def supports(model: nn.Module) -> bool:
@@ -66,7 +63,6 @@ class Qwen2_5_VLHost(PlaceholderHost):
         self.inner = model.model
         vision = self.inner.visual
         num_layers = len(vision.blocks)
-        check_served(config, num_layers)
         # The merger reads the last block's output: score_layer names that block.
         super().__init__(model, config, handle, num_layers - 1, num_layers)
         self.image_token_id = model.config.image_token_id
@@ -189,15 +185,3 @@ class Qwen2_5_VLHost(PlaceholderHost):
         new["mm_encoder_outputs"], self._encoded = {"image": self._encoded}, None
         new["position_ids"] = kept
         return new
-
-
-def check_served(config: CompressionConfig, num_layers: int = 32) -> None:
-    """Raise ValueError when this host cannot serve ``config``, naming what is missing and what
-    it serves (``num_layers``: the vision tower's depth, 32 in the published checkpoints)."""
-    host = f"{Qwen2_5_VLHost.__name__} ({Qwen2_5_VLHost.model_names})"
-    try:
-        check_applicable(config, host, Qwen2_5_VLHost.provides, num_layers - 1, num_layers)
-    except ValueError as err:
-        if "does not provide" not in str(err):
-            raise
-        raise ValueError(f"{err}. {SERVED}") from None

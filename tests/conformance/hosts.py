@@ -1,7 +1,8 @@
 """Tiny offline models of every host, behind one interface the conformance suite runs on.
 
-A new host adds a :class:`HostCase` to :data:`HOSTS`; every registered method then runs through
-every case of ``test_conformance.py`` on it.
+A new host adds a :class:`HostCase` to :data:`HOSTS`; every method it serves (computed from its
+``provides`` and the methods' ``requirements``: :mod:`vtcompress.served`) then runs through every
+case of ``test_conformance.py`` on it, and every other method must be refused.
 """
 
 from __future__ import annotations
@@ -9,13 +10,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Any
 
 import torch
 from PIL import Image
 
-import vtcompress as vtc
 from tests.conftest import make_image
+from vtcompress.api import HOST_ENTRY_POINTS
+from vtcompress.served import served_methods
 
 
 @dataclass(frozen=True)
@@ -24,11 +27,22 @@ class HostCase:
     build: Callable[[torch.dtype], tuple[Any, Any]]  # dtype -> (model, processor), cached
     prompt: Callable[[str, int], str]  # (question, images) -> prompt text
     image_token_id: Callable[[Any], int]
-    # The methods x hosts table of the docs (README, docs/index.md): what the host serves BY NAME.
-    served: frozenset[str]
+    # The host's column in the methods x hosts tables of README.md and docs/index.md.
+    title: str
     # Images whose long side exceeds this many times the short side are refused by the host's
     # processor (Qwen2.5-VL: 200); None: every aspect ratio is served.
     max_aspect_ratio: float | None = None
+
+    @property
+    def host(self) -> type:
+        """The host class, declared under this case's name in the ``vtcompress.hosts`` entry points."""
+        return host_class(self.name)
+
+    @property
+    def served(self) -> frozenset[str]:
+        """What the host serves BY NAME, computed from its ``provides`` and each method's
+        ``requirements`` (:mod:`vtcompress.served`): the host's column of the docs' table."""
+        return frozenset(served_methods(self.host))
 
     def serves(self, width: int, height: int) -> bool:
         """Whether the host's processor accepts an image of this size."""
@@ -93,8 +107,11 @@ def _docowl_prompt(question: str, images: int) -> str:
     return mplug_owl2_prompt(IMAGE_MARKER * (images - 1) + question)
 
 
-# Every registered method: a new method joins the hosts that serve everything by registering.
-EVERY_METHOD = frozenset(vtc.available_methods())
+def host_class(name: str) -> type:
+    """The host class declared as ``name`` in the ``vtcompress.hosts`` entry-point group."""
+    (entry,) = [ep for ep in entry_points(group=HOST_ENTRY_POINTS) if ep.name == name]
+    return entry.load()
+
 
 HOSTS = [
     HostCase(
@@ -102,28 +119,28 @@ HOSTS = [
         _llava,
         lambda q, n: "USER: " + "<image>\n" * n + f"{q} ASSISTANT:",
         lambda model: model.config.image_token_id,
-        EVERY_METHOD,
+        "LLaVA-NeXT",
     ),
     HostCase(
         "docowl",
         _docowl,
         _docowl_prompt,
         lambda model: model.config.image_token_id,
-        EVERY_METHOD,
+        "DocOwl1.5",
     ),
     HostCase(
         "llava_onevision",
         _onevision,
         lambda q, n: "<|im_start|>user\n" + "<image>\n" * n + f"{q}<|im_end|>\n<|im_start|>assistant\n",
         lambda model: model.config.image_token_id,
-        frozenset({"globalcom2", "pitome", "random", "tome", "uniform"}),  # no [CLS]
+        "LLaVA-OneVision",
     ),
     HostCase(
         "qwen2_5_vl",
         _qwen2_5_vl,
         _qwen2_5_vl_prompt,
         lambda model: model.config.image_token_id,
-        frozenset({"pitome", "random", "tome", "uniform"}),  # no [CLS], no thumbnail
+        "Qwen2.5-VL",
         max_aspect_ratio=200,
     ),
 ]

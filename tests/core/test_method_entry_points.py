@@ -133,3 +133,14 @@ def test_a_broken_package_fails_in_one_line_naming_it(tmp_path):
     out = run("from vtcompress.registry import get_method\nget_method('toykeep')", silent)
     last = out.stderr.strip().splitlines()[-1]
     assert "toy-vtc" in last and "registers no method" in last
+
+
+def test_the_docs_table_check_asks_for_its_row(site):
+    out = run(
+        "from tests.conformance.docs_tables import table_problems\nprint('\\n'.join(table_problems()))", site
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == [
+        "README.md: method 'toykeep' has no row in the methods x hosts table",
+        "docs/index.md: method 'toykeep' has no row in the methods x hosts table",
+    ]
