@@ -488,8 +488,3 @@ def group_patch_index(
     dr = torch.arange(gh, device=kept_groups.device).repeat_interleave(gw)
     dc = torch.arange(gw, device=kept_groups.device).repeat(gh)
     return (gr[:, None] * gh + dr[None]) * cols + gc[:, None] * gw + dc[None]
-
-
-# The batched path registers on the method; importing it here keeps the two together whichever
-# module is imported first.
-from vtcompress.methods import tokencorr_batch  # noqa: E402, F401
