@@ -12,6 +12,8 @@ from vtcompress.budget import keep_count
 if TYPE_CHECKING:
     from vtcompress.layout import Layout, NewlinePolicy
 
+from vtcompress import shadowing  # noqa: F401  (refuses a folder named vtcompress hiding the package)
+
 
 def check_ratio(ratio: Any) -> float:
     """Return ``ratio`` as a float in (0, 1] or raise a ValueError that says how to fix it."""

@@ -36,11 +36,12 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from vtcompress.api import CompressionHandle
 from vtcompress.config import CompressionConfig
 from vtcompress.integrations.placeholder_host import PlaceholderHost
+from vtcompress.integrations.qwen2_5_vl import HOST
 from vtcompress.integrations.qwen2_5_vl.layout import Qwen2_5_VLLayout
 from vtcompress.sequence import ShortenedBatch, compact_rows
 from vtcompress.tokens import ImageTokens
 
-MODEL_CLASSES = ("Qwen2_5_VLForConditionalGeneration",)
+MODEL_CLASSES = HOST.model_classes
 
 
 class Qwen2_5_VLHost(PlaceholderHost):
@@ -49,7 +50,7 @@ class Qwen2_5_VLHost(PlaceholderHost):
     # hidden state in the projector's token order: methods that need one are refused.
     provides: frozenset[str] = frozenset()
     # Merging compares the merged tokens themselves (the projector's output).
-    name_defaults = {"pitome": {"metric": "projected"}, "tome": {"metric": "projected"}}
+    name_defaults = HOST.name_defaults
     # position_ids are 3-D here ([3 or 4, B, L]): finish_call cuts them, keeping their values.
     cut_keys = ("labels", "token_type_ids", "mm_token_type_ids")
     read_keys = ("image_grid_thw",)

@@ -9,19 +9,22 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.conformance.hosts import HOSTS, host_class
+from vtcompress.hosts import host_specs
 from vtcompress.registry import available_methods
 from vtcompress.served import serves
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = ("README.md", "docs/index.md")
-# Hosts without a conformance case (the ``llava`` package needs its own environment): their column.
-OTHER_COLUMNS = {"llava_pkg": "original LLaVA"}
 
 
-def columns() -> dict[str, str]:
-    """Host entry-point name -> the text its table column header contains."""
-    return {**{case.name: case.title for case in HOSTS}, **OTHER_COLUMNS}
+def column(header: list[str], display_name: str) -> int | None:
+    """The column of a family: its header holds the family's display name ("LLaVA-NeXT
+    (transformers)"), or is a shorter form of it ("DocOwl1.5" for "mPLUG-DocOwl1.5")."""
+    for i, text in enumerate(header):
+        text = text.replace("`", "")
+        if display_name in text or text.split(" (")[0] in display_name:
+            return i
+    return None
 
 
 def _cells(line: str) -> list[str]:
@@ -56,17 +59,17 @@ def table_problems(root: Path = ROOT) -> list[str]:
             if method not in rows:
                 problems.append(f"{page}: method {method!r} has no row in the methods x hosts table")
                 continue
-            for host, title in columns().items():
-                index = next((i for i, h in enumerate(header) if title in h), None)
+            for spec in host_specs():
+                index = column(header[1:], spec.display_name)
                 if index is None:
-                    continue  # this page has no column for the host
-                cell = rows[method][index]
+                    continue  # this page has no column for the family
+                cell = rows[method][index + 1]
                 documented = not cell.lower().startswith("no")
-                actual = serves(host_class(host), method)
+                actual = serves(spec.load("host"), method)
                 if documented != actual:
                     says = "served" if documented else "refused"
                     problems.append(
-                        f"{page}: {method} on {title} is {says} in the table ({cell!r}), but the host "
-                        f"{'serves' if actual else 'refuses'} it"
+                        f"{page}: {method} on {spec.display_name} is {says} in the table ({cell!r}), but "
+                        f"the host {'serves' if actual else 'refuses'} it"
                     )
     return problems

@@ -1,6 +1,7 @@
 """Tiny offline models of every host, behind one interface the conformance suite runs on.
 
-A new host adds a :class:`HostCase` to :data:`HOSTS`; every method it serves (computed from its
+Every declared family with a tiny model (``HostSpec.tiny_builder``) is a :class:`HostCase` of
+:data:`HOSTS`, built from its declaration; every method it serves (computed from its host's
 ``provides`` and the methods' ``requirements``: :mod:`vtcompress.served`) then runs through every
 case of ``test_conformance.py`` on it, and every other method must be refused.
 """
@@ -10,14 +11,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any
 
 import torch
 from PIL import Image
 
 from tests.conftest import make_image
-from vtcompress.api import HOST_ENTRY_POINTS
+from vtcompress.hosts import HostSpec, host_spec, host_specs
 from vtcompress.served import served_methods
 
 
@@ -27,22 +27,11 @@ class HostCase:
     build: Callable[[torch.dtype], tuple[Any, Any]]  # dtype -> (model, processor), cached
     prompt: Callable[[str, int], str]  # (question, images) -> prompt text
     image_token_id: Callable[[Any], int]
-    # The host's column in the methods x hosts tables of README.md and docs/index.md.
-    title: str
+    # What the host serves BY NAME (vtcompress.served): its column of the docs' methods x hosts table.
+    served: frozenset[str]
     # Images whose long side exceeds this many times the short side are refused by the host's
     # processor (Qwen2.5-VL: 200); None: every aspect ratio is served.
     max_aspect_ratio: float | None = None
-
-    @property
-    def host(self) -> type:
-        """The host class, declared under this case's name in the ``vtcompress.hosts`` entry points."""
-        return host_class(self.name)
-
-    @property
-    def served(self) -> frozenset[str]:
-        """What the host serves BY NAME, computed from its ``provides`` and each method's
-        ``requirements`` (:mod:`vtcompress.served`): the host's column of the docs' table."""
-        return frozenset(served_methods(self.host))
 
     def serves(self, width: int, height: int) -> bool:
         """Whether the host's processor accepts an image of this size."""
@@ -63,87 +52,41 @@ class HostCase:
         return dict(processor(images=images, text=texts, return_tensors="pt", padding=True))
 
 
-@functools.cache
-def _llava(dtype: torch.dtype):
-    from vtcompress.integrations.llava_next.tiny import build_tiny_llava_next
+def _builder(family: str) -> Callable[[torch.dtype], tuple[Any, Any]]:
+    """The family's declared tiny model, built once per dtype."""
 
-    model, processor = build_tiny_llava_next(seed=0)
-    return model.to(dtype), processor
+    @functools.cache
+    def build(dtype: torch.dtype):
+        model, processor = host_spec(family).load("tiny_builder")(seed=0)
+        return model.to(dtype), processor
 
-
-@functools.cache
-def _docowl(dtype: torch.dtype):
-    from vtcompress.integrations.docowl.tiny import build_tiny_docowl
-
-    model, processor = build_tiny_docowl(seed=0)
-    return model.to(dtype), processor
+    return build
 
 
-@functools.cache
-def _onevision(dtype: torch.dtype):
-    from vtcompress.integrations.llava_onevision.tiny import build_tiny_onevision
+def _prompt(build: Callable[[torch.dtype], tuple[Any, Any]], family: str) -> Callable[[str, int], str]:
+    """The family's declared prompt builder, on its tiny processor."""
 
-    model, processor = build_tiny_onevision(seed=0)
-    return model.to(dtype), processor
+    def prompt(question: str, images: int) -> str:
+        _, processor = build(torch.float32)
+        return host_spec(family).load("prompt")(processor, question, images)
 
-
-@functools.cache
-def _qwen2_5_vl(dtype: torch.dtype):
-    from vtcompress.integrations.qwen2_5_vl.tiny import build_tiny_qwen2_5_vl
-
-    model, processor = build_tiny_qwen2_5_vl(seed=0)
-    return model.to(dtype), processor
+    return prompt
 
 
-def _qwen2_5_vl_prompt(question: str, images: int) -> str:
-    from vtcompress.integrations.qwen2_5_vl.prompt import prompt
-
-    return prompt(question, images)
-
-
-def _docowl_prompt(question: str, images: int) -> str:
-    from vtcompress.integrations.docowl.processing import IMAGE_MARKER, mplug_owl2_prompt
-
-    return mplug_owl2_prompt(IMAGE_MARKER * (images - 1) + question)
-
-
-def host_class(name: str) -> type:
-    """The host class declared as ``name`` in the ``vtcompress.hosts`` entry-point group."""
-    (entry,) = [ep for ep in entry_points(group=HOST_ENTRY_POINTS) if ep.name == name]
-    return entry.load()
-
-
-HOSTS = [
-    HostCase(
-        "llava_next",
-        _llava,
-        lambda q, n: "USER: " + "<image>\n" * n + f"{q} ASSISTANT:",
+def _case(spec: HostSpec) -> HostCase:
+    build = _builder(spec.name)
+    return HostCase(
+        spec.name,
+        build,
+        _prompt(build, spec.name),
         lambda model: model.config.image_token_id,
-        "LLaVA-NeXT",
-    ),
-    HostCase(
-        "docowl",
-        _docowl,
-        _docowl_prompt,
-        lambda model: model.config.image_token_id,
-        "DocOwl1.5",
-    ),
-    HostCase(
-        "llava_onevision",
-        _onevision,
-        lambda q, n: "<|im_start|>user\n" + "<image>\n" * n + f"{q}<|im_end|>\n<|im_start|>assistant\n",
-        lambda model: model.config.image_token_id,
-        "LLaVA-OneVision",
-    ),
-    HostCase(
-        "qwen2_5_vl",
-        _qwen2_5_vl,
-        _qwen2_5_vl_prompt,
-        lambda model: model.config.image_token_id,
-        "Qwen2.5-VL",
-        max_aspect_ratio=200,
-    ),
-]
+        frozenset(served_methods(spec.load("host"))),
+        max_aspect_ratio=spec.max_aspect,
+    )
+
+
+# Each declared family with an offline tiny model.
+HOSTS = [_case(spec) for spec in host_specs() if spec.tiny_builder is not None]
 
 
 SERVED_PAIRS = [(host, method) for host in HOSTS for method in sorted(host.served)]
