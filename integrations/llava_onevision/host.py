@@ -29,24 +29,20 @@ from transformers.models.llava_onevision.modeling_llava_onevision import unpad_i
 from vtcompress.api import CompressionHandle
 from vtcompress.config import GLOBAL_VIEW, CompressionConfig
 from vtcompress.integrations.host import score_layer_of
-from vtcompress.integrations.llava_next.layout import AnyResLayout, pack_views
+from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.integrations.llava_onevision import HOST
 from vtcompress.integrations.llava_onevision.layout import OneVisionLayout, tile_map
 from vtcompress.integrations.placeholder_host import PlaceholderHost
-from vtcompress.pipeline import image_stats
 from vtcompress.tokens import ImageTokens
 
 MODEL_CLASSES = HOST.model_classes
-SERVED = (
-    "SigLIP has no [CLS]: this host serves globalcom2 (score='mean_cos'), pitome and tome "
-    "(metric='projected'), uniform and random"
-)
 
 
 class LlavaOnevisionHost(PlaceholderHost):
     model_names = "LlavaOnevisionForConditionalGeneration, LlavaOnevisionModel"
     provides = frozenset({GLOBAL_VIEW})
     name_defaults = HOST.name_defaults
+    refusal_note = "SigLIP has no [CLS]"
 
     @staticmethod
     def supports(model: nn.Module) -> bool:
@@ -65,12 +61,7 @@ class LlavaOnevisionHost(PlaceholderHost):
         num_layers = len(getattr(vision, "vision_model", vision).encoder.layers)
         layer = mcfg.vision_feature_layer if isinstance(mcfg.vision_feature_layer, int) else -1
         score_layer = score_layer_of(layer, num_layers)
-        try:
-            super().__init__(model, config, handle, score_layer, num_layers)
-        except ValueError as err:
-            if "does not provide" not in str(err):
-                raise
-            raise ValueError(f"{err}. {SERVED}") from None
+        super().__init__(model, config, handle, score_layer, num_layers)
         self.image_token_id, self.text_config = mcfg.image_token_id, mcfg.text_config
         self.time_vision(vision, lambda: self.inner.device)
         self.patch(self.inner, "pack_image_features", self._pack_image_features)
@@ -124,47 +115,23 @@ class LlavaOnevisionHost(PlaceholderHost):
             return type(self.inner).pack_image_features(
                 self.inner, image_features, image_sizes, image_newline, aspect
             )
-        policy = getattr(self.config, "newline", "unpadded")
-        images, sizes = [], []
+        sizes = [tuple(size) for size in self.host_list(image_sizes)]  # no read inside a wrapped call
+        images = []
         for idx, feats in enumerate(image_features):
-            size = tuple(int(x) for x in image_sizes[idx])
-            layout, views = self._views(feats, size, aspect)
+            layout, views = self._views(feats, sizes[idx], aspect)
             images.append(
                 ImageTokens(
                     views, layout, index=idx, score_layer=self.score_layer, num_layers=self.num_layers
                 )
             )
-            sizes.append(size)
-        results, seconds = self.compress_all(images)  # the whole batch in one call
-        packed = []
-        for idx, result in enumerate(results):
-            layout, outs = result.layout, result.views
-            seq = pack_views(
-                layout,
-                [o.positions for o in outs],
-                [o.features for o in outs],
-                image_newline,
-                "unpadded" if self.off else policy,
-            )
-            packed.append(seq)
-            self.stats.images.append(
-                image_stats(
-                    layout,
-                    outs,
-                    self.config,
-                    index=idx,
-                    image_size=sizes[idx],
-                    seconds=seconds / len(results),
-                    newlines_before=layout.num_newlines("unpadded"),
-                    newlines_after=seq.shape[0] - result.num_kept,
-                    note="anyres_max shrank the crops: views are tiles of the shrunk map"
-                    if layout.resampled_from
-                    else "",
-                )
-            )
-        self.stats.compress_seconds += seconds
+        packed = self.compress_and_pack(images, sizes, image_newline)  # the whole batch in one call
         lens = torch.tensor([s.shape[0] for s in packed], dtype=torch.long, device=image_features[0].device)
         return packed, lens
+
+    def image_note(self, tokens: ImageTokens, passthrough: bool) -> str:
+        if tokens.layout.resampled_from:
+            return "anyres_max shrank the crops: views are tiles of the shrunk map"
+        return ""
 
     # --- prompt surgery --------------------------------------------------------------------------
     def encode(self, call: dict[str, Any]) -> tuple[Any, list[int]]:

@@ -1,8 +1,9 @@
 """Tiny offline models of every host, behind one interface the conformance suite runs on.
 
 Every declared family with a tiny model (``HostSpec.tiny_builder``) is a :class:`HostCase` of
-:data:`HOSTS`, built from its declaration; every registered method then runs through every case
-of ``test_conformance.py`` on it.
+:data:`HOSTS`, built from its declaration; every method it serves (computed from its host's
+``provides`` and the methods' ``requirements``: :mod:`vtcompress.served`) then runs through every
+case of ``test_conformance.py`` on it, and every other method must be refused.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from typing import Any
 import torch
 from PIL import Image
 
-import vtcompress as vtc
 from tests.conftest import make_image
 from vtcompress.hosts import HostSpec, host_spec, host_specs
+from vtcompress.served import served_methods
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class HostCase:
     build: Callable[[torch.dtype], tuple[Any, Any]]  # dtype -> (model, processor), cached
     prompt: Callable[[str, int], str]  # (question, images) -> prompt text
     image_token_id: Callable[[Any], int]
-    # The methods x hosts table of the docs (README, docs/index.md): what the host serves BY NAME.
+    # What the host serves BY NAME (vtcompress.served): its column of the docs' methods x hosts table.
     served: frozenset[str]
     # Images whose long side exceeds this many times the short side are refused by the host's
     # processor (Qwen2.5-VL: 200); None: every aspect ratio is served.
@@ -72,19 +73,6 @@ def _prompt(build: Callable[[torch.dtype], tuple[Any, Any]], family: str) -> Cal
     return prompt
 
 
-# Every registered method: a new method joins the hosts that serve everything by registering.
-EVERY_METHOD = frozenset(vtc.available_methods())
-# What a host without [CLS] attention or a thumbnail serves by name (the docs' methods x hosts table).
-SERVED = {
-    "llava_onevision": frozenset(
-        {"divprune", "downsample", "globalcom2", "pitome", "random", "tome", "uniform"}
-    ),  # no [CLS]
-    "qwen2_5_vl": frozenset(
-        {"divprune", "downsample", "pitome", "random", "tome", "uniform"}
-    ),  # no [CLS], no thumbnail
-}
-
-
 def _case(spec: HostSpec) -> HostCase:
     build = _builder(spec.name)
     return HostCase(
@@ -92,7 +80,7 @@ def _case(spec: HostSpec) -> HostCase:
         build,
         _prompt(build, spec.name),
         lambda model: model.config.image_token_id,
-        SERVED.get(spec.name, EVERY_METHOD),
+        frozenset(served_methods(spec.load("host"))),
         max_aspect_ratio=spec.max_aspect,
     )
 
