@@ -80,14 +80,20 @@ def test_the_pre_llm_baselines_follow_the_count_rule(method):
         # 54 + 10 a view (the published split), whatever the ratio
         ({"method": "visionzip", "dominant": 54, "contextual": 10}, lambda n, views: 64 * views),
         # the official selection leaves the absent [CLS]'s slot empty: 53 + 10 a view
-        ({"method": "visionzip", "dominant": 54, "contextual": 10, "cls_slot": "drop"}, lambda n, views: 63 * views),
+        (
+            {"method": "visionzip", "dominant": 54, "contextual": 10, "cls_slot": "drop"},
+            lambda n, views: 63 * views,
+        ),
     ],
 )
 def test_static_counts_other_than_the_budget_rule_are_served_with_their_own_count(options, expected):
     config = settings.resolve(SERVER, options, GEOMETRY)
     layout = GEOMETRY.layout(500, 1000)
     newlines = layout.num_newlines("unpadded")
-    assert settings.placeholder_count(config, layout) == expected(layout.num_tokens(), layout.num_views) + newlines
+    assert (
+        settings.placeholder_count(config, layout)
+        == expected(layout.num_tokens(), layout.num_views) + newlines
+    )
 
 
 def test_layers_beyond_the_built_tower_are_refused():
