@@ -57,6 +57,9 @@ def test_every_stats_field_on_a_two_image_batch(model, tiny):
     handle = vtc.compress(model, "uniform", ratio=0.25)
     logits = model(**inputs).logits
     stats = handle.last_stats
+    assert isinstance(handle, vtc.CompressionHandle) and isinstance(stats, vtc.CompressionStats)
+    assert all(isinstance(im, vtc.ImageStats) for im in stats.images)
+    assert all(isinstance(v, vtc.ViewStats) for im in stats.images for v in im.views)
 
     # --- per image -------------------------------------------------------------------------
     square, wide = stats.images
