@@ -27,31 +27,39 @@ ROOT = Path(__file__).resolve().parents[2]
 FIRST = ["tests/core", "tests/methods", "tests/kernels"]
 
 
-def _probe(tmp_path: Path, name: str, paths: list[str]) -> dict:
-    out = tmp_path / f"{name}.json"
-    env = {**os.environ, "VTCOMPRESS_SKIP_PROBE": str(out), "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "-p",
-        "tests.helpers.skip_probe",
-        *paths,
-    ]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert out.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(out.read_text())
+def _probes(tmp_path: Path, runs: dict[str, list[str]]) -> dict[str, dict]:
+    """Collect each selection in its own process (all at once) with the probe plugin."""
+    procs = {}
+    for name, paths in runs.items():
+        env = {**os.environ, "VTCOMPRESS_SKIP_PROBE": str(tmp_path / f"{name}.json"), "OMP_NUM_THREADS": "1"}
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "tests.helpers.skip_probe",
+        ]
+        procs[name] = subprocess.Popen(
+            [*cmd, *paths], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+    out = {}
+    for name, proc in procs.items():
+        log = proc.communicate(timeout=600)[0]
+        path = tmp_path / f"{name}.json"
+        assert path.exists(), log[-3000:]
+        out[name] = json.loads(path.read_text())
+    return out
 
 
-@pytest.mark.slow  # three collections of the whole suite in subprocesses: ~1-2 min on 2 cores
+@pytest.mark.slow  # three collections of the whole suite in subprocesses: ~1 min on 2 cores
 def test_collection_time_skips_do_not_depend_on_the_split(tmp_path):
-    whole = _probe(tmp_path, "whole", ["tests"])
     rest = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").iterdir() if p.is_dir())
     rest = [p for p in rest if p not in FIRST and p != "tests/helpers" and not p.endswith("__pycache__")]
-    first, second = _probe(tmp_path, "first", FIRST), _probe(tmp_path, "second", rest)
+    found = _probes(tmp_path, {"whole": ["tests"], "first": FIRST, "second": rest})
+    whole, first, second = found["whole"], found["first"], found["second"]
     assert sorted(first["tests"] + second["tests"]) == sorted(whole["tests"])
     assert {**first["skips"], **second["skips"]} == whole["skips"]
 
