@@ -233,6 +233,21 @@ def test_paper_schedule_counts_the_cls_in_tome_matching_layers(rho):
     assert off == [[c] for c in paper_counts(576, rho, 23, lambda layer: False)]
 
 
+def test_paper_schedule_switches_counting_after_layer_12():
+    """Over many per-layer ratios, pitome's counts equal the rule with the [CLS] counted up to and
+    including layer 12; for some of them (0.82, 0.89) counting it only up to layer 11, or up to
+    layer 13, gives other counts, so an off-by-one in the switch shows."""
+    rhos = [i / 100 for i in range(80, 100)]
+    for rho in rhos:
+        got = PiToMeConfig.paper(layer_ratio=rho).tower_schedule(576, 23)
+        assert got == [[c] for c in paper_counts(576, rho, 23, lambda layer: layer <= 12)], rho
+    for shifted in (lambda layer: layer < 12, lambda layer: layer <= 13):
+        assert any(
+            paper_counts(576, rho, 23, shifted) != paper_counts(576, rho, 23, lambda layer: layer <= 12)
+            for rho in rhos
+        )
+
+
 def test_paper_schedule_first_layers_by_hand():
     # rho 0.9: layer 0 sees 577 (with [CLS]): r = floor(577 - 519.3) = 57 -> 519; layer 1 sees 520: r = 52
     assert PiToMeConfig.paper(layer_ratio=0.9).tower_schedule(576, 23)[:2] == [[519], [467]]
