@@ -38,6 +38,7 @@ def _tokenizer(folder: Path, seed: int):
     return tokenizer
 
 
+@torch.random.fork_rng(devices=[])  # weights from ``seed``; the caller's global RNG is left as it was
 def build_tiny_llava_checkpoint(folder: str | Path, anyres: bool = True, seed: int = 0) -> Path:
     """Write a tiny checkpoint to ``folder/llava-tiny`` (the name must contain "llava" for the
     builder to load the multimodal class) with its CLIP tower in ``folder/clip-tiny``; returns the
