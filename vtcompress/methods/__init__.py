@@ -2,6 +2,7 @@
 
 from vtcompress.methods import (  # noqa: F401
     baselines,
+    fastv,
     globalcom2,
     pitome,
     tokencorr,
