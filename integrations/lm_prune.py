@@ -30,7 +30,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vtcompress.budget import keep_count
 from vtcompress.flops import decoder_prefill_flops
 from vtcompress.lm_pruning import LMPruningConfig, LMStageInputs, apply_rope, last_query_attention
 from vtcompress.stats import SampleStats
@@ -57,12 +56,13 @@ def _gather_rows(x: Tensor | None, index: Tensor, seq_dim: int) -> Tensor | None
 class _State:
     """One prefill's bookkeeping: the current tokens of every row (sequence order)."""
 
-    def __init__(self, image: Tensor, valid: Tensor, counts: Tensor, pe: Any, position_ids: Tensor | None):
+    def __init__(self, image: Tensor, valid: Tensor, text: Tensor, counts: Tensor):
         b, n = image.shape
         self.index = torch.arange(n, device=image.device).expand(b, n)  # original positions
-        self.image, self.valid, self.counts = image, valid, counts
+        self.image, self.valid, self.text, self.counts = image, valid, text, counts
         self.filler = torch.zeros_like(image)
-        self.pe, self.position_ids = pe, position_ids
+        self.pe: Any = None  # (cos, sin) of the current tokens
+        self.position_ids: Tensor | None = None
         self.mask: Any = None  # what layers of the current stage get as attention_mask
         self.previous_hidden: Tensor | None = None
 
@@ -128,11 +128,6 @@ class LMPruner:
         cache = next((kwargs[k] for k in CACHE_KWARGS if kwargs.get(k) is not None), None)
         past = cache.get_seq_length() if cache is not None else 0
         mask = kwargs.get("attention_mask")
-        if mask is not None and not (isinstance(mask, Tensor) and mask.dim() == 2):
-            raise ValueError(
-                f"{self.config.method} prunes inside the language model and needs a 2-D attention_mask "
-                "(batch, length) or none; got a prepared mask"
-            )
         self._mode = None
         if past == 0:
             self._stage_valid, self._cache, self._state = [], cache, None
@@ -146,16 +141,21 @@ class LMPruner:
                     f"{self.config.method} prunes inside the language model, so its layers hold different "
                     f"numbers of tokens: use the default DynamicCache (got {type(cache).__name__})"
                 )
+            self._check_mask(mask)
             valid = mask.bool() if mask is not None else torch.ones_like(image)
+            positions = torch.arange(image.shape[1], device=image.device)
+            last = torch.where(image, positions, -1).amax(1, keepdim=True)
+            text = valid & (positions > last)
             if self.structure is not None:
                 image = image & ~self.structure(embeds, image)
             counts = image.sum(1)
             self._full_length = ids.shape[1]
-            self._state = _State(image, valid, counts, None, None)
+            self._state = _State(image, valid, text, counts)
             self._lengths = [valid.sum(1)]
             self.last_kept = []
             self._mode = "prefill"
         elif cache is self._cache and self._stage_valid:
+            self._check_mask(mask)
             new = past + embeds.shape[1] - self._full_length
             if mask is not None:
                 tail = mask[:, self._full_length :].bool()
@@ -163,6 +163,13 @@ class LMPruner:
                 tail = torch.ones(embeds.shape[0], new, dtype=torch.bool, device=embeds.device)
             self._tail = tail
             self._mode = "decode"
+
+    def _check_mask(self, mask: Any) -> None:
+        if mask is not None and not (isinstance(mask, Tensor) and mask.dim() == 2):
+            raise ValueError(
+                f"{self.config.method} prunes inside the language model and needs a 2-D attention_mask "
+                "(batch, length) or none; got a prepared mask"
+            )
 
     def _end(self, module: nn.Module, args: tuple, output: Any) -> None:
         if self._mode == "prefill" and self._state is not None:
@@ -180,6 +187,8 @@ class LMPruner:
             stage = next((s for s, (k, _) in enumerate(self.stages) if k == i), None)
             if self._mode == "prefill":
                 state = self._state
+                if self._cache is None:  # a cache the language model created itself
+                    self._cache = next((kwargs[k] for k in CACHE_KWARGS if kwargs.get(k) is not None), None)
                 if state.pe is None:
                     state.pe, state.position_ids = (
                         kwargs.get("position_embeddings"),
@@ -209,13 +218,13 @@ class LMPruner:
 
     def _prune(self, stage: int, layer: int, hidden: Tensor, kwargs: dict) -> Tensor:
         state = self._state
-        fraction = self.stages[stage][1]
         counts = torch.tensor(
-            [keep_count(int(n), fraction) for n in state.counts.tolist()], device=hidden.device
+            [self.config.kept_count(stage, int(n)) for n in state.counts.tolist()], device=hidden.device
         )
         inputs = LMStageInputs(
             candidates=state.image,
             valid=state.valid,
+            text=state.text,
             counts=counts,
             hidden=hidden,
             previous_hidden=state.previous_hidden,
@@ -237,6 +246,7 @@ class LMPruner:
         state.image = chosen.gather(1, rows)
         state.filler = filler.gather(1, rows)
         state.valid = (state.valid & ~filler).gather(1, rows)
+        state.text = state.text.gather(1, rows)
         if state.pe is not None:
             state.pe = tuple(_gather_rows(t, rows, t.dim() - 2) for t in state.pe)
         state.position_ids = (

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from vtcompress.budget import keep_count
 from vtcompress.config import IN_LM, CompressionConfig
 
 NEEDS_HOST = (
@@ -34,7 +35,8 @@ class LMStageInputs:
     """What one stage sees at the input of decoder layer ``K`` (``B`` rows of length ``L``).
 
     ``candidates`` (bool [B, L]): image tokens that may be dropped; ``valid`` (bool [B, L]):
-    tokens attended to (not padding); ``counts`` (long [B]): image tokens to keep per row;
+    tokens attended to (not padding); ``text`` (bool [B, L]): the valid tokens after the last
+    image placeholder (the instruction); ``counts`` (long [B]): image tokens to keep per row;
     ``hidden`` ([B, L, d]): the input of layer ``K``; ``previous_hidden`` ([B, L, d]): the input
     of layer ``K - 1`` (same tokens: the stage before ``K - 1`` dropped nothing in between).
     ``last_attention(layer, hidden)`` -> float32 [B, L]: the attention the last token pays to
@@ -45,6 +47,7 @@ class LMStageInputs:
 
     candidates: Tensor
     valid: Tensor
+    text: Tensor
     counts: Tensor
     hidden: Tensor
     previous_hidden: Tensor | None
@@ -68,6 +71,10 @@ class LMPruningConfig(CompressionConfig):
         """``(K, fraction)`` per stage, ``K`` increasing: before decoder layer ``K`` (0-based)
         keep ``keep_count(N, fraction)`` of a sequence's ``N`` original image tokens."""
         raise NotImplementedError
+
+    def kept_count(self, stage: int, n: int) -> int:
+        """Image tokens stage ``stage`` keeps of a sequence's ``n`` original ones."""
+        return keep_count(n, self.stages()[stage][1])
 
     def select(self, stage: int, inputs: LMStageInputs) -> Tensor:
         """Bool [B, L]: the candidates stage ``stage`` keeps, exactly ``inputs.counts[b]`` per row."""
@@ -136,16 +143,17 @@ def dart_keep(
     candidates: Tensor,
     text: Tensor,
     per_pivot: list[list[int]],
-    image_pivots: int,
-    text_pivots: int,
+    image_pivots: list[int],
+    text_pivots: list[int],
 ) -> Tensor:
     """DART's duplication-aware selection, row by row (its greedy loop is sequential).
 
     ``normed``: [B, L, d] hidden states after the final norm; ``key_norms``: [B, L] pivot
     scores; ``candidates``: bool [B, L] image tokens; ``text``: bool [B, L] text tokens that may
     be pivots; ``per_pivot[b]``: how many tokens each pivot of row b adds, in pivot order (image
-    pivots, then text pivots, each in ascending position). Pivots are the ``image_pivots``
-    candidates and ``text_pivots`` text tokens of largest key norm; the image pivots are kept.
+    pivots, then text pivots, each in ascending position). Row b's pivots are its
+    ``image_pivots[b]`` candidates and ``text_pivots[b]`` text tokens of largest key norm (ties:
+    lower index first); the image pivots are kept.
     Each pivot then adds the not-yet-kept candidates *least* cosine-similar to it (ties: lower
     index first). Returns bool [B, L].
     """
@@ -153,10 +161,9 @@ def dart_keep(
     unit = torch.nn.functional.normalize(normed.float(), dim=-1)
     for b in range(candidates.shape[0]):
         pivots = []
-        for pool, n in ((candidates[b], image_pivots), (text[b], text_pivots)):
-            idx = pool.nonzero().squeeze(1)
-            top = torch.topk(key_norms[b, idx], min(n, idx.numel())).indices
-            pivots.append(idx[top].sort().values)
+        for pool, n in ((candidates[b], image_pivots[b]), (text[b], text_pivots[b])):
+            top = top_by_score(key_norms[b : b + 1], pool[None], torch.tensor([n], device=pool.device))[0]
+            pivots.append(top.nonzero().squeeze(1))
         keep[b, pivots[0]] = True
         for pivot, n in zip(torch.cat(pivots).tolist(), per_pivot[b]):
             free = (candidates[b] & ~keep[b]).nonzero().squeeze(1)

@@ -27,10 +27,11 @@ from torch import Tensor, nn
 from transformers.models.llava_onevision.modeling_llava_onevision import unpad_image
 
 from vtcompress.api import CompressionHandle
-from vtcompress.config import GLOBAL_VIEW, CompressionConfig
+from vtcompress.config import GLOBAL_VIEW, IN_LM, CompressionConfig
 from vtcompress.integrations.host import score_layer_of
 from vtcompress.integrations.llava_next.layout import AnyResLayout, pack_views
 from vtcompress.integrations.llava_onevision.layout import OneVisionLayout, tile_map
+from vtcompress.integrations.lm_prune import attach_lm_pruning, newline_marker
 from vtcompress.integrations.placeholder_host import PlaceholderHost
 from vtcompress.pipeline import image_stats
 from vtcompress.tokens import ImageTokens
@@ -38,13 +39,13 @@ from vtcompress.tokens import ImageTokens
 MODEL_CLASSES = ("LlavaOnevisionForConditionalGeneration", "LlavaOnevisionModel")
 SERVED = (
     "SigLIP has no [CLS]: this host serves globalcom2 (score='mean_cos'), pitome and tome "
-    "(metric='projected'), uniform and random"
+    "(metric='projected'), uniform and random, and inside the language model fastv, dart and pyramiddrop"
 )
 
 
 class LlavaOnevisionHost(PlaceholderHost):
     model_names = "LlavaOnevisionForConditionalGeneration, LlavaOnevisionModel"
-    provides = frozenset({GLOBAL_VIEW})
+    provides = frozenset({GLOBAL_VIEW, IN_LM})
     name_defaults = {
         "globalcom2": {"score": "mean_cos"},  # GlobalCom²'s score for towers without [CLS]
         "pitome": {"metric": "projected"},
@@ -75,6 +76,10 @@ class LlavaOnevisionHost(PlaceholderHost):
                 raise
             raise ValueError(f"{err}. {SERVED}") from None
         self.image_token_id, self.text_config = mcfg.image_token_id, mcfg.text_config
+        # First, so that a refused stage setting leaves the model untouched.
+        attach_lm_pruning(
+            self, self.inner.language_model, self.image_token_id, newline_marker(self.inner.image_newline)
+        )
         self.time_vision(vision, lambda: self.inner.device)
         self.patch(self.inner, "pack_image_features", self._pack_image_features)
         self.patch_image_features(self.inner)

@@ -34,7 +34,8 @@ from torch import Tensor, nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from vtcompress.api import CompressionHandle
-from vtcompress.config import CompressionConfig
+from vtcompress.config import IN_LM, CompressionConfig
+from vtcompress.integrations.lm_prune import attach_lm_pruning
 from vtcompress.integrations.placeholder_host import PlaceholderHost
 from vtcompress.integrations.qwen2_5_vl.layout import Qwen2_5_VLLayout
 from vtcompress.pipeline import check_applicable, image_stats
@@ -44,15 +45,16 @@ from vtcompress.tokens import ImageTokens
 MODEL_CLASSES = ("Qwen2_5_VLForConditionalGeneration",)
 SERVED = (
     "Qwen2.5-VL serves random, uniform, pitome and tome (metric='projected', what their names get "
-    "here); see docs/hosts/qwen2-5-vl.md"
+    "here), and inside the language model fastv, dart and pyramiddrop; see docs/hosts/qwen2-5-vl.md"
 )
 
 
 class Qwen2_5_VLAdapter(PlaceholderHost):
     model_names = "Qwen2_5_VLForConditionalGeneration"
     # No [CLS] token, no global view, no in-tower merging (windowed attention), and no vision
-    # hidden state in the projector's token order: methods that need one are refused.
-    provides: frozenset[str] = frozenset()
+    # hidden state in the projector's token order: methods that need one are refused. Its
+    # language model (a Qwen2 decoder) hosts the in-LM placement.
+    provides: frozenset[str] = frozenset({IN_LM})
     # Merging compares the merged tokens themselves (the projector's output).
     name_defaults = {"pitome": {"metric": "projected"}, "tome": {"metric": "projected"}}
     # position_ids are 3-D here ([3 or 4, B, L]): finish_call cuts them, keeping their values.
@@ -71,6 +73,8 @@ class Qwen2_5_VLAdapter(PlaceholderHost):
         super().__init__(model, config, handle, num_layers - 1, num_layers)
         self.image_token_id = model.config.image_token_id
         self.text_config = model.config.text_config
+        # First, so that a refused stage setting leaves the model untouched.
+        attach_lm_pruning(self, self.inner.language_model, self.image_token_id)
         self.merge = vision.spatial_merge_size
         self.patch_px = model.config.vision_config.patch_size
         self._kept: list[Tensor] | None = None  # per image, the kept raster positions

@@ -15,32 +15,50 @@ import pytest
 import torch
 
 import vtcompress
-from tests.conftest import IMAGE_SIZES, inputs_for
+from tests.conftest import IMAGE_SIZES, make_image, prompt
 from vtcompress.budget import keep_count
 from vtcompress.flops import decoder_prefill_flops
 
 LAYERS = 4
 K = 2
+METHODS = ["fastv", "dart", "pyramiddrop"]
 
 
 @dataclass(frozen=True)
 class Case:
     name: str
-    build: Callable[..., Any]
-    inputs: Callable[[Any, list[tuple[int, int]], list[str] | None], dict]
-    newlines: Callable[[Any, dict], list[int]]  # per row: image placeholders that are newlines
-    image_token: Callable[[Any], int]
-    visual: Callable[[Any, dict, int], torch.Tensor]  # bool [L]: row b's placeholders holding features
+    build: Callable[[str], tuple[Any, Any]]  # attention implementation -> (model, processor)
+    inputs: Callable[[Any, list[Any], list[str]], dict]  # (processor, images, questions)
+    layers: int  # decoder layers of the tiny model
+
+    @property
+    def k(self) -> int:
+        return min(K, self.layers - 1)
+
+    def options(self, method: str) -> dict:
+        """Stage settings scaled down to the tiny model's depth."""
+        if method == "pyramiddrop":
+            return {"layers": tuple(range(1, self.layers))}
+        return {"layer": self.k}
 
 
-def _llava_next_newlines(model, inputs) -> list[int]:
-    from vtcompress.integrations.llava_next.layout import AnyResLayout
-
-    cfg = model.config
-    return [
-        AnyResLayout.for_config(cfg, tuple(int(x) for x in size)).num_newlines("unpadded")
-        for size in inputs["image_sizes"]
-    ]
+def visual_placeholders(model, inputs) -> torch.Tensor:
+    """bool [B, L]: the image placeholders that hold image features, not a newline, found with
+    the stock model's own image features (one image per row): a newline is the row equal to the
+    model's ``image_newline``."""
+    image = inputs["input_ids"] == model.config.image_token_id
+    newline = getattr(model.model, "image_newline", None)
+    if newline is None:
+        return image
+    keys = ("pixel_values", "image_sizes", "batch_num_images")
+    with torch.no_grad():
+        features = model.model.get_image_features(**{k: inputs[k] for k in keys if k in inputs}).pooler_output
+    visual = image.clone()
+    for b, feats in enumerate(features):
+        positions = image[b].nonzero().squeeze(1)
+        assert positions.numel() == feats.shape[0]
+        visual[b, positions] = ~(feats == newline).all(-1)
+    return visual
 
 
 @functools.cache
@@ -51,15 +69,46 @@ def _llava_next(attn: str):
     return model.eval(), processor
 
 
+@functools.cache
+def _onevision(attn: str):
+    from vtcompress.integrations.llava_onevision.tiny import build_tiny_onevision
+
+    model, processor = build_tiny_onevision(seed=0, attn_implementation=attn)
+    return model.eval(), processor
+
+
+@functools.cache
+def _qwen(attn: str):
+    from vtcompress.integrations.qwen2_5_vl.tiny import build_tiny_qwen2_5_vl
+
+    model, processor = build_tiny_qwen2_5_vl(seed=0, attn_implementation=attn)
+    return model.eval(), processor
+
+
+ONEVISION_PROMPT = "<|im_start|>user\n<image>\n{question}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def _llava_next_inputs(processor, images, questions):
+    texts = [prompt(q) for q in questions]
+    return dict(processor(images=images, text=texts, return_tensors="pt", padding=True))
+
+
+def _onevision_inputs(processor, images, questions):
+    texts = [ONEVISION_PROMPT.format(question=q) for q in questions]
+    return dict(processor(images=images, text=texts, return_tensors="pt", padding=True))
+
+
+def _qwen_inputs(processor, images, questions):
+    from vtcompress.integrations.qwen2_5_vl.tiny import prompt as qwen_prompt
+
+    texts = [qwen_prompt(q) for q in questions]
+    return dict(processor(images=images, text=texts, return_tensors="pt", padding=True))
+
+
 CASES = [
-    Case(
-        "llava_next",
-        _llava_next,
-        lambda processor, sizes, questions=None: inputs_for(processor, sizes, questions),
-        _llava_next_newlines,
-        lambda model: model.config.image_token_id,
-        lambda model, inputs, b: _llava_next_visual(model, inputs, b),
-    ),
+    Case("llava_next", _llava_next, _llava_next_inputs, LAYERS),
+    Case("onevision", _onevision, _onevision_inputs, 2),
+    Case("qwen2_5_vl", _qwen, _qwen_inputs, 2),
 ]
 
 
@@ -76,9 +125,8 @@ def case(request):
         handle.remove()
 
 
-def _image_counts(c: Case, model, inputs) -> list[int]:
-    placeholders = (inputs["input_ids"] == c.image_token(model)).sum(1).tolist()
-    return [p - n for p, n in zip(placeholders, c.newlines(model, inputs))]
+def _image_counts(model, inputs) -> list[int]:
+    return visual_placeholders(model, inputs).sum(1).tolist()
 
 
 def _greedy(model, inputs, **kwargs):
@@ -86,113 +134,90 @@ def _greedy(model, inputs, **kwargs):
         return model.generate(**inputs, max_new_tokens=4, do_sample=False, **kwargs)
 
 
-SINGLE = [IMAGE_SIZES["letterbox_wide"]]
-BATCH = [IMAGE_SIZES["letterbox_wide"], IMAGE_SIZES["tall"]]
+# Two pictures of different sizes (different token counts) and prompts of different lengths.
+BATCH = [make_image(*IMAGE_SIZES["letterbox_wide"], seed=0), make_image(*IMAGE_SIZES["tall"], seed=1)]
+SINGLE = BATCH[:1]
 QUESTIONS = ["What is in the image?", "Describe it"]
 
 
-@pytest.mark.parametrize("method", ["fastv"])
+def _compress(c: Case, model, method: str, ratio: float):
+    return vtcompress.compress(model, method, ratio=ratio, **c.options(method))
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_ratio_one_is_bit_identical(case, method):
     c, model, processor = case
     inputs = c.inputs(processor, BATCH, QUESTIONS)
     with torch.no_grad():
         reference = model(**inputs).logits
         tokens = _greedy(model, inputs)
-        with vtcompress.compressed(model, method, ratio=1.0):
-            assert torch.equal(model(**inputs).logits, reference)
-            assert torch.equal(_greedy(model, inputs), tokens)
+        _compress(c, model, method, 1.0)
+        assert torch.equal(model(**inputs).logits, reference)
+        assert torch.equal(_greedy(model, inputs), tokens)
 
 
-@pytest.mark.parametrize("method", ["fastv"])
+@pytest.mark.parametrize("method", METHODS)
 def test_layers_from_k_cache_only_the_kept_tokens(case, method):
     c, model, processor = case
-    inputs = c.inputs(processor, SINGLE)
+    inputs = c.inputs(processor, SINGLE, QUESTIONS[:1])
     length = inputs["input_ids"].shape[1]
-    (n,) = _image_counts(c, model, inputs)
-    handle = vtcompress.compress(model, method, ratio=0.25)
+    (n,) = _image_counts(model, inputs)
+    handle = _compress(c, model, method, 0.25)
     with torch.no_grad():
         out = model(**inputs, use_cache=True)
-    kept = keep_count(n, 0.25)
+    kept = keep_count(n, handle.config.stages()[-1][1])
+    short = length - n + kept
+    k = handle.config.stages()[0][0]
     lengths = [layer.keys.shape[2] for layer in out.past_key_values.layers]
-    assert lengths == [length] * K + [length - n + kept] * (LAYERS - K)
-    assert out.logits.shape[1] == length - n + kept
+    assert lengths[:k] == [length] * k
+    assert lengths[-1] == short and all(short <= x < length for x in lengths[k:])
+    assert out.logits.shape[1] == lengths[-1]
     sample = handle.last_stats.samples[0]
-    assert (sample.length_before, sample.length_after) == (length, length - n + kept)
+    assert (sample.length_before, sample.length_after) == (length, short)
     assert handle.last_stats.images[0].tokens_after == kept
-    # Layers before K run at the full length: FastV saves less than dropping as many tokens up front.
+    # Layers before K run at the full length: pruning there saves less than dropping as many
+    # tokens before the language model.
     cfg = model.config.text_config
-    expected = decoder_prefill_flops(cfg, length, layers=K) + decoder_prefill_flops(
-        cfg, length - n + kept, layers=LAYERS - K
-    )
+    expected = sum(decoder_prefill_flops(cfg, x, layers=1) for x in lengths)
     assert sample.prefill_flops_after == pytest.approx(expected)
-    assert sample.prefill_flops_after > decoder_prefill_flops(cfg, length - n + kept)
+    assert sample.prefill_flops_after > decoder_prefill_flops(cfg, short)
 
 
 def test_fastv_keeps_the_tokens_the_eager_attention_row_ranks_highest(case):
     c, model, processor = case
     eager, _ = c.build("eager")
     inputs = c.inputs(processor, BATCH, QUESTIONS)
+    visual = visual_placeholders(model, inputs)
     with torch.no_grad():
         attentions = eager(**inputs, output_attentions=True).attentions
-    row = attentions[K - 1][:, :, -1].mean(1)  # [B, L]: the last token's attention in layer K-1
-    handle = vtcompress.compress(model, "fastv", ratio=0.1)
+    row = attentions[c.k - 1][:, :, -1].mean(1)  # [B, L]: the last token's attention in layer K-1
+    handle = _compress(c, model, "fastv", 0.1)
     with torch.no_grad():
         model(**inputs)
     kept = handle._adapter.lm_pruner.last_kept[0]
-    for b, n in enumerate(_image_counts(c, model, inputs)):
-        k = keep_count(n, 0.1)
-        visual = c.visual(model, inputs, b)
-        assert int(visual.sum()) == n
-        scores = row[b].masked_fill(~visual, float("-inf"))
-        expected = torch.topk(scores, k).indices.sort().values
+    for b in range(len(BATCH)):
+        k = keep_count(int(visual[b].sum()), 0.1)
+        expected = torch.topk(row[b].masked_fill(~visual[b], float("-inf")), k).indices.sort().values
         assert torch.equal(kept[b].nonzero().squeeze(1), expected)
 
 
-def _llava_next_visual(model, inputs, b: int) -> torch.Tensor:
-    """bool [L]: row b's image placeholders that hold image features, not a newline (LLaVA-NeXT
-    packing, written out here independently of the pruner: the base view has no newline, each
-    unpadded row of the crop grid ends with one)."""
-    from vtcompress.integrations.llava_next.layout import AnyResLayout
-
-    image = inputs["input_ids"][b] == model.config.image_token_id
-    positions = image.nonzero().squeeze(1)
-    total = positions.numel()
-    layout = AnyResLayout.for_config(model.config, tuple(int(x) for x in inputs["image_sizes"][b]))
-    side = model.config.vision_config.image_size // model.config.vision_config.patch_size
-    (top, bottom), (left, right) = layout.valid_rows, layout.valid_cols
-    width = right - left
-    pattern = [False] * (side * side)
-    for _ in range(bottom - top):
-        pattern += [False] * width + [True]
-    assert len(pattern) == total
-    image[positions] = ~torch.tensor(pattern)
-    return image
-
-
-@pytest.mark.parametrize("method", ["fastv"])
+@pytest.mark.parametrize("method", METHODS)
 def test_greedy_generate_equals_a_forward_loop_with_the_cache(case, method):
     c, model, processor = case
-    inputs = c.inputs(processor, SINGLE)
-    vtcompress.compress(model, method, ratio=0.25)
+    inputs = c.inputs(processor, SINGLE, QUESTIONS[:1])
+    _compress(c, model, method, 0.25)
     generated = _greedy(model, inputs)
     with torch.no_grad():
         out = model(**inputs, use_cache=True)
-        tokens, mask = [], inputs["attention_mask"]
-        for _ in range(4):
+        tokens = []
+        for _ in range(4):  # one unpadded row: no mask needed (Qwen2.5-VL then continues its positions)
             nxt = out.logits[:, -1].argmax(-1, keepdim=True)
             tokens.append(nxt)
-            mask = torch.cat([mask, torch.ones_like(nxt)], dim=1)
-            out = model(
-                input_ids=nxt, attention_mask=mask, past_key_values=out.past_key_values, use_cache=True
-            )
+            out = model(input_ids=nxt, cache=out.past_key_values, use_cache=True)
     assert torch.equal(generated[:, inputs["input_ids"].shape[1] :], torch.cat(tokens, dim=1))
 
 
-def _alone(c, processor, size, question):
-    return c.inputs(processor, [size], [question])
-
-
-@pytest.mark.parametrize("method", ["fastv"])
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize(
     "mode",
     [
@@ -208,30 +233,33 @@ def test_every_generation_mode_gives_each_row_what_it_gets_alone(case, method, m
     """A left-padded batch of different images and prompts == each sample alone, in every mode
     (sampling with top_k=1 must also equal greedy)."""
     c, model, processor = case
-    vtcompress.compress(model, method, ratio=0.25)
+    _compress(c, model, method, 0.25)
     inputs = c.inputs(processor, BATCH, QUESTIONS)
     kwargs = {"do_sample": False, **mode}
+    copies = mode.get("num_return_sequences", 1)
     with torch.no_grad():
-        batch = model.generate(**inputs, max_new_tokens=4, **kwargs)
-        copies = mode.get("num_return_sequences", 1)
-        new = batch[:, inputs["input_ids"].shape[1] :]
-        for b, (size, question) in enumerate(zip(BATCH, QUESTIONS)):
-            alone = _alone(c, processor, size, question)
-            single = model.generate(**alone, max_new_tokens=4, **kwargs)[:, alone["input_ids"].shape[1] :]
+        new = model.generate(**inputs, max_new_tokens=4, **kwargs)[:, inputs["input_ids"].shape[1] :]
+        for b, (image, question) in enumerate(zip(BATCH, QUESTIONS)):
+            alone = c.inputs(processor, [image], [question])
+            start = alone["input_ids"].shape[1]
+            single = model.generate(**alone, max_new_tokens=4, **kwargs)[:, start:]
             assert torch.equal(new[b * copies : (b + 1) * copies], single)
             if mode.get("do_sample"):
-                greedy = model.generate(**alone, max_new_tokens=4, do_sample=False)
-                assert torch.equal(single, greedy[:, alone["input_ids"].shape[1] :].expand_as(single))
+                greedy = model.generate(**alone, max_new_tokens=4, do_sample=False)[:, start:]
+                assert torch.equal(single, greedy.expand_as(single))
 
 
 def test_bad_layers_and_static_caches_are_refused(case):
     c, model, processor = case
     with pytest.raises(ValueError, match="layer must be a decoder layer index >= 1"):
         vtcompress.compress(model, "fastv", layer=0)
-    with pytest.raises(ValueError, match=f"stage layers must increase and lie in 1..{LAYERS - 1}"):
-        vtcompress.compress(model, "fastv", layer=LAYERS)
-    vtcompress.compress(model, "fastv", ratio=0.5)
-    inputs = c.inputs(processor, SINGLE)
+    with pytest.raises(ValueError, match=f"stage layers must increase and lie in 1..{c.layers - 1}"):
+        vtcompress.compress(model, "fastv", layer=c.layers)
+    assert not any(
+        h for layer in model.model.language_model.layers for h in layer._forward_pre_hooks.values()
+    )
+    _compress(c, model, "fastv", 0.5)
+    inputs = c.inputs(processor, SINGLE, QUESTIONS[:1])
     with pytest.raises(ValueError, match="use the default DynamicCache"):
         model.generate(**inputs, max_new_tokens=2, cache_implementation="static")
 

@@ -2,9 +2,11 @@
 
 from vtcompress.methods import (  # noqa: F401
     baselines,
+    dart,
     fastv,
     globalcom2,
     pitome,
+    pyramiddrop,
     tokencorr,
     tokencorr_batch,
     tome,
