@@ -274,3 +274,52 @@ def test_vllm_refuses_in_lm_methods_in_one_line():
     message = str(err.value)
     assert "\n" not in message
     assert "inside the language model" in message and "KV layout" in message
+
+
+def _original_positions(model, inputs) -> torch.Tensor:
+    """Rotary positions of the uncompressed prompt: [1, L] (LLaVA) or [3, 1, L] (Qwen2.5-VL M-RoPE)."""
+    if hasattr(model.model, "get_rope_index"):
+        positions, _ = model.model.get_rope_index(
+            inputs["input_ids"],
+            inputs["mm_token_type_ids"],
+            image_grid_thw=inputs["image_grid_thw"],
+            attention_mask=inputs["attention_mask"],
+        )
+        return positions
+    return torch.arange(inputs["input_ids"].shape[1])[None]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_kept_tokens_run_the_later_layers_at_their_original_positions(case, method):
+    """The last logits equal a hand-run of the stock layers: layers < K on every token (the stock
+    model's hidden states), then the kept tokens alone through layers >= K with the rotary
+    positions of the uncompressed prompt, causal attention, the final norm and the head."""
+    c, model, processor = case
+    inputs = c.inputs(processor, SINGLE, QUESTIONS[:1])
+    with torch.no_grad():
+        states = model(**inputs, output_hidden_states=True).hidden_states
+    handle = _compress(c, model, method, 0.25)
+    with torch.no_grad():
+        pruned = model(**inputs).logits[0, -1]
+    handle_stages = handle.config.stages()
+    lm = model.model.language_model
+    kept_per_stage = handle._adapter.lm_pruner.last_kept
+    image = inputs["input_ids"][0] == model.config.image_token_id
+    visual = visual_placeholders(model, inputs)[0]
+    positions = _original_positions(model, inputs)
+    first = handle_stages[0][0]
+    with torch.no_grad():
+        hidden = states[first]  # the input of layer K_0, every token
+        index = torch.arange(hidden.shape[1])
+        for s, (k, _) in enumerate(handle_stages):
+            end = handle_stages[s + 1][0] if s + 1 < len(handle_stages) else len(lm.layers)
+            keep = (~visual | kept_per_stage[s][0])[index]  # image tokens outside the kept set go
+            assert int((kept_per_stage[s][0] & image).sum()) == keep_count(
+                int(visual.sum()), handle_stages[s][1]
+            )
+            hidden, index = hidden[:, keep], index[keep]
+            cos, sin = lm.rotary_emb(hidden, positions[..., index])
+            for layer in lm.layers[k:end]:
+                hidden = layer(hidden, attention_mask=None, position_embeddings=(cos, sin))
+        expected = model.lm_head(lm.norm(hidden))[0, -1]
+    torch.testing.assert_close(pruned, expected, atol=1e-4, rtol=1e-4)
