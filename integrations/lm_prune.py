@@ -117,6 +117,29 @@ class LMPruner:
         host.hook(language_model.register_forward_hook(self._end))
         for i in range(self.first - 1, n):
             host.hook(self.layers[i].register_forward_pre_hook(self._layer_hook(i), with_kwargs=True))
+        self._labels: Tensor | None = None
+        self._final: tuple[Tensor, Tensor] | None = None  # last prefill: original index, masked slots
+        host.hook(host.model.register_forward_pre_hook(self._take_labels, with_kwargs=True))
+        host.hook(host.model.register_forward_hook(self._loss))
+
+    # --- labels: the loss is taken on the tokens that reached the head -------------------------
+    def _take_labels(self, module: nn.Module, args: tuple, kwargs: dict):
+        if kwargs.get("labels") is None:
+            return None
+        self._labels = kwargs["labels"]
+        return args, {**kwargs, "labels": None}
+
+    def _loss(self, module: nn.Module, args: tuple, output: Any) -> None:
+        labels, self._labels = self._labels, None
+        if labels is None or getattr(output, "logits", None) is None:
+            return
+        final = self._final
+        if final is not None and final[0].shape[1] == output.logits.shape[1]:
+            index, filler = final
+            labels = labels.to(index.device).gather(1, index).masked_fill(filler, -100)
+        output.loss = module.loss_function(
+            logits=output.logits, labels=labels, vocab_size=output.logits.shape[-1]
+        )
 
     # --- call bookkeeping ------------------------------------------------------------------------
     def _remember_ids(self, module: nn.Module, args: tuple) -> None:
@@ -136,6 +159,7 @@ class LMPruner:
             image = ids == self.image_token_id
             if not bool(image.any()):
                 return
+            self._placeholders = image
             if cache is not None and any(type(layer).__name__ != "DynamicLayer" for layer in cache.layers):
                 raise ValueError(
                     f"{self.config.method} prunes inside the language model, so its layers hold different "
@@ -172,8 +196,10 @@ class LMPruner:
             )
 
     def _end(self, module: nn.Module, args: tuple, output: Any) -> None:
+        self._final = None
         if self._mode == "prefill" and self._state is not None:
             self._publish_stats()
+            self._final = (self._state.index, self._state.filler)
         self._mode = None
         if self._cache is None:  # no cache: nothing to decode later
             self._stage_valid, self._state = [], None
@@ -316,11 +342,19 @@ class LMPruner:
             after = sum(decoder_prefill_flops(cfg, n, layers=m) for n, m in zip(lengths, spans))
             new.append(SampleStats(s, lengths[0], lengths[-1], decoder_prefill_flops(cfg, lengths[0]), after))
         stats.samples = new
-        kept = self._state.image[::copies].sum(1).tolist()
-        if len(stats.images) == len(kept):  # one image per sequence: its kept count is the row's
-            for image, n in zip(stats.images, kept):
-                image.tokens_after = int(n)
-                image.note = f"pruned inside the language model; layers 0-{bounds[1] - 1} saw every token"
+        # Per image (batch order: rows in order, each row's placeholder runs in order): its kept tokens.
+        kept = self.last_kept[-1][::copies] if self.last_kept else None
+        placeholders = self._placeholders[::copies]
+        per_image = []
+        for row in range(placeholders.shape[0]):
+            flags = placeholders[row].int()
+            edges = torch.diff(torch.cat([flags.new_zeros(1), flags, flags.new_zeros(1)]))
+            starts, stops = (edges == 1).nonzero().squeeze(1), (edges == -1).nonzero().squeeze(1)
+            per_image += [int(kept[row, a:b].sum()) for a, b in zip(starts.tolist(), stops.tolist())]
+        if len(per_image) == len(stats.images):
+            note = f"pruned inside the language model; layers 0-{bounds[1] - 1} saw every token"
+            for image, n in zip(stats.images, per_image):
+                image.tokens_after, image.note = n, note
 
 
 def attach_lm_pruning(

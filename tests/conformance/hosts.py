@@ -95,6 +95,14 @@ def _docowl_prompt(question: str, images: int) -> str:
 
 # Every registered method: a new method joins the hosts that serve everything by registering.
 EVERY_METHOD = frozenset(vtc.available_methods())
+# Methods that prune inside the language model, and the stage settings that fit the tiny models'
+# two decoder layers (their defaults act after layer 2 and later).
+TINY_STAGES: dict[str, dict[str, Any]] = {
+    "fastv": {"layer": 1},
+    "dart": {"layer": 1},
+    "pyramiddrop": {"layers": (1,)},
+}
+IN_LM_METHODS = frozenset(TINY_STAGES)
 
 HOSTS = [
     HostCase(
@@ -109,21 +117,21 @@ HOSTS = [
         _docowl,
         _docowl_prompt,
         lambda model: model.config.image_token_id,
-        EVERY_METHOD,
+        EVERY_METHOD - IN_LM_METHODS,  # its language model is a port without the in-LM hooks
     ),
     HostCase(
         "llava_onevision",
         _onevision,
         lambda q, n: "<|im_start|>user\n" + "<image>\n" * n + f"{q}<|im_end|>\n<|im_start|>assistant\n",
         lambda model: model.config.image_token_id,
-        frozenset({"globalcom2", "pitome", "random", "tome", "uniform"}),  # no [CLS]
+        frozenset({"globalcom2", "pitome", "random", "tome", "uniform"}) | IN_LM_METHODS,  # no [CLS]
     ),
     HostCase(
         "qwen2_5_vl",
         _qwen2_5_vl,
         _qwen2_5_vl_prompt,
         lambda model: model.config.image_token_id,
-        frozenset({"pitome", "random", "tome", "uniform"}),  # no [CLS], no thumbnail
+        frozenset({"pitome", "random", "tome", "uniform"}) | IN_LM_METHODS,  # no [CLS], no thumbnail
         max_aspect_ratio=200,
     ),
 ]
