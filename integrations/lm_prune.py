@@ -154,7 +154,7 @@ class LMPruner:
         self._mode = None
         if past == 0:
             self._stage_valid, self._cache, self._state = [], cache, None
-            if embeds is None or ids is None or ids.shape != embeds.shape[:2] or self.host.off:
+            if embeds is None or ids is None or ids.shape != embeds.shape[:2]:
                 return
             image = ids == self.image_token_id
             if not bool(image.any()):
@@ -363,8 +363,9 @@ def attach_lm_pruning(
     image_token_id: int,
     structure: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> LMPruner | None:
-    """Install an :class:`LMPruner` when ``host.config`` prunes inside the language model."""
-    if not isinstance(host.config, LMPruningConfig):
+    """Install an :class:`LMPruner` when ``host.config`` prunes inside the language model (and is
+    not off: at ratio 1.0 nothing is installed, so the model runs exactly as before)."""
+    if not isinstance(host.config, LMPruningConfig) or host.config.is_off:
         return None
     return LMPruner(host, language_model, image_token_id, structure)
 

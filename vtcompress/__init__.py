@@ -15,8 +15,11 @@ from vtcompress.api import CompressionHandle, compress, compressed, config_for, 
 from vtcompress.config import CompressionConfig
 from vtcompress.layout import Layout
 from vtcompress.methods.baselines import FasterVLMConfig, RandomConfig, UniformConfig
+from vtcompress.methods.dart import DARTConfig
+from vtcompress.methods.fastv import FastVConfig
 from vtcompress.methods.globalcom2 import GlobalCom2Config
 from vtcompress.methods.pitome import PiToMeConfig
+from vtcompress.methods.pyramiddrop import PyramidDropConfig
 from vtcompress.methods.tokencorr import TokenCorrConfig
 from vtcompress.methods.tome import ToMeConfig
 from vtcompress.registry import available_methods, register_method
@@ -62,12 +65,15 @@ __all__ = [
     "CompressionConfig",
     "CompressionHandle",
     "CompressionStats",
+    "DARTConfig",
+    "FastVConfig",
     "FasterVLMConfig",
     "GlobalCom2Config",
     "ImageStats",
     "ImageTokens",
     "Layout",
     "PiToMeConfig",
+    "PyramidDropConfig",
     "RandomConfig",
     "ToMeConfig",
     "TokenCorrConfig",
