@@ -221,7 +221,7 @@ class LMPruner:
                         kwargs.get("position_ids"),
                     )
                 if stage is not None:
-                    hidden = self._prune(stage, i, hidden, kwargs)
+                    hidden = self._prune(stage, i, hidden)
                 if i + 1 < len(self.layers) and any(k == i + 1 for k, _ in self.stages):
                     state.previous_hidden = hidden
                 if i < self.first:
@@ -242,7 +242,7 @@ class LMPruner:
 
         return hook
 
-    def _prune(self, stage: int, layer: int, hidden: Tensor, kwargs: dict) -> Tensor:
+    def _prune(self, stage: int, layer: int, hidden: Tensor) -> Tensor:
         state = self._state
         counts = torch.tensor(
             [self.config.kept_count(stage, int(n)) for n in state.counts.tolist()], device=hidden.device

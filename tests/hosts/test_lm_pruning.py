@@ -183,21 +183,26 @@ def test_layers_from_k_cache_only_the_kept_tokens(case, method):
     assert sample.prefill_flops_after > decoder_prefill_flops(cfg, short)
 
 
-def test_fastv_keeps_the_tokens_the_eager_attention_row_ranks_highest(case):
+@pytest.mark.parametrize("method", ["fastv", "pyramiddrop"])
+def test_kept_tokens_are_those_the_eager_attention_row_ranks_highest(case, method):
+    """FastV keeps the image tokens the last token attends to most in layer K-1, PyramidDrop's
+    first stage those it attends to most in layer K (its own projections on its input): the
+    reference is the stock model in eager attention with output_attentions."""
     c, model, processor = case
     eager, _ = c.build("eager")
     inputs = c.inputs(processor, BATCH, QUESTIONS)
     visual = visual_placeholders(model, inputs)
+    handle = _compress(c, model, method, 0.1)
+    k, fraction = handle.config.stages()[0]
     with torch.no_grad():
         attentions = eager(**inputs, output_attentions=True).attentions
-    row = attentions[c.k - 1][:, :, -1].mean(1)  # [B, L]: the last token's attention in layer K-1
-    handle = _compress(c, model, "fastv", 0.1)
-    with torch.no_grad():
         model(**inputs)
+    scored = k - 1 if method == "fastv" else k
+    row = attentions[scored][:, :, -1].mean(1)  # [B, L]: the last token's attention, head mean
     kept = handle._adapter.lm_pruner.last_kept[0]
     for b in range(len(BATCH)):
-        k = keep_count(int(visual[b].sum()), 0.1)
-        expected = torch.topk(row[b].masked_fill(~visual[b], float("-inf")), k).indices.sort().values
+        n = keep_count(int(visual[b].sum()), fraction)
+        expected = torch.topk(row[b].masked_fill(~visual[b], float("-inf")), n).indices.sort().values
         assert torch.equal(kept[b].nonzero().squeeze(1), expected)
 
 
