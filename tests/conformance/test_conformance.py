@@ -267,7 +267,7 @@ def test_several_images_in_one_prompt(host, method):
 def _kept(handle) -> list:
     """What the last call kept: each view's positions, and for in-LM methods the image tokens each
     stage kept (over the sequence)."""
-    pruner = getattr(handle._adapter, "lm_pruner", None)
+    pruner = getattr(handle._host, "lm_pruner", None)
     stages = [k.tolist() for k in pruner.last_kept] if pruner is not None else []
     return [[v.positions for v in handle.last_stats.images[0].views], stages]
 

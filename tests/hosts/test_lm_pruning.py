@@ -99,7 +99,7 @@ def _onevision_inputs(processor, images, questions):
 
 
 def _qwen_inputs(processor, images, questions):
-    from vtcompress.integrations.qwen2_5_vl.tiny import prompt as qwen_prompt
+    from vtcompress.integrations.qwen2_5_vl.prompt import prompt as qwen_prompt
 
     texts = [qwen_prompt(q) for q in questions]
     return dict(processor(images=images, text=texts, return_tensors="pt", padding=True))
@@ -199,7 +199,7 @@ def test_kept_tokens_are_those_the_eager_attention_row_ranks_highest(case, metho
         model(**inputs)
     scored = k - 1 if method == "fastv" else k
     row = attentions[scored][:, :, -1].mean(1)  # [B, L]: the last token's attention, head mean
-    kept = handle._adapter.lm_pruner.last_kept[0]
+    kept = handle._host.lm_pruner.last_kept[0]
     for b in range(len(BATCH)):
         n = keep_count(int(visual[b].sum()), fraction)
         expected = torch.topk(row[b].masked_fill(~visual[b], float("-inf")), n).indices.sort().values
@@ -308,7 +308,7 @@ def test_kept_tokens_run_the_later_layers_at_their_original_positions(case, meth
         pruned = model(**inputs).logits[0, -1]
     handle_stages = handle.config.stages()
     lm = model.model.language_model
-    kept_per_stage = handle._adapter.lm_pruner.last_kept
+    kept_per_stage = handle._host.lm_pruner.last_kept
     image = inputs["input_ids"][0] == model.config.image_token_id
     visual = visual_placeholders(model, inputs)[0]
     positions = _original_positions(model, inputs)

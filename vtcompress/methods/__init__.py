@@ -3,6 +3,8 @@
 from vtcompress.methods import (  # noqa: F401
     baselines,
     dart,
+    divprune,
+    downsample,
     fastv,
     globalcom2,
     pitome,
@@ -10,4 +12,5 @@ from vtcompress.methods import (  # noqa: F401
     tokencorr,
     tokencorr_batch,
     tome,
+    visionzip,
 )
