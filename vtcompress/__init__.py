@@ -31,11 +31,14 @@ _EXPORTS = {
     "FasterVLMConfig": "vtcompress.methods.baselines",
     "RandomConfig": "vtcompress.methods.baselines",
     "UniformConfig": "vtcompress.methods.baselines",
+    "DARTConfig": "vtcompress.methods.dart",
     "DivPruneConfig": "vtcompress.methods.divprune",
     "DownsampleConfig": "vtcompress.methods.downsample",
+    "FastVConfig": "vtcompress.methods.fastv",
     "VisionZipConfig": "vtcompress.methods.visionzip",
     "GlobalCom2Config": "vtcompress.methods.globalcom2",
     "PiToMeConfig": "vtcompress.methods.pitome",
+    "PyramidDropConfig": "vtcompress.methods.pyramiddrop",
     "TokenCorrConfig": "vtcompress.methods.tokencorr",
     "ToMeConfig": "vtcompress.methods.tome",
     "available_methods": "vtcompress.registry",
@@ -61,10 +64,13 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from vtcompress.hosts import HostSpec
     from vtcompress.layout import Layout
     from vtcompress.methods.baselines import FasterVLMConfig, RandomConfig, UniformConfig
+    from vtcompress.methods.dart import DARTConfig
     from vtcompress.methods.divprune import DivPruneConfig
     from vtcompress.methods.downsample import DownsampleConfig
+    from vtcompress.methods.fastv import FastVConfig
     from vtcompress.methods.globalcom2 import GlobalCom2Config
     from vtcompress.methods.pitome import PiToMeConfig
+    from vtcompress.methods.pyramiddrop import PyramidDropConfig
     from vtcompress.methods.tokencorr import TokenCorrConfig
     from vtcompress.methods.tome import ToMeConfig
     from vtcompress.methods.visionzip import VisionZipConfig
@@ -172,8 +178,10 @@ __all__ = [
     "CompressionConfig",
     "CompressionHandle",
     "CompressionStats",
+    "DARTConfig",
     "DivPruneConfig",
     "DownsampleConfig",
+    "FastVConfig",
     "FasterVLMConfig",
     "GlobalCom2Config",
     "HostSpec",
@@ -181,6 +189,7 @@ __all__ = [
     "ImageTokens",
     "Layout",
     "PiToMeConfig",
+    "PyramidDropConfig",
     "RandomConfig",
     "ToMeConfig",
     "TokenCorrConfig",

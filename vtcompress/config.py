@@ -32,11 +32,13 @@ CLS_ATTENTION = "cls_attention"
 HIDDEN_STATES = "hidden_states"
 GLOBAL_VIEW = "global_view"
 TOWER_MERGE = "tower_merge"
+IN_LM = "in_lm"
 CAPABILITIES: dict[str, str] = {
     CLS_ATTENTION: "the [CLS] query and keys of vision layers",
     HIDDEN_STATES: "vision hidden states",
     GLOBAL_VIEW: "a global (whole-image) view beside the crops",
     TOWER_MERGE: "token merging inside the vision tower",
+    IN_LM: "token dropping inside the language model, between decoder layers",
 }
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 
-def decoder_prefill_flops(text_config: Any, num_tokens: int) -> float:
-    """FLOPs of one prefill of ``num_tokens`` tokens through every decoder layer."""
+def decoder_prefill_flops(text_config: Any, num_tokens: int, layers: int | None = None) -> float:
+    """FLOPs of one prefill of ``num_tokens`` tokens through ``layers`` decoder layers (default:
+    all of them). A method that drops tokens inside the model sums this over its spans of layers."""
     d = text_config.hidden_size
     heads = text_config.num_attention_heads
     head_dim = getattr(text_config, "head_dim", None) or d // heads
@@ -22,4 +23,5 @@ def decoder_prefill_flops(text_config: Any, num_tokens: int) -> float:
     n = num_tokens
     per_token = 2 * (d * (dq + 2 * dkv) + dq * d) + 2 * 3 * d * m
     attention = 2 * 2 * n * dq
-    return float(text_config.num_hidden_layers * n * (per_token + attention))
+    layers = text_config.num_hidden_layers if layers is None else layers
+    return float(layers * n * (per_token + attention))

@@ -157,7 +157,7 @@ def make_config(config_or_name: CompressionConfig | str, **kwargs: Any) -> Compr
     Options given here win over the config's own values. A passed config is never changed: with
     options, a changed copy is returned. ``ratio=None`` means "the config's ratio": a config
     instance keeps its own, a method name gets its config class's default (0.25 for every
-    built-in method).
+    built-in method but pyramiddrop, whose 0.5 is its paper's first stage).
     """
     if "ratio" in kwargs and kwargs["ratio"] is None:
         del kwargs["ratio"]

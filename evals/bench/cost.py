@@ -65,3 +65,27 @@ def kv_cache_bytes(text_config: Any, layers: int, lengths: list[int], bytes_per_
     head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // heads
     kv_heads = getattr(text_config, "num_key_value_heads", None) or heads
     return int(2 * layers * kv_heads * head_dim * bytes_per_value * sum(lengths))
+
+
+def in_lm_lengths(config: Any, layers: int, length: int, image_tokens: int) -> list[tuple[int, int]]:
+    """(decoder layers, tokens they run on) per span of a method that prunes inside the language
+    model (``config``: an ``LMPruningConfig``), for a prompt of ``length`` tokens holding
+    ``image_tokens`` counted image tokens: layers before its first stage see every token."""
+    stages = config.stages()
+    bounds = [0] + [k for k, _ in stages] + [layers]
+    lengths = [length] + [
+        length - image_tokens + config.kept_count(i, image_tokens) for i in range(len(stages))
+    ]
+    return [(bounds[i + 1] - bounds[i], n) for i, n in enumerate(lengths)]
+
+
+def in_lm_decoder_flops(text_config: Any, layers: int, spans: list[list[tuple[int, int]]]) -> float:
+    """Prefill FLOPs of a batch through ``layers`` layers, each sequence's ``spans`` from
+    :func:`in_lm_lengths`."""
+    cfg = full_depth_text_config(text_config, layers)
+    return sum(decoder_prefill_flops(cfg, n, layers=m) for seq in spans for m, n in seq)
+
+
+def in_lm_kv_cache_bytes(text_config: Any, spans: list[list[tuple[int, int]]], bytes_per_value: int) -> int:
+    """KV cache bytes after a prefill whose layers hold the lengths of ``spans``."""
+    return sum(kv_cache_bytes(text_config, m, [n], bytes_per_value) for seq in spans for m, n in seq)

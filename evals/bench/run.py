@@ -38,6 +38,7 @@ from evals.bench.models import (
 from vtcompress.config import TOWER_MERGE
 from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.integrations.prompt import chat_prompt
+from vtcompress.lm_pruning import LMPruningConfig
 from vtcompress.registry import get_method, make_config
 
 PROMPT = "Describe this image in detail."
@@ -105,6 +106,20 @@ def reuse_depth(bench: BenchModel, method: str, ratio: float) -> int:
     return bench.vision_layers
 
 
+def lm_stage_options(method: str, layers: int) -> dict[str, Any]:
+    """For a method that prunes inside the language model: its stage layers scaled from the
+    full-depth model's to the ``layers`` decoder layers the benchmark runs (the analytic FLOPs
+    keep the method's own stages at full depth); other methods: no options."""
+    config = make_config(method)
+    if not isinstance(config, LMPruningConfig):
+        return {}
+    full = 32
+    scale = [max(1, min(layers - 1, round(k * layers / full))) for k, _ in config.stages()]
+    if hasattr(config, "layers"):
+        return {"layers": tuple(sorted(set(scale)))}
+    return {"layer": scale[0]}
+
+
 def run_case(
     bench: BenchModel,
     inputs: dict[str, Any],
@@ -120,7 +135,8 @@ def run_case(
     new_tokens = 1 + decode_tokens
     stats, merged = None, False
     with cut_vision_tower(model, cut_layers):
-        handle = vtc.compress(model, method, ratio=ratio) if method else None
+        options = lm_stage_options(method, bench.decoder_layers) if method else {}
+        handle = vtc.compress(model, method, ratio=ratio, **options) if method else None
         try:
             with torch.inference_mode(), StageClock(model, memory) as clock:
                 memory.begin_run()
@@ -214,6 +230,15 @@ def add_analytics(bench: BenchModel, case: dict[str, Any], views: int, dtype_byt
     after = case["tokens"]["sequence_after"]
     before = case["tokens"]["sequence_before"]
     decoder = cost.decoder_flops(tcfg, bench.full_decoder_layers, after)
+    kv = cost.kv_cache_bytes(tcfg, bench.full_decoder_layers, after, dtype_bytes)
+    config = make_config(case["method"], ratio=case["ratio"]) if case["method"] != "none" else None
+    if isinstance(config, LMPruningConfig):  # layers before the first stage see every token
+        spans = [
+            cost.in_lm_lengths(config, bench.full_decoder_layers, n, image["before"])
+            for n, image in zip(case["tokens"]["sequence_before"], case["tokens"]["images"])
+        ]
+        decoder = cost.in_lm_decoder_flops(tcfg, bench.full_decoder_layers, spans)
+        kv = cost.in_lm_kv_cache_bytes(tcfg, spans, dtype_bytes)
     case["flops"] = {
         "vision_tower": vision,
         "projector": projector,
@@ -221,7 +246,7 @@ def add_analytics(bench: BenchModel, case: dict[str, Any], views: int, dtype_byt
         "decoder_prefill_uncompressed": cost.decoder_flops(tcfg, bench.full_decoder_layers, before),
         "total": vision + projector + decoder,
     }
-    case["kv_cache_bytes"] = cost.kv_cache_bytes(tcfg, bench.full_decoder_layers, after, dtype_bytes)
+    case["kv_cache_bytes"] = kv
 
 
 def measure_setting(

@@ -23,11 +23,19 @@ import torch
 from torch import Tensor, nn
 
 from vtcompress.api import CompressionHandle
-from vtcompress.config import CLS_ATTENTION, GLOBAL_VIEW, HIDDEN_STATES, TOWER_MERGE, CompressionConfig
+from vtcompress.config import (
+    CLS_ATTENTION,
+    GLOBAL_VIEW,
+    HIDDEN_STATES,
+    IN_LM,
+    TOWER_MERGE,
+    CompressionConfig,
+)
 from vtcompress.integrations.clip_merge import tower_merge_for
 from vtcompress.integrations.host import score_layer_of
 from vtcompress.integrations.llava_next import HOST
 from vtcompress.integrations.llava_next.layout import AnyResLayout
+from vtcompress.integrations.lm_prune import attach_lm_pruning, newline_marker
 from vtcompress.integrations.placeholder_host import PlaceholderHost
 from vtcompress.tokens import ImageTokens, LayerQK
 
@@ -36,7 +44,7 @@ MODEL_CLASSES = HOST.model_classes
 
 class LlavaNextHost(PlaceholderHost):
     model_names = "LlavaNextForConditionalGeneration, LlavaNextModel"
-    provides = frozenset({CLS_ATTENTION, HIDDEN_STATES, GLOBAL_VIEW, TOWER_MERGE})
+    provides = frozenset({CLS_ATTENTION, HIDDEN_STATES, GLOBAL_VIEW, TOWER_MERGE, IN_LM})
 
     @staticmethod
     def supports(model: nn.Module) -> bool:
@@ -57,6 +65,10 @@ class LlavaNextHost(PlaceholderHost):
         score_layer = score_layer_of(mcfg.vision_feature_layer, num_layers)
         super().__init__(model, config, handle, score_layer, num_layers)
         self.image_token_id, self.text_config = mcfg.image_token_id, mcfg.text_config
+        # First, so that a refused stage setting leaves the model untouched.
+        attach_lm_pruning(
+            self, self.inner.language_model, self.image_token_id, newline_marker(self.inner.image_newline)
+        )
         self.tower = tower_merge_for(self.layers, config, score_layer, num_layers, lambda: self.capturing)
         if self.tower is not None:
             self.on_remove(self.tower.remove)

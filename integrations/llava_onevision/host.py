@@ -27,11 +27,12 @@ from torch import Tensor, nn
 from transformers.models.llava_onevision.modeling_llava_onevision import unpad_image
 
 from vtcompress.api import CompressionHandle
-from vtcompress.config import GLOBAL_VIEW, CompressionConfig
+from vtcompress.config import GLOBAL_VIEW, IN_LM, CompressionConfig
 from vtcompress.integrations.host import score_layer_of
 from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.integrations.llava_onevision import HOST
 from vtcompress.integrations.llava_onevision.layout import OneVisionLayout, tile_map
+from vtcompress.integrations.lm_prune import attach_lm_pruning, newline_marker
 from vtcompress.integrations.placeholder_host import PlaceholderHost
 from vtcompress.tokens import ImageTokens
 
@@ -40,7 +41,7 @@ MODEL_CLASSES = HOST.model_classes
 
 class LlavaOnevisionHost(PlaceholderHost):
     model_names = "LlavaOnevisionForConditionalGeneration, LlavaOnevisionModel"
-    provides = frozenset({GLOBAL_VIEW})
+    provides = frozenset({GLOBAL_VIEW, IN_LM})
     name_defaults = HOST.name_defaults
     refusal_note = "SigLIP has no [CLS]"
 
@@ -63,6 +64,10 @@ class LlavaOnevisionHost(PlaceholderHost):
         score_layer = score_layer_of(layer, num_layers)
         super().__init__(model, config, handle, score_layer, num_layers)
         self.image_token_id, self.text_config = mcfg.image_token_id, mcfg.text_config
+        # First, so that a refused stage setting leaves the model untouched.
+        attach_lm_pruning(
+            self, self.inner.language_model, self.image_token_id, newline_marker(self.inner.image_newline)
+        )
         self.time_vision(vision, lambda: self.inner.device)
         self.patch(self.inner, "pack_image_features", self._pack_image_features)
         self.patch_image_features(self.inner)

@@ -34,7 +34,8 @@ from torch import Tensor, nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from vtcompress.api import CompressionHandle
-from vtcompress.config import CompressionConfig
+from vtcompress.config import IN_LM, CompressionConfig
+from vtcompress.integrations.lm_prune import attach_lm_pruning
 from vtcompress.integrations.placeholder_host import PlaceholderHost
 from vtcompress.integrations.qwen2_5_vl import HOST
 from vtcompress.integrations.qwen2_5_vl.layout import Qwen2_5_VLLayout
@@ -47,8 +48,9 @@ MODEL_CLASSES = HOST.model_classes
 class Qwen2_5_VLHost(PlaceholderHost):
     model_names = "Qwen2_5_VLForConditionalGeneration"
     # No [CLS] token, no global view, no in-tower merging (windowed attention), and no vision
-    # hidden state in the projector's token order: methods that need one are refused.
-    provides: frozenset[str] = frozenset()
+    # hidden state in the projector's token order: methods that need one are refused. Its
+    # language model (a Qwen2 decoder) hosts the in-LM placement.
+    provides: frozenset[str] = frozenset({IN_LM})
     # Merging compares the merged tokens themselves (the projector's output).
     name_defaults = HOST.name_defaults
     # position_ids are 3-D here ([3 or 4, B, L]): finish_call cuts them, keeping their values.
@@ -68,6 +70,8 @@ class Qwen2_5_VLHost(PlaceholderHost):
         super().__init__(model, config, handle, num_layers - 1, num_layers)
         self.image_token_id = model.config.image_token_id
         self.text_config = model.config.text_config
+        # First, so that a refused stage setting leaves the model untouched.
+        attach_lm_pruning(self, self.inner.language_model, self.image_token_id)
         self.merge = vision.spatial_merge_size
         self.patch_px = model.config.vision_config.patch_size
         self._kept: list[Tensor] | None = None  # per image, the kept raster positions

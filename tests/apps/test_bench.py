@@ -241,3 +241,33 @@ def test_gpu_preset_and_compressor_counts_on_cuda(tmp_path):
     assert comp["seconds"]["prefill"] > 0 and comp["tokens"]["images"][0]["after"] == 5 * 576 // 4
     (row,) = _bench("compressors").main([*TINY_COMPRESSORS[2:], "--methods", "uniform", "--device", "cuda"])
     assert row["cuda_kernels_per_image"] > 0 and row["cuda_syncs_per_image"] >= 0
+
+
+def test_in_lm_methods_count_the_layers_before_k_at_full_length(tmp_path):
+    """FastV runs (its stage scaled to the run's depth) and its analytic FLOPs and KV cache count
+    layers 0-1 at the full prompt and layers 2.. at the kept length, as the paper's K=2 says."""
+    argv = [
+        "--decoder", "tiny", "--methods", "fastv", "--ratios", "0.25", "--batch-sizes", "1",
+        "--grids", "2x2", "--decode-tokens", "1", "--no-plots", "--out", str(tmp_path),
+    ]  # fmt: skip
+    _bench("run").main(argv)
+    data = json.loads((tmp_path / "results.json").read_text())
+    base, fastv = data["cases"]
+    text = data["model"]["decoder"]
+    d, m = text["hidden_size"], text["intermediate_size"]
+    dkv = text["num_key_value_heads"] * (d // text["num_attention_heads"])
+    layers = data["model"]["decoder_layers_full"]
+
+    def layer(n):  # one layer's prefill, written out (2 FLOPs per multiply-add, full attention)
+        return 2 * n * d * (2 * d + 2 * dkv) + 2 * 2 * n * n * d + 3 * 2 * n * d * m
+
+    (image,) = fastv["tokens"]["images"]
+    (full,) = fastv["tokens"]["sequence_before"]
+    short = full - image["before"] + image["after"]
+    assert image["after"] == int(0.25 * image["before"])
+    assert fastv["tokens"]["sequence_after"] == [short]
+    assert fastv["flops"]["decoder_prefill"] == pytest.approx(2 * layer(full) + (layers - 2) * layer(short))
+    # Dropping as many tokens before the language model would cost less.
+    assert fastv["flops"]["decoder_prefill"] > layers * layer(short)
+    per_token = base["kv_cache_bytes"] / full
+    assert fastv["kv_cache_bytes"] == pytest.approx(per_token * (2 * full + (layers - 2) * short) / layers)

@@ -73,6 +73,16 @@ def _prompt(build: Callable[[torch.dtype], tuple[Any, Any]], family: str) -> Cal
     return prompt
 
 
+# Methods that prune inside the language model, and the stage settings that fit the tiny models'
+# two decoder layers (their defaults act after layer 2 and later).
+TINY_STAGES: dict[str, dict[str, Any]] = {
+    "fastv": {"layer": 1},
+    "dart": {"layer": 1},
+    "pyramiddrop": {"layers": (1,)},
+}
+IN_LM_METHODS = frozenset(TINY_STAGES)
+
+
 def _case(spec: HostSpec) -> HostCase:
     build = _builder(spec.name)
     return HostCase(

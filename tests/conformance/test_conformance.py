@@ -12,7 +12,15 @@ import torch
 import torch.nn.functional as F
 
 import vtcompress as vtc
-from tests.conformance.hosts import HOSTS, SERVED_PAIRS, HostCase, pair_id, picture
+from tests.conformance.hosts import (
+    HOSTS,
+    IN_LM_METHODS,
+    SERVED_PAIRS,
+    TINY_STAGES,
+    HostCase,
+    pair_id,
+    picture,
+)
 from vtcompress.budget import keep_count
 
 torch.set_num_threads(1)
@@ -23,12 +31,22 @@ SIZES = [(672, 672), (1000, 500), (300, 900)]
 EXTREME = [(3000, 4), (4, 3000), (2000, 12), (12, 2000)]
 
 pytestmark = pytest.mark.filterwarnings("ignore")
+# Behaviour of methods that act before the language model only. In-LM methods prune once at
+# prefill, scored by the prompt's last token, so a full forward per step (which re-scores with the
+# new last token) is not what generate computes; tests/hosts/test_lm_pruning.py checks generate
+# against a forward loop with the cache. Several images in one prompt share one in-LM budget.
+PRE_LM_ONLY = {"test_greedy_generate_equals_greedy_forward", "test_several_images_in_one_prompt"}
+# DART ranks image tokens by cosine similarity, and on the tiny models' flat picture areas most
+# pairs are near-ties (median cosine 0.999) that float noise between a padded batch and one
+# sequence resolves differently; tests/hosts/test_lm_pruning.py checks its batch against one by
+# one on greedy, sampling and beam outputs instead.
+NOT_BATCH_STABLE = {"dart"}
 
 
 def config(host: HostCase, method: str, ratio: float = RATIO) -> vtc.CompressionConfig:
     """What a user gets by naming ``method``: the host's defaults for it (e.g. metric="projected"
     where there are no vision hidden states in token order)."""
-    return vtc.config_for(host.build(torch.float32)[0], method, ratio=ratio)
+    return vtc.config_for(host.build(torch.float32)[0], method, ratio=ratio, **TINY_STAGES.get(method, {}))
 
 
 def model_of(host: HostCase, dtype=torch.float32):
@@ -49,8 +67,13 @@ def pytest_generate_tests(metafunc):
     """Tests of ``host`` and ``method`` run on the pairs a user can run (:data:`SERVED_PAIRS`);
     the refusal test on every pair."""
     if {"host", "method"} <= set(metafunc.fixturenames):
-        every = metafunc.function.__name__ == "test_refusal_names_method_and_host"
+        name = metafunc.function.__name__
+        every = name == "test_refusal_names_method_and_host"
         pairs = [(h, m) for h in HOSTS for m in METHODS] if every else SERVED_PAIRS
+        if name in PRE_LM_ONLY:
+            pairs = [(h, m) for h, m in pairs if m not in IN_LM_METHODS]
+        if name == "test_mixed_size_batch_equals_one_by_one":
+            pairs = [(h, m) for h, m in pairs if m not in NOT_BATCH_STABLE]
         metafunc.parametrize(("host", "method"), pairs, ids=pair_id, indirect=["host"])
     elif "host" in metafunc.fixturenames:
         metafunc.parametrize("host", HOSTS, ids=pair_id, indirect=True)
@@ -85,7 +108,7 @@ def test_the_documented_methods_are_served_by_name(host):
     served = set()
     for method in METHODS:
         try:
-            vtc.compress(model, method).remove()
+            vtc.compress(model, method, **TINY_STAGES.get(method, {})).remove()
         except ValueError as err:
             assert "does not provide" in str(err), err
         else:
@@ -106,7 +129,8 @@ def test_forward_counts_follow_the_rule(host, method, size):
     logits = model(**inputs).logits
     image = handle.last_stats.images[0]
     assert image.tokens_after == keep_count(image.tokens_before, RATIO)
-    assert sum(v.kept for v in image.views) == image.tokens_after
+    if method not in IN_LM_METHODS:  # in-LM: the views show what entered the language model
+        assert sum(v.kept for v in image.views) == image.tokens_after
     assert all(v.kept <= v.original for v in image.views)
     removed = (image.tokens_before - image.tokens_after) + (image.newlines_before - image.newlines_after)
     assert logits.shape[1] == inputs["input_ids"].shape[1] - removed
@@ -240,12 +264,20 @@ def test_several_images_in_one_prompt(host, method):
     handle.remove()
 
 
+def _kept(handle) -> list:
+    """What the last call kept: each view's positions, and for in-LM methods the image tokens each
+    stage kept (over the sequence)."""
+    pruner = getattr(handle._host, "lm_pruner", None)
+    stages = [k.tolist() for k in pruner.last_kept] if pruner is not None else []
+    return [[v.positions for v in handle.last_stats.images[0].views], stages]
+
+
 @torch.no_grad()
 def test_bf16_follows_the_rule_and_stays_close(host, method):
     inputs = host.inputs([picture(1000, 500)])
     model, handle = attach(host, method)
     reference = model(**inputs).logits
-    kept = [v.positions for v in handle.last_stats.images[0].views]
+    kept = _kept(handle)
     handle.remove()
     model, handle = attach(host, method, dtype=torch.bfloat16)
     floating = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in inputs.items()}
@@ -253,6 +285,6 @@ def test_bf16_follows_the_rule_and_stays_close(host, method):
     image = handle.last_stats.images[0]
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
     assert image.tokens_after == keep_count(image.tokens_before, RATIO)
-    if [v.positions for v in image.views] == kept:  # same tokens kept: same answer up to bf16 rounding
+    if _kept(handle) == kept:  # same tokens kept: same answer up to bf16 rounding
         torch.testing.assert_close(out.float(), reference, atol=0.05, rtol=0.05)
     handle.remove()

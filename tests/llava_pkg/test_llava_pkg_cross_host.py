@@ -25,6 +25,8 @@ import transformers  # noqa: E402
 import vtcompress as vtc  # noqa: E402
 from tests.conftest import make_image  # noqa: E402
 from vtcompress.integrations.llava_pkg.host import IMAGE_TOKEN_INDEX  # noqa: E402
+from vtcompress.lm_pruning import LMPruningConfig  # noqa: E402
+from vtcompress.registry import get_method  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,10 +36,11 @@ RATIOS = [1.0, 0.5, 0.25, 0.1]
 # Uncompressed logits are bit-identical from transformers 4.38 on (tested: 4.57.6); 4.36 computes
 # attention differently (float32 rounding), so there they are only allclose.
 EXACT = tuple(int(x) for x in transformers.__version__.split(".")[:2]) >= (4, 38)
-# every method with its defaults, and the merging methods inside the CLIP tower
-VARIANTS = [(m, {}) for m in vtc.available_methods()] + [
-    (m, {"placement": "tower"}) for m in ("pitome", "tome")
-]
+# every method with its defaults (those acting before the language model: the llava package host
+# refuses in-LM methods), and the merging methods inside the CLIP tower
+VARIANTS = [
+    (m, {}) for m in vtc.available_methods() if not issubclass(get_method(m).config_cls, LMPruningConfig)
+] + [(m, {"placement": "tower"}) for m in ("pitome", "tome")]
 NAMES = [m + "".join(f"-{v}" for v in o.values()) for m, o in VARIANTS]
 RUNS = [(m, r, o) for m, o in VARIANTS for r in RATIOS]
 

@@ -21,7 +21,9 @@ from vtcompress.budget import keep_count  # noqa: E402
 from vtcompress.integrations.llava_pkg.host import IMAGE_TOKEN_INDEX, LlavaPackageHost  # noqa: E402
 from vtcompress.integrations.llava_pkg.layout import LlavaPackageLayout  # noqa: E402
 from vtcompress.integrations.llava_pkg.tiny import PINPOINTS  # noqa: E402
+from vtcompress.lm_pruning import LMPruningConfig  # noqa: E402
 from vtcompress.packing import pack_views  # noqa: E402
+from vtcompress.registry import get_method  # noqa: E402
 from vtcompress.tokens import keep_all  # noqa: E402
 
 torch.set_num_threads(1)
@@ -34,8 +36,12 @@ SIZES = [(200, 150), (150, 200), (300, 90), (500, 333), (1000, 500), (3000, 4), 
 
 LAYOUTS = {True: "llava-1.6-anyres", False: "llava-1.5-pad"}
 # globalcom2 needs a thumbnail: refused on LLaVA-1.5's one view
-# (test_globalcom2_is_refused_on_one_view_and_served_on_anyres).
-SERVED = [(anyres, m) for anyres in LAYOUTS for m in METHODS if anyres or m != "globalcom2"]
+# (test_globalcom2_is_refused_on_one_view_and_served_on_anyres). Methods that prune inside the
+# language model are refused on this host (test_in_lm_methods_are_refused).
+IN_LM = {m for m in METHODS if issubclass(get_method(m).config_cls, LMPruningConfig)}
+SERVED = [
+    (anyres, m) for anyres in LAYOUTS for m in METHODS if (anyres or m != "globalcom2") and m not in IN_LM
+]
 
 
 def pytest_generate_tests(metafunc):
@@ -104,6 +110,13 @@ def test_globalcom2_is_refused_on_one_view_and_served_on_anyres():
     image = handle.last_stats.images[0]
     assert image.tokens_after == keep_count(image.tokens_before, 0.25) and not image.passthrough
     handle.remove()
+
+
+@pytest.mark.parametrize("method", sorted(IN_LM))
+def test_in_lm_methods_are_refused(method):
+    with pytest.raises(ValueError, match=f"{method}.*inside the language model.*does not provide"):
+        vtc.compress(model_of(True), method)
+    assert vtc.get_handle(model_of(True)) is None
 
 
 def test_unsupported_merge_type_is_refused():

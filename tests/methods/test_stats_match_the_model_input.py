@@ -9,11 +9,14 @@ import pytest
 import torch
 
 import vtcompress
+from tests.conformance.hosts import IN_LM_METHODS
 from tests.conftest import IMAGE_SIZES, inputs_for, make_image, prompt
 from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.integrations.llava_next.tiny import PINPOINTS
 
-ALL_METHODS = vtcompress.available_methods()
+# Methods that act before the language model: an in-LM method feeds it every token (its cache
+# lengths and stats are checked in tests/hosts/test_lm_pruning.py).
+ALL_METHODS = [m for m in vtcompress.available_methods() if m not in IN_LM_METHODS]
 SELECTION = ["globalcom2", "uniform", "random", "fastervlm", "tokencorr"]
 LETTERBOX = ["letterbox_wide", "letterbox_tall"]
 

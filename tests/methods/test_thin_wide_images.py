@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import vtcompress
+from tests.conformance.hosts import TINY_STAGES
 from tests.conftest import inputs_for
 from vtcompress import GlobalCom2Config
 from vtcompress.integrations.llava_next.layout import AnyResLayout
@@ -24,7 +25,7 @@ CONFIGS["globalcom2 paper"] = GlobalCom2Config.paper()
 
 def config_for(name: str, ratio: float):
     method = CONFIGS[name]
-    return make_config(method, ratio=ratio)
+    return make_config(method, ratio=ratio, **TINY_STAGES.get(method, {}))
 
 
 def uncompressed_tokens(model, size) -> int:
