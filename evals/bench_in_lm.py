@@ -65,7 +65,7 @@ def full_depth_flops(method: str, ratio: float, length: int, image_tokens: int) 
     stages = config.stages()
     bounds = [0] + [k for k, _ in stages] + [VICUNA_7B.num_hidden_layers]
     lengths = [length] + [
-        length - image_tokens + config.kept_count(i, image_tokens) for i in range(len(stages))
+        length - image_tokens + config.stage_count(i, image_tokens) for i in range(len(stages))
     ]
     return sum(
         decoder_prefill_flops(VICUNA_7B, n, layers=bounds[i + 1] - bounds[i]) for i, n in enumerate(lengths)

@@ -245,7 +245,7 @@ class LMPruner:
     def _prune(self, stage: int, layer: int, hidden: Tensor) -> Tensor:
         state = self._state
         counts = torch.tensor(
-            [self.config.kept_count(stage, int(n)) for n in state.counts.tolist()], device=hidden.device
+            [self.config.stage_count(stage, int(n)) for n in state.counts.tolist()], device=hidden.device
         )
         inputs = LMStageInputs(
             candidates=state.image,

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from vtcompress.budget import keep_count
 from vtcompress.config import IN_LM, CompressionConfig
+from vtcompress.layout import Layout
 
 NEEDS_HOST = (
     "it runs on hosts that own the KV cache, positions and generate (the transformers hosts); "
@@ -72,9 +73,15 @@ class LMPruningConfig(CompressionConfig):
         keep ``keep_count(N, fraction)`` of a sequence's ``N`` original image tokens."""
         raise NotImplementedError
 
-    def kept_count(self, stage: int, n: int) -> int:
+    def stage_count(self, stage: int, n: int) -> int:
         """Image tokens stage ``stage`` keeps of a sequence's ``n`` original ones."""
         return keep_count(n, self.stages()[stage][1])
+
+    def kept_count(self, layout: Layout) -> int | None:
+        """Image tokens that reach the layers after the last stage (the spec's counting rule; the
+        layers before each stage still see more: FLOPs count them)."""
+        n = layout.num_tokens()
+        return n if self.is_off else self.stage_count(len(self.stages()) - 1, n)
 
     def select(self, stage: int, inputs: LMStageInputs) -> Tensor:
         """Bool [B, L]: the candidates stage ``stage`` keeps, exactly ``inputs.counts[b]`` per row."""

@@ -74,7 +74,7 @@ def in_lm_lengths(config: Any, layers: int, length: int, image_tokens: int) -> l
     stages = config.stages()
     bounds = [0] + [k for k, _ in stages] + [layers]
     lengths = [length] + [
-        length - image_tokens + config.kept_count(i, image_tokens) for i in range(len(stages))
+        length - image_tokens + config.stage_count(i, image_tokens) for i in range(len(stages))
     ]
     return [(bounds[i + 1] - bounds[i], n) for i, n in enumerate(lengths)]
 

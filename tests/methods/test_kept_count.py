@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import vtcompress as vtc
+from tests.conformance.hosts import TINY_STAGES
 from tests.conftest import IMAGE_SIZES, inputs_for
 from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.integrations.llava_next.tiny import PINPOINTS
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 def test_kept_count_is_what_the_llava_next_host_keeps(tiny, method):
     model, processor = tiny
     sizes = [IMAGE_SIZES["letterbox_wide"], IMAGE_SIZES["tall"], IMAGE_SIZES["square"]]
-    config = vtc.config_for(model, method, ratio=0.3)
+    config = vtc.config_for(model, method, ratio=0.3, **TINY_STAGES.get(method, {}))  # in-LM: 2 layers
     with vtc.compressed(model, config) as handle:
         model(**inputs_for(processor, sizes))
     for (w, h), image in zip(sizes, handle.last_stats.images):

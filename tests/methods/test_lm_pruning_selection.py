@@ -73,8 +73,8 @@ def test_dart_keeps_the_pivot_and_the_tokens_least_similar_to_it():
 
 def test_dart_counts_paper_128_of_576_keeps_132_and_exact_keeps_the_ratio():
     ratio = 128 / 576
-    assert make_config("dart", ratio=ratio, budget="paper").kept_count(0, 576) == 132
-    assert make_config("dart", ratio=ratio).kept_count(0, 576) == 128
+    assert make_config("dart", ratio=ratio, budget="paper").stage_count(0, 576) == 132
+    assert make_config("dart", ratio=ratio).stage_count(0, 576) == 128
     assert dart_shares(128, 4, 8) == [16, 16, 16, 16, 15, 15, 15, 15]
     assert sum(dart_shares(128, 4, 8)) + 4 == 128
 

@@ -67,7 +67,7 @@ class DARTConfig(LMPruningConfig):
     def stages(self) -> list[tuple[int, float]]:
         return [(self.layer, self.ratio)]
 
-    def kept_count(self, stage: int, n: int) -> int:
+    def stage_count(self, stage: int, n: int) -> int:
         target = keep_count(n, self.ratio)
         if self.budget == "exact":
             return target
