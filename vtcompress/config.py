@@ -50,6 +50,9 @@ class CompressionConfig:
     """
 
     method: ClassVar[str] = ""
+    # What the method compresses: "image" methods also run on each frame of a clip
+    # (vtcompress.video.compress_clip); "video" methods take whole clips and refuse images.
+    media: ClassVar[tuple[str, ...]] = ("image",)
     ratio: float = 0.25
 
     def __post_init__(self) -> None:
