@@ -74,9 +74,13 @@ def register_batch(name: str) -> Callable[[Callable[..., Any]], Callable[..., An
     return decorator
 
 
-def available_methods() -> list[str]:
-    """Names accepted by :func:`vtcompress.compress` and ``load_compressed_llava(method=...)``."""
-    return sorted(_METHODS)
+def available_methods(media: str | None = None) -> list[str]:
+    """Names accepted by :func:`vtcompress.compress` and ``load_compressed_llava(method=...)``;
+    with ``media`` ("image" or "video"), only the methods that compress it (image methods also
+    compress videos, frame by frame)."""
+    if media is None:
+        return sorted(_METHODS)
+    return sorted(n for n, s in _METHODS.items() if media in s.config_cls.media or media == "video")
 
 
 def get_method(name: str) -> MethodSpec:
