@@ -15,13 +15,17 @@ from vtcompress.api import CompressionHandle, compress, compressed, config_for, 
 from vtcompress.config import CompressionConfig
 from vtcompress.layout import Layout
 from vtcompress.methods.baselines import FasterVLMConfig, RandomConfig, UniformConfig
+from vtcompress.methods.evs import EVSConfig
 from vtcompress.methods.globalcom2 import GlobalCom2Config
 from vtcompress.methods.pitome import PiToMeConfig
 from vtcompress.methods.tokencorr import TokenCorrConfig
 from vtcompress.methods.tome import ToMeConfig
+from vtcompress.methods.vidcom2 import VidCom2Config
+from vtcompress.methods.video_baselines import DyCokeTTMConfig, VisionZipVideoConfig
 from vtcompress.registry import available_methods, register_method
 from vtcompress.stats import CompressionStats, ImageStats, ViewStats
 from vtcompress.tokens import ImageTokens, ViewOutput
+from vtcompress.video import VideoLayout
 
 __version__ = "0.1.0"
 
@@ -62,6 +66,8 @@ __all__ = [
     "CompressionConfig",
     "CompressionHandle",
     "CompressionStats",
+    "DyCokeTTMConfig",
+    "EVSConfig",
     "FasterVLMConfig",
     "GlobalCom2Config",
     "ImageStats",
@@ -73,7 +79,10 @@ __all__ = [
     "TokenCorrConfig",
     "UniformConfig",
     "ViewOutput",
+    "VidCom2Config",
+    "VideoLayout",
     "ViewStats",
+    "VisionZipVideoConfig",
     "available_methods",
     "compress",
     "compressed",

@@ -8,55 +8,24 @@ placeholders (transformers' processor counts them so: pooled 14x14 per frame, + 
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 import torch
 
 import vtcompress as vtc
 from tests.conftest import make_image, uncompressed
+from tests.helpers.video_inputs import ONEVISION_PER_FRAME as PER_FRAME
+from tests.helpers.video_inputs import onevision_pixels as pixels
+from tests.helpers.video_inputs import onevision_text as text
+from tests.helpers.video_inputs import onevision_video_inputs as video_inputs
+from tests.helpers.video_inputs import tiny_onevision
 from vtcompress.video import clip_keep_count
 
 torch.set_num_threads(1)
-PER_FRAME = 196
-
-
-@functools.lru_cache(maxsize=1)
-def tiny_onevision():
-    from vtcompress.integrations.llava_onevision.tiny import build_tiny_onevision
-
-    return build_tiny_onevision(seed=0)
 
 
 @pytest.fixture
 def model():
     yield from uncompressed(tiny_onevision()[0])
-
-
-def text(frames: int, question: str, image: bool = False) -> str:
-    from vtcompress.integrations.llava_onevision.tiny import VIDEO_TOKEN
-
-    return (
-        "<|im_start|>user\n"
-        + ("<image>\n" if image else "")
-        + VIDEO_TOKEN * (frames * PER_FRAME + 1)
-        + f"\n{question}<|im_end|>\n<|im_start|>assistant\n"
-    )
-
-
-def pixels(videos: int, frames: int, seed: int = 0) -> torch.Tensor:
-    return torch.randn(videos, frames, 3, 384, 384, generator=torch.Generator().manual_seed(seed))
-
-
-def video_inputs(frames: int, questions: list[str], seed: int = 0, videos: torch.Tensor | None = None):
-    tok = tiny_onevision()[1].tokenizer
-    side, tok.padding_side = tok.padding_side, "left"
-    try:
-        enc = tok([text(frames, q) for q in questions], return_tensors="pt", padding=True)
-    finally:
-        tok.padding_side = side
-    videos = pixels(len(questions), frames, seed) if videos is None else videos
-    return dict(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], pixel_values_videos=videos)
 
 
 @torch.no_grad()

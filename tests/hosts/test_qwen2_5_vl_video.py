@@ -14,11 +14,12 @@ import torch
 
 import vtcompress as vtc
 from tests.conftest import make_image, tiny_qwen2_5_vl, uncompressed
+from tests.helpers.video_inputs import qwen_clip_pixels as clip_pixels
+from tests.helpers.video_inputs import qwen_video_inputs as video_inputs
 from vtcompress.integrations.qwen2_5_vl.tiny import VIDEO_TOKEN, VISION_END, VISION_START
 from vtcompress.video import clip_keep_count
 
 torch.set_num_threads(1)
-PATCH_VALUES = 3 * 2 * 14 * 14
 TOKENS_PER_SECOND = 2  # the tiny model's vision config
 VIDEO_METHODS = ["vidcom2", "evs", "dycoke_ttm", "visionzip_video"]
 FRAME_METHODS = {
@@ -32,39 +33,6 @@ FRAME_METHODS = {
 @pytest.fixture
 def model():
     yield from uncompressed(tiny_qwen2_5_vl()[0])
-
-
-def video_run(grid) -> str:
-    t, h, w = grid
-    return VISION_START + VIDEO_TOKEN * (t * h * w // 4) + VISION_END
-
-
-def clip_pixels(grid, seed: int) -> torch.Tensor:
-    t, h, w = grid
-    return torch.randn(t * h * w, PATCH_VALUES, generator=torch.Generator().manual_seed(seed))
-
-
-def video_inputs(grids, questions=None, seconds=None, seeds=None):
-    """One clip per prompt, left padded (what a processor would give, without torchvision)."""
-    m, processor = tiny_qwen2_5_vl()
-    tok = processor.tokenizer
-    questions = questions or ["What happens?"] * len(grids)
-    texts = [f"USER: {video_run(g)}{q}\nASSISTANT:" for g, q in zip(grids, questions)]
-    side, tok.padding_side = tok.padding_side, "left"
-    try:
-        enc = tok(texts, return_tensors="pt", padding=True)
-    finally:
-        tok.padding_side = side
-    ids = enc["input_ids"]
-    seeds = seeds or list(range(len(grids)))
-    return dict(
-        input_ids=ids,
-        attention_mask=enc["attention_mask"],
-        mm_token_type_ids=(ids == m.config.video_token_id).long() * 2,
-        pixel_values_videos=torch.cat([clip_pixels(g, s) for g, s in zip(grids, seeds)]),
-        video_grid_thw=torch.tensor(grids),
-        second_per_grid_ts=torch.tensor(seconds or [1.0] * len(grids)),
-    )
 
 
 def image_and_video_inputs(grid, width=500, height=300):
