@@ -11,7 +11,8 @@ Budgets. ``ratio`` counts every video token of a clip. A method that allocates p
 (VidCom², EVS) does so itself; every other method gets a uniform split:
 
 * :func:`clip_keep_count`: a clip keeps ``max(T, floor(r * T * P))`` tokens (never more than
-  ``T * P``): one token per frame at least, as VidCom² and vLLM guarantee.
+  ``T * P``): at least as many tokens as frames, as vLLM's VidCom² count (the uniform split below
+  gives every frame one; VidCom²'s exact reconciliation may still leave a frame with none).
 * :func:`frame_budgets`: that total split evenly over the frames, the first ``total % T`` frames
   one more.
 

@@ -22,7 +22,8 @@ Allocations (``allocation``):
   is also clipped at P, then the clip is brought to an exact total by dropping the kept tokens of
   highest ``v + f`` or adding the unkept ones of lowest. The total is a function of T, P and r
   alone (:func:`vtcompress.video.clip_keep_count`), so a processor knows it before the model runs;
-  that is why it is the default, as for GlobalCom².
+  that is why it is the default, as for GlobalCom². As in vLLM, the drop step may take a frame's
+  last token, leaving that frame with none.
 
 Deviations, all deliberate:
 
