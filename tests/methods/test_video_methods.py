@@ -337,3 +337,15 @@ def test_bad_clip_inputs_are_refused():
         EVSConfig(count="ceil")
     with pytest.raises(ValueError, match="dominant"):
         VisionZipVideoConfig(dominant=0.0)
+
+
+def test_methods_say_what_they_compress_and_image_hosts_refuse_video_methods():
+    from vtcompress.config import VIDEO
+    from vtcompress.registry import available_methods
+
+    assert set(VIDEO_METHODS) <= set(available_methods()) and set(VIDEO_METHODS).isdisjoint(
+        available_methods("image")
+    )
+    assert {"uniform", "globalcom2"} <= set(available_methods("image")) <= set(available_methods("video"))
+    assert VIDEO in VidCom2Config().requirements(23, 24)
+    assert VIDEO not in make_config("uniform").requirements(23, 24)
