@@ -187,11 +187,6 @@ def compress_clip(method: MethodSpec, config: CompressionConfig, clip: ImageToke
     return outs  # type: ignore[return-value]
 
 
-def kept_frame_counts(outs: list[ViewOutput]) -> list[int]:
-    """Tokens kept per frame (for stats)."""
-    return [o.num_kept for o in outs]
-
-
 def stack_kept(outs: list[ViewOutput], layout: VideoLayout) -> tuple[Tensor, Tensor]:
     """Clip-wide kept indices (long CPU [k], ascending: frame * P + position) and features [k, D]."""
     p = layout.tokens_per_frame

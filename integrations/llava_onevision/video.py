@@ -11,17 +11,16 @@ the official VidCom² hook and transformers do. Positions are 1-D, so the cut ru
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import torch
 from torch import Tensor
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from vtcompress.integrations.host import Host, sync
-from vtcompress.pipeline import image_stats
+from vtcompress.integrations.host import Host
+from vtcompress.integrations.video_host import compress_clip_recorded
 from vtcompress.tokens import ImageTokens
-from vtcompress.video import VideoLayout, compress_clip, kept_frame_counts, stack_kept
+from vtcompress.video import VideoLayout, stack_kept
 
 
 def pooled_side(image_size: int, patch_size: int) -> int:
@@ -45,27 +44,10 @@ def compress_videos(host: Host, pooled: Tensor, frames: int, side: int, image_si
             score_layer=host.score_layer,
             num_layers=host.num_layers,
         )
-        sync(pooled.device)
-        start = time.perf_counter()
-        outs = compress_clip(host.method, host.config, clip)
-        sync(pooled.device)
-        seconds = time.perf_counter() - start
-        host.stats.compress_seconds += seconds
+        note = f"{frames} frames of {side}x{side} pooled tokens"
+        outs = compress_clip_recorded(host, clip, (image_size, image_size), 1, note)
         _, kept = stack_kept(outs, layout)
         parts += [kept, clip_features[-1:]]
-        stats = image_stats(
-            layout,
-            outs,
-            host.config,
-            index=index,
-            image_size=(image_size, image_size),
-            seconds=seconds,
-            newlines_before=1,
-            newlines_after=1,
-            note=f"{frames} frames of {side}x{side} pooled tokens; kept per frame: {kept_frame_counts(outs)}",
-        )
-        stats.media = "video"
-        host.stats.images.append(stats)
     return torch.cat(parts)[None]
 
 

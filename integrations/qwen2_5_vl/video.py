@@ -10,16 +10,15 @@ temporal patch. The host keeps the kept tokens' own uncompressed positions, as f
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from torch import Tensor
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from vtcompress.integrations.host import Host, sync
-from vtcompress.pipeline import image_stats
+from vtcompress.integrations.host import Host
+from vtcompress.integrations.video_host import compress_clip_recorded
 from vtcompress.tokens import ImageTokens
-from vtcompress.video import VideoLayout, compress_clip, kept_frame_counts, stack_kept
+from vtcompress.video import VideoLayout, stack_kept
 
 
 def clip_layout(grid_thw: list[int], merge: int) -> VideoLayout:
@@ -58,32 +57,12 @@ def encode_videos(
             score_layer=host.score_layer,
             num_layers=host.num_layers,
         )
-        sync(features.device)
-        start = time.perf_counter()
-        outs = compress_clip(host.method, host.config, clip)
-        sync(features.device)
-        seconds = time.perf_counter() - start
-        host.stats.compress_seconds += seconds
+        px = patch_px * merge
+        note = f"{layout.frames} temporal patches of 2 frames, {layout.tokens_per_frame} tokens each"
+        outs = compress_clip_recorded(host, clip, (layout.grid[0] * px, layout.grid[1] * px), 0, note)
         index_kept, feats = stack_kept(outs, layout)
         kept_index.append(index_kept)
         kept_features.append(feats)
-        px = patch_px * merge
-        stats = image_stats(
-            layout,
-            outs,
-            host.config,
-            index=index,
-            image_size=(layout.grid[0] * px, layout.grid[1] * px),
-            seconds=seconds,
-            newlines_before=0,
-            newlines_after=0,
-            note=(
-                f"{layout.frames} temporal patches of 2 frames, {layout.tokens_per_frame} tokens each; "
-                f"kept per patch: {kept_frame_counts(outs)}"
-            ),
-        )
-        stats.media = "video"
-        host.stats.images.append(stats)
     return BaseModelOutputWithPooling(pooler_output=tuple(kept_features)), kept_index
 
 
