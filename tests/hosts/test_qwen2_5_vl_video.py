@@ -254,3 +254,39 @@ def test_missing_video_grid_is_one_line(model):
     vtc.compress(model, "vidcom2", ratio=0.3)
     with pytest.raises(ValueError, match="needs video_grid_thw"):
         model(**call)
+
+
+def left_pad_rows(rows: list[dict], pad: int) -> dict:
+    """Stack one-row calls into a left-padded batch (input_ids, attention_mask, mm_token_type_ids)."""
+    width = max(r["input_ids"].shape[1] for r in rows)
+    out = {}
+    for key, fill in (("input_ids", pad), ("attention_mask", 0), ("mm_token_type_ids", 0)):
+        out[key] = torch.cat(
+            [
+                torch.cat([torch.full((1, width - r[key].shape[1]), fill, dtype=r[key].dtype), r[key]], 1)
+                for r in rows
+            ]
+        )
+    return out
+
+
+@torch.no_grad()
+def test_a_batch_of_a_video_prompt_and_an_image_prompt_equals_one_by_one(model):
+    from vtcompress.integrations.qwen2_5_vl.tiny import prompt
+
+    _, processor = tiny_qwen2_5_vl()
+    video = video_inputs([(3, 4, 6)], ["What happens in the clip?"])
+    image = dict(processor(images=[make_image(500, 300)], text=[prompt("What is it?")], return_tensors="pt"))
+    call = left_pad_rows([video, image], model.config.text_config.pad_token_id)
+    for key in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts"):
+        call[key] = video[key]
+    call["pixel_values"], call["image_grid_thw"] = image["pixel_values"], image["image_grid_thw"]
+    handle = vtc.compress(model, "uniform", ratio=0.3)
+    out = model.generate(**call, max_new_tokens=2, do_sample=False)
+    assert [(s.media, s.tokens_after) for s in handle.last_stats.images] == [
+        ("image", 59),
+        ("video", 5),
+    ]  # 198 and 3 x 6 = 18 tokens
+    for b, one in enumerate([video, image]):
+        alone = model.generate(**one, max_new_tokens=2, do_sample=False)
+        assert torch.equal(out[b, -alone.shape[1] :], alone[0])
