@@ -121,6 +121,17 @@ def frame_budgets(layout: VideoLayout, ratio: float) -> list[int]:
     return [base + (t < extra) for t in range(layout.frames)]
 
 
+def clip_kept_count(config: CompressionConfig, layout: VideoLayout) -> int | None:
+    """Tokens a clip of ``layout`` keeps under ``config``, known before the model runs, or None
+    where the count depends on the content (VidCom²'s paper allocation). A video method's config
+    says it (``clip_count``); image methods run frame by frame keep :func:`clip_keep_count`."""
+    if config.is_off:
+        return layout.num_tokens()
+    if "video" in config.media:
+        return config.clip_count(layout)
+    return clip_keep_count(layout.frames, layout.tokens_per_frame, config.ratio)
+
+
 def frames_of(clip: ImageTokens) -> Tensor:
     """A clip's features as ``[T, P, D]`` (checked against its layout)."""
     layout = require_clip(clip, "video")

@@ -17,7 +17,14 @@ from vtcompress.methods.video_baselines import (
 )
 from vtcompress.registry import get_method, make_config
 from vtcompress.tokens import ImageTokens
-from vtcompress.video import VideoLayout, clip_keep_count, compress_clip, frame_budgets, vllm_keep_count
+from vtcompress.video import (
+    VideoLayout,
+    clip_keep_count,
+    clip_kept_count,
+    compress_clip,
+    frame_budgets,
+    vllm_keep_count,
+)
 
 ALPHAS = (1 / 8, 1 / 4, 1 / 2, 1, 2)
 
@@ -349,3 +356,19 @@ def test_methods_say_what_they_compress_and_image_hosts_refuse_video_methods():
     assert {"uniform", "globalcom2"} <= set(available_methods("image")) <= set(available_methods("video"))
     assert VIDEO in VidCom2Config().requirements(23, 24)
     assert VIDEO not in make_config("uniform").requirements(23, 24)
+
+
+@pytest.mark.parametrize("method", VIDEO_METHODS + ["uniform", "tome"])
+@pytest.mark.parametrize(
+    "frames,grid,r", [(1, (3, 4), 0.25), (5, (3, 4), 0.3), (6, (2, 5), 0.1), (4, (4, 4), 1.0)]
+)
+def test_clip_counts_are_known_before_the_model_runs(method, frames, grid, r):
+    options = {"metric": "projected"} if method == "tome" else {}
+    config = make_config(method, ratio=r, **options)
+    c = clip(frames, grid, dtype=torch.float32, seed=frames)
+    kept = sum(o.num_kept for o in compress_clip(get_method(method), config, c))
+    assert clip_kept_count(config, c.layout) == kept
+
+
+def test_vidcom2_paper_count_depends_on_content():
+    assert clip_kept_count(VidCom2Config(ratio=0.3, allocation="paper"), VideoLayout(4, (3, 4))) is None

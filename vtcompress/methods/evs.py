@@ -28,7 +28,14 @@ from vtcompress.budget import keep_count
 from vtcompress.config import CompressionConfig, check_choice
 from vtcompress.registry import register_method
 from vtcompress.tokens import ImageTokens, ViewOutput
-from vtcompress.video import COUNT_RULES, frames_of, outputs_from_frame_indices, require_clip, vllm_keep_count
+from vtcompress.video import (
+    COUNT_RULES,
+    VideoLayout,
+    frames_of,
+    outputs_from_frame_indices,
+    require_clip,
+    vllm_keep_count,
+)
 
 FIRST_FRAME_SCORE = 255.0
 
@@ -42,6 +49,9 @@ class EVSConfig(CompressionConfig):
 
     def validate(self) -> None:
         check_choice("count", self.count, COUNT_RULES)
+
+    def clip_count(self, layout: VideoLayout) -> int:
+        return evs_keep_count(layout.frames, layout.tokens_per_frame, self.ratio, self.count)
 
 
 def evs_keep_count(frames: int, tokens_per_frame: int, ratio: float, count: str = "floor") -> int:

@@ -49,7 +49,14 @@ from torch import Tensor
 from vtcompress.config import CompressionConfig, check_choice
 from vtcompress.registry import register_method
 from vtcompress.tokens import ImageTokens, ViewOutput
-from vtcompress.video import COUNT_RULES, clip_keep_count, frames_of, outputs_from_frame_indices, require_clip
+from vtcompress.video import (
+    COUNT_RULES,
+    VideoLayout,
+    clip_keep_count,
+    frames_of,
+    outputs_from_frame_indices,
+    require_clip,
+)
 
 ALPHAS = tuple(2.0**k for k in range(-3, 2))
 """Bandwidths of the multi-scale Gaussian similarity: 1/8, 1/4, 1/2, 1, 2."""
@@ -69,6 +76,12 @@ class VidCom2Config(CompressionConfig):
     def validate(self) -> None:
         check_choice("allocation", self.allocation, ("exact", "paper"))
         check_choice("count", self.count, COUNT_RULES)
+
+    def clip_count(self, layout: VideoLayout) -> int | None:
+        """Tokens a clip keeps (exact allocation); None: the paper allocation's depends on content."""
+        if self.allocation == "paper":
+            return None
+        return clip_keep_count(layout.frames, layout.tokens_per_frame, self.ratio, self.count)
 
 
 def low_variance_channels(x: Tensor, fraction: float = CHANNEL_FRACTION) -> Tensor:

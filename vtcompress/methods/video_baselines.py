@@ -37,7 +37,7 @@ from torch import Tensor
 from vtcompress.config import CompressionConfig, check_choice
 from vtcompress.registry import register_method
 from vtcompress.tokens import ImageTokens, ViewOutput
-from vtcompress.video import frames_of, outputs_from_frame_indices, require_clip
+from vtcompress.video import VideoLayout, frames_of, outputs_from_frame_indices, require_clip
 
 
 @dataclass
@@ -49,6 +49,9 @@ class DyCokeTTMConfig(CompressionConfig):
 
     def validate(self) -> None:
         check_choice("unpaired", self.unpaired, ("drop", "prune"))
+
+    def clip_count(self, layout: VideoLayout) -> int:
+        return dycoke_ttm_count(layout.frames, layout.tokens_per_frame, self.ratio, self.unpaired)
 
 
 @dataclass
@@ -66,6 +69,9 @@ class VisionZipVideoConfig(CompressionConfig):
             )
         if self.neighbors < 1:
             raise ValueError(f"neighbors must be a whole number >= 1, got {self.neighbors}")
+
+    def clip_count(self, layout: VideoLayout) -> int:
+        return layout.frames * max(1, int(layout.tokens_per_frame * self.ratio))
 
 
 def _least_similar(similarity: Tensor, n: int) -> Tensor:
