@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +133,30 @@ def ensure_saved(path: Path, save: Callable[[Path], Any]) -> str:
     """``path`` as a string, after ``save(path)`` unless it already holds a checkpoint
     (``config.json``): a tiny model is built once, on first use, then read from the cache."""
     if not (path / "config.json").exists():
-        save(path)
+        with progress_bars(False):
+            save(path)
     return str(path)
+
+
+@contextmanager
+def progress_bars(show: bool) -> Iterator[None]:
+    """transformers' progress bars ("Writing model shards", "Loading weights") on or off inside the
+    ``with`` block, as they were after it."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    (hf_logging.enable_progress_bar if show and was else hf_logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()
+
+
+def loading_bars(path: str | os.PathLike) -> Any:
+    """The progress-bar policy of every loader, the CLI and the demo: a tiny random model loads in
+    a moment, so its bars are hidden; a real checkpoint keeps transformers' bars, which show a long
+    load progressing (``HF_HUB_DISABLE_PROGRESS_BARS=1`` hides them too)."""
+    return progress_bars(not (os.path.isdir(path) and is_random_tiny(path)))
 
 
 def mark_random(path: Path, name: str, seed: int) -> None:

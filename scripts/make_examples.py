@@ -1,4 +1,5 @@
-"""Draw the example images and save them as the PNGs shipped in vtcompress/examples/.
+"""Draw the example images and save them as the PNGs shipped in integrations/examples/
+(``vtcompress.integrations.examples``).
 
     python scripts/make_examples.py
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from vtcompress.integrations.demo.examples import write_examples
 
-TARGET = Path(__file__).resolve().parents[1] / "vtcompress" / "examples"
+TARGET = Path(__file__).resolve().parents[1] / "integrations" / "examples"
 
 if __name__ == "__main__":
     for path, question in write_examples(TARGET):

@@ -23,7 +23,7 @@ if ! "$VPY" -c "import torch" 2>/dev/null; then
     # shellcheck disable=SC2086  # TORCH_SPEC may carry pip options
     "$VPY" -m pip install -q ${TORCH_SPEC:-torch==2.13.0}
 fi
-if ! "$VPY" -c "import vtcompress.quickrun" 2>/dev/null \
+if ! "$VPY" -c "import vtcompress.integrations.cli.quickrun" 2>/dev/null \
     || [ "$("$VPY" -c 'from vtcompress.hints import source_checkout as s; print(s())')" != "$PWD" ]; then
     "$VPY" -m pip install -q -e .
 fi

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Iterator
-from importlib.metadata import entry_points
 from typing import Any, Protocol
 
 from torch import nn
 
 from vtcompress.config import CompressionConfig
+from vtcompress.hosts import host_specs
 from vtcompress.registry import make_config
 from vtcompress.stats import CompressionStats
 
 _HANDLE_ATTR = "_vtcompress_handle"
-HOST_ENTRY_POINTS = "vtcompress.hosts"
-_ADAPTERS: list[type] = []
+_HOSTS: list[type] = []
 
 
-class Adapter(Protocol):
+class Host(Protocol):
     """A host: model-specific glue (see :class:`vtcompress.integrations.host.Host`).
 
     ``supports`` recognises a model; the constructor installs removable hooks; ``remove`` undoes them.
@@ -38,41 +36,42 @@ class Adapter(Protocol):
     def remove(self) -> None: ...
 
 
-def register_adapter(cls: type) -> type:
+def register_host(cls: type) -> type:
     """Make ``compress()`` use host ``cls`` for the models it ``supports`` (also a class decorator).
 
     Packages normally declare hosts in the ``vtcompress.hosts`` entry-point group instead.
     """
-    if cls not in _ADAPTERS:
-        _ADAPTERS.append(cls)
+    if cls not in _HOSTS:
+        _HOSTS.append(cls)
     return cls
 
 
-@functools.lru_cache(maxsize=1)
-def _entry_point_hosts() -> tuple[tuple[type, ...], tuple[str, ...]]:
-    """Hosts declared by installed packages, and why any of them could not be loaded."""
-    hosts, failures = [], []
-    for ep in entry_points(group=HOST_ENTRY_POINTS):
-        try:
-            hosts.append(ep.load())
-        except ImportError as err:  # an optional dependency of that host is missing
-            failures.append(f"{ep.name}: {err}")
-    return tuple(hosts), tuple(failures)
+register_adapter = register_host  # the former name
 
 
-def find_adapter(model: nn.Module) -> type:
-    """The host that supports ``model``: registered at run time first, then entry points."""
-    hosts, failures = _entry_point_hosts()
-    candidates = [*_ADAPTERS, *(h for h in hosts if h not in _ADAPTERS)]
-    for cls in candidates:
+def find_host(model: nn.Module) -> type:
+    """The host that supports ``model``: registered at run time first, then the declared families
+    (:func:`vtcompress.hosts.host_specs`) whose ``model_classes`` name its class."""
+    for cls in _HOSTS:
         if cls.supports(model):
             return cls
-    names = ", ".join(a.model_names for a in candidates) or "none installed"
-    unloaded = f" (hosts that failed to load: {'; '.join(failures)})" if failures else ""
+    specs = [s for s in host_specs() if s.may_serve(type(model))]
+    for spec in specs:
+        cls = spec.host_class()
+        if cls not in _HOSTS and cls.supports(model):
+            return cls
+    names = [getattr(cls, "model_names", cls.__name__) for cls in _HOSTS]
+    names += [", ".join(s.model_classes) or s.display_name for s in host_specs()]
+    example = next((s for s in host_specs() if s.model_classes and s.loader_alias), None)
+    hint = (
+        f" Load the model with e.g. {example.model_classes[0]}.from_pretrained(...) or "
+        f"vtcompress.{example.loader_alias}(...)."
+        if example
+        else ""
+    )
     raise TypeError(
-        f"vtcompress has no host for {type(model).__name__}; supported: {names}{unloaded}. "
-        "Load the model with e.g. LlavaNextForConditionalGeneration.from_pretrained(...) or "
-        "vtcompress.load_compressed_llava(...)."
+        f"vtcompress has no host for {type(model).__name__}; supported: {'; '.join(names) or 'none installed'}."
+        + hint
     )
 
 
@@ -83,16 +82,16 @@ class CompressionHandle:
         self.model = model
         self.config = config
         self.last_stats: CompressionStats | None = None
-        self._adapter: Any = None
+        self._host: Any = None
 
     @property
     def active(self) -> bool:
-        return self._adapter is not None
+        return self._host is not None
 
     def remove(self) -> None:
-        if self._adapter is not None:
-            self._adapter.remove()
-            self._adapter = None
+        if self._host is not None:
+            self._host.remove()
+            self._host = None
         if getattr(self.model, _HANDLE_ATTR, None) is self:
             delattr(self.model, _HANDLE_ATTR)
 
@@ -119,7 +118,7 @@ def config_for(
     model: nn.Module, config_or_name: CompressionConfig | str, **options: Any
 ) -> CompressionConfig:
     """The config :func:`compress` would use for ``model``: :func:`host_config` with its host."""
-    return host_config(find_adapter(model), config_or_name, **options)
+    return host_config(find_host(model), config_or_name, **options)
 
 
 def compress(
@@ -138,11 +137,11 @@ def compress(
 
 
 def _attach(handle: CompressionHandle) -> CompressionHandle:
-    adapter_cls = find_adapter(handle.model)
+    host_cls = find_host(handle.model)
     previous = getattr(handle.model, _HANDLE_ATTR, None)
     if previous is not None:
         previous.remove()
-    handle._adapter = adapter_cls(handle.model, handle.config, handle)
+    handle._host = host_cls(handle.model, handle.config, handle)
     setattr(handle.model, _HANDLE_ATTR, handle)
     return handle
 

@@ -1,19 +1,26 @@
 """Method registry: a new compression method is one file that calls :func:`register_method`.
 
-The built-in methods register when ``vtcompress`` is imported (its ``__init__`` imports
-:mod:`vtcompress.methods`), so this module imports no method.
+Method names come from the ``vtcompress.methods`` entry points of the installed distributions
+(the built-in ones in vtcompress's own ``pyproject.toml``) without importing a method, so that a
+command line can list them without importing torch. The built-in methods register the first time
+a method is looked up (:func:`get_method` imports :mod:`vtcompress.methods`; another package's
+method, the module its entry point names).
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
+from importlib.metadata import entry_points
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from vtcompress import shadowing  # noqa: F401  (refuses a folder named vtcompress hiding the package)
 from vtcompress.config import CompressionConfig
 
+METHOD_ENTRY_POINTS = "vtcompress.methods"
 _METHODS: dict[str, MethodSpec] = {}
 
 
@@ -75,17 +82,23 @@ def register_batch(name: str) -> Callable[[Callable[..., Any]], Callable[..., An
 
 
 def available_methods(media: str | None = None) -> list[str]:
-    """Names accepted by :func:`vtcompress.compress` and ``load_compressed_llava(method=...)``;
-    with ``media`` ("image" or "video"), only the methods that compress it (image methods also
-    compress videos, frame by frame)."""
+    """Names accepted by :func:`vtcompress.compress` and ``load_compressed_llava(method=...)``: the
+    declared methods (entry-point names, nothing imported) and those registered at run time. With
+    ``media`` ("image" or "video"), only the methods that compress it (this imports them; image
+    methods also compress videos, frame by frame)."""
+    names = sorted({*(ep.name for ep in entry_points(group=METHOD_ENTRY_POINTS)), *_METHODS})
     if media is None:
-        return sorted(_METHODS)
-    return sorted(n for n, s in _METHODS.items() if media in s.config_cls.media or media == "video")
+        return names
+    return [n for n in names if media == "video" or media in get_method(n).config_cls.media]
 
 
 def get_method(name: str) -> MethodSpec:
+    importlib.import_module("vtcompress.methods")  # registers the built-in methods (imports torch)
+    if name not in _METHODS:  # another package's method: its declared module registers it
+        for ep in entry_points(group=METHOD_ENTRY_POINTS, name=name):
+            ep.load()
     if name not in _METHODS:
-        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(sorted(_METHODS))}")
+        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(available_methods())}")
     return _METHODS[name]
 
 

@@ -14,7 +14,6 @@ except ImportError as err:  # pragma: no cover - exercised by the CLI's message
 
     raise ImportError(needs_extra("the vtcompress demo needs gradio", "demo")) from err
 
-from vtcompress.integrations.checkpoints import HUB_EXAMPLES, default_method
 from vtcompress.integrations.demo.engine import Comparison, DemoEngine, InputError, format_flops
 from vtcompress.integrations.demo.examples import write_examples
 
@@ -143,7 +142,7 @@ def _header(engine: DemoEngine) -> str:
             "> **This is the offline tiny model. Its weights are random, so its answers are "
             "meaningless characters.** Token counts, overlays, timings and FLOPs are real. For real "
             "answers start the demo with a checkpoint: `vtcompress demo --model "
-            f"{HUB_EXAMPLES[engine.family]}` (or a local directory).",
+            f"{engine.spec.hub_example}` (or a local directory).",
         ]
     return "\n".join(lines)
 
@@ -151,7 +150,7 @@ def _header(engine: DemoEngine) -> str:
 def build_app(engine: DemoEngine, concurrency: int = 4, examples_dir: str | Path | None = None) -> gr.Blocks:
     """The demo page around ``engine`` (one model shared by every user; calls take turns)."""
     methods = engine.served_methods()  # what this model's host can run
-    default = default_method(engine.family)
+    default = engine.spec.default_method
     default = default if default in methods else methods[0]
     examples_dir = Path(examples_dir or Path(tempfile.gettempdir()) / "vtcompress-demo-examples")
     examples = write_examples(examples_dir)
@@ -193,17 +192,17 @@ def build_app(engine: DemoEngine, concurrency: int = 4, examples_dir: str | Path
                     inputs=[image, question, method, ratio],
                 )
             with gr.Column(scale=3):
-                message = gr.Markdown(elem_id="message")
+                message = gr.Markdown(label="Message", show_label=False, elem_id="message")
                 with gr.Row():
                     answer_c = gr.Textbox(
                         label="Answer with compression", lines=3, elem_id="answer-compressed"
                     )
                     answer_u = gr.Textbox(label="Answer without compression", lines=3, elem_id="answer-full")
-                stats = gr.Markdown(elem_id="stats")
+                stats = gr.Markdown(label="Token counts, times and FLOPs", show_label=False, elem_id="stats")
                 gallery = gr.Gallery(
                     label="Kept tokens per view", columns=3, height="auto", format="png", elem_id="overlays"
                 )
-                legend = gr.Markdown(elem_id="legend")
+                legend = gr.Markdown(label="Overlay legend", show_label=False, elem_id="legend")
         outputs = [message, answer_c, answer_u, stats, gallery, legend]
         inputs = [image, question, method, ratio, options]
         submit.click(handler, inputs, outputs, api_name="compare", concurrency_limit=concurrency)

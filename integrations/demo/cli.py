@@ -11,17 +11,20 @@ import signal
 import sys
 from collections.abc import Sequence
 
+PROG = "vtcompress demo"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from vtcompress.integrations.locate import DEFAULT_TINY, loadable_families, tiny_names
+
     parser.add_argument(
         "--model",
-        default="tiny",
-        help="LLaVA-NeXT, LLaVA-OneVision or Qwen2.5-VL checkpoint (hub id or local directory), or a "
-        "tiny model with random weights, offline: tiny (LLaVA-NeXT, the default), tiny-onevision, "
-        "tiny-qwen2.5-vl (their answers are meaningless, the token views are real)",
+        default=DEFAULT_TINY,
+        help=f"{loadable_families()} checkpoint (hub id or local directory), or a "
+        f"tiny model with random weights, offline: {tiny_names()} (their answers are meaningless, "
+        "the token views are real)",
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
@@ -59,7 +62,10 @@ def run(args: argparse.Namespace) -> int:
         from vtcompress.hints import needs_extra
 
         hint = needs_extra("the demo needs gradio", "demo")
-        print(f"error: {err}" if "pip install" in str(err) else f"error: {hint} ({err})", file=sys.stderr)
+        print(
+            f"{PROG}: error: {err}" if "pip install" in str(err) else f"{PROG}: error: {hint} ({err})",
+            file=sys.stderr,
+        )
         return 2
     from vtcompress.integrations.demo.engine import DemoEngine
 
@@ -68,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
         engine = DemoEngine.from_pretrained(
             args.model, device=args.device, dtype=args.dtype, max_new_tokens=args.max_new_tokens
         )
-    except (OSError, ValueError, AttributeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (OSError, ValueError, AttributeError) as err:  # one line naming the fix
+        print(f"{PROG}: error: --model {args.model}: {err}", file=sys.stderr)
         return 2
     app = build_app(engine, concurrency=args.concurrency)
     # SIGTERM (service managers, `kill`) takes the same clean path as Ctrl+C.
@@ -80,7 +86,11 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     except OSError as err:  # port taken, address not available here
-        print(f"error: cannot serve on {args.host}:{args.port}: {err}", file=sys.stderr)
+        print(
+            f"{PROG}: error: --host {args.host} --port {args.port}: cannot serve on {args.host}:{args.port} "
+            f"({err}); choose a free --port, or a --host address of this machine",
+            file=sys.stderr,
+        )
         status = 2
     finally:
         app.close()
@@ -91,6 +101,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vtcompress demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -1,6 +1,6 @@
 """The example images, drawn with Pillow (deterministic: same pixels on every machine with the
 same Pillow), so that nothing is downloaded. ``scripts/make_examples.py`` saves them as the PNGs
-shipped in :mod:`vtcompress.examples` (which also holds each example's question).
+shipped in :mod:`vtcompress.integrations.examples` (which also holds each example's question).
 
 Three shapes of input that exercise LLaVA-NeXT's anyres grid differently: a 4:3 scene (2x2
 crops, letterboxed top and bottom), a 1:2 document (two crops, one above the other) and a 3:1
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from vtcompress.examples import EXAMPLES
+from vtcompress.integrations.examples import EXAMPLES
 
 
 @dataclass(frozen=True)

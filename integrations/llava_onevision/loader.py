@@ -7,10 +7,11 @@ from typing import Any
 
 from vtcompress.api import compress, host_config
 from vtcompress.config import CompressionConfig
+from vtcompress.integrations.llava_onevision import HOST
 from vtcompress.registry import explicit_options
 
 DEFAULT_MODEL = "llava-hf/llava-onevision-qwen2-7b-ov-hf"
-DEFAULT_METHOD = "globalcom2"  # with score="mean_cos", this host's default for the name
+DEFAULT_METHOD = HOST.default_method  # with score="mean_cos", this host's default for the name
 TINY = "tiny"
 
 
@@ -19,7 +20,7 @@ def onevision_config(
 ) -> CompressionConfig:
     """The config for ``method`` on this host: explicit options win, then the host's
     ``name_defaults`` (method names only), then the config class's defaults."""
-    from vtcompress.integrations.llava_onevision.adapter import LlavaOnevisionHost
+    from vtcompress.integrations.llava_onevision.host import LlavaOnevisionHost
 
     return host_config(LlavaOnevisionHost, method, **explicit_options(ratio, method_options))
 
@@ -27,10 +28,9 @@ def onevision_config(
 def resolve_model_path(model: str | os.PathLike) -> str:
     """``"tiny"`` -> the offline tiny model (built and cached on first use); else unchanged."""
     if str(model) == TINY:
-        from vtcompress.integrations.llava_onevision.tiny import default_tiny_path, save_tiny_onevision
-        from vtcompress.integrations.tiny_models import ensure_saved
+        from vtcompress.integrations.llava_onevision.tiny import tiny_checkpoint
 
-        return ensure_saved(default_tiny_path(), save_tiny_onevision)
+        return tiny_checkpoint()
     return str(model)
 
 
@@ -72,21 +72,15 @@ def load_compressed_onevision(
     return onevision, processor
 
 
-def is_onevision_checkpoint(path: str | os.PathLike, **kwargs: Any) -> bool:
-    """Whether ``path`` (a directory or hub id that ``from_pretrained`` can read) holds a
-    LLaVA-OneVision config."""
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(path, **kwargs).model_type == "llava_onevision"
-
-
 def load_onevision(path: str | os.PathLike, **from_pretrained_kwargs: Any):
     """``(model, processor)`` of a OneVision checkpoint, uncompressed (the image-only processor
     where transformers' own cannot be built; see :mod:`.processing`)."""
     from transformers import LlavaOnevisionForConditionalGeneration
 
     from vtcompress.integrations.llava_onevision.processing import load_processor
+    from vtcompress.integrations.tiny_models import loading_bars
 
-    model = LlavaOnevisionForConditionalGeneration.from_pretrained(path, **from_pretrained_kwargs)
+    with loading_bars(path):
+        model = LlavaOnevisionForConditionalGeneration.from_pretrained(path, **from_pretrained_kwargs)
     hub = {k: v for k, v in from_pretrained_kwargs.items() if k in ("local_files_only", "revision", "token")}
     return model.eval(), load_processor(path, **hub)

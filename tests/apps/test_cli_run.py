@@ -13,8 +13,8 @@ from PIL import Image
 import vtcompress
 from tests.conftest import make_image
 from vtcompress.budget import keep_count
-from vtcompress.cli import main
-from vtcompress.examples import EXAMPLES, example
+from vtcompress.integrations.cli import main
+from vtcompress.integrations.examples import EXAMPLES, example
 from vtcompress.integrations.llava_next.layout import AnyResLayout
 
 FAST = ["--max-new-tokens", "2", "--repeats", "2", "--warmup", "0"]
@@ -52,6 +52,7 @@ def test_no_arguments_answers_twice_with_counts_times_and_flops(capsys):
     assert "2 timed passes of each model" in out
     assert "language model prefill FLOPs (analytic)" in out
     assert "give no idea of the spread" in err  # 2 repeats: says so
+    assert "Loading weights" not in err  # the tiny model loads without progress bars
 
 
 def test_ratio_one_is_off_and_both_answers_agree(capsys):
@@ -78,8 +79,8 @@ def test_image_question_and_example_options(tmp_path, capsys):
 
 
 def test_bundled_examples_ship_and_load():
-    from vtcompress.inputs import open_image
     from vtcompress.integrations.demo.examples import DRAWINGS
+    from vtcompress.integrations.inputs import open_image
 
     assert set(EXAMPLES) == {"scene", "receipt", "bar_chart"}
     grids = set()
@@ -111,7 +112,7 @@ def _error(capsys, argv) -> str:
         (["--model", "/no/such/model"], "no model directory at '/no/such/model'"),
         (["--model", "./relative/missing"], "leave --model out"),
         (["--model", "llava-hf/not-cached-here"], "HF_HUB_OFFLINE is set"),
-        (["--device", "nonsense"], "is not a torch device"),
+        (["--device", "nonsense"], "--device nonsense: not a device vtcompress run supports; use cpu"),
         (["--max-new-tokens", "0"], "--max-new-tokens: must be at least 1"),
         (["--repeats", "0"], "--repeats: must be at least 1"),
         (["--warmup", "-1"], "--warmup: must be 0 or more"),
@@ -121,7 +122,7 @@ def _error(capsys, argv) -> str:
         (["--method", "nope"], "invalid choice: 'nope'"),
         (["--example", "nope"], "invalid choice: 'nope'"),
         (["--question", " "], "--question is empty"),
-        (["--image", "/no/such.png"], "no file '/no/such.png'"),
+        (["--image", "/no/such.png"], "--image /no/such.png: no such file; give a PNG"),
         (["--option", "allocation"], "--option: method option 'allocation' is not KEY=VALUE"),
         (["--option", "budget=3"], "globalcom2 has no option 'budget'; its options are:"),
         (["--option", "alpha=high"], "globalcom2 option alpha is a number; got 'high'"),
@@ -159,16 +160,21 @@ def test_a_checkpoint_of_another_family_is_one_line(tmp_path, capsys):
 def test_bad_images_get_one_line_and_exit_2(tmp_path, capsys):
     text = tmp_path / "not_an_image.png"
     text.write_text("hello")
-    assert "cannot read" in _error(capsys, ["run", "--image", str(text)])
+    assert f"--image {text}: cannot read it as an image" in _error(capsys, ["run", "--image", str(text)])
     tiny = tmp_path / "tiny.png"
     Image.new("RGB", (1, 1)).save(tiny)
-    assert "too small" in _error(capsys, ["run", "--image", str(tiny)])
+    line = _error(capsys, ["run", "--image", str(tiny)])
+    assert line.startswith(f"vtcompress run: error: --image {tiny}: ") and "too small" in line
     truncated = tmp_path / "truncated.png"
     buffer = tmp_path / "full.png"
     make_image(200, 200).save(buffer)
     truncated.write_bytes(buffer.read_bytes()[:300])
-    assert "cannot read" in _error(capsys, ["run", "--image", str(truncated)])
-    assert "is a directory" in _error(capsys, ["run", "--image", str(tmp_path)])
+    assert f"--image {truncated}: cannot read it as an image, the file is damaged" in _error(
+        capsys, ["run", "--image", str(truncated)]
+    )
+    assert f"--image {tmp_path}: a directory, not an image file" in _error(
+        capsys, ["run", "--image", str(tmp_path)]
+    )
 
 
 def test_cuda_without_cuda_is_one_line(capsys, monkeypatch):
@@ -182,7 +188,7 @@ def test_cuda_without_cuda_is_one_line(capsys, monkeypatch):
 def test_unreachable_hub_fails_fast_with_the_fix(capsys, monkeypatch):
     from huggingface_hub import constants
 
-    from vtcompress.integrations.llava_next import loader
+    from vtcompress.integrations import locate as loader
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(loader, "_hub_reachable", lambda: False)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from vtcompress.budget import keep_count
-from vtcompress.cli import main
-from vtcompress.examples import DEFAULT_EXAMPLE, example
+from vtcompress.integrations.cli import main
+from vtcompress.integrations.examples import DEFAULT_EXAMPLE, example
 from vtcompress.integrations.qwen2_5_vl.processing import merged_grid
 
 FAST = ["--max-new-tokens", "2", "--repeats", "2", "--warmup", "0"]
@@ -75,6 +75,7 @@ def test_an_image_too_long_for_the_processor_is_one_line(checkpoint, tmp_path, c
     assert main(["run", "--model", checkpoint, "--method", "uniform", "--image", str(strip), *FAST]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "214:1; Qwen2.5-VL accepts at most 200:1" in err
+    assert err.startswith(f"vtcompress run: error: --image {strip}: ")  # names the file
 
 
 def test_the_tiny_qwen_name_runs_offline(tmp_path, monkeypatch, capsys):

@@ -64,6 +64,29 @@ def counts(stats_markdown: str) -> tuple[int, int]:
     return int(before), int(after)
 
 
+def test_the_api_names_its_inputs_and_outputs(client):
+    """A gradio_client user sees one endpoint, /compare, whose inputs and outputs have names (the
+    page's labels), as docs/demo.md lists them."""
+    api = client.view_api(print_info=False, return_format="dict")
+    assert list(api["named_endpoints"]) == ["/compare"] and not api["unnamed_endpoints"]
+    compare = api["named_endpoints"]["/compare"]
+    assert [p["parameter_name"] for p in compare["parameters"]] == [
+        "image",
+        "question",
+        "method",
+        "ratio",
+        "options",
+    ]
+    assert [r["label"] for r in compare["returns"]] == [
+        "Message",
+        "Answer with compression",
+        "Answer without compression",
+        "Token counts, times and FLOPs",
+        "Kept tokens per view",
+        "Overlay legend",
+    ]
+
+
 def test_page_compares_and_shows_every_view(server, client):
     message, answer_c, answer_u, stats, gallery, legend = client.predict(
         upload(server, make_image(640, 480)), "What is in the image?", "uniform", 0.25, api_name="/compare"

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from vtcompress.cli import build_parser
+from vtcompress.integrations.cli import build_parser
 from vtcompress.integrations.demo import cli as demo_cli
 
 
@@ -33,7 +33,8 @@ def test_a_checkpoint_that_cannot_be_loaded_is_reported(tmp_path, capsys, monkey
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert demo_cli.main(["--model", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
-    assert "could not load a checkpoint" in err and "missing" in err and "no model directory" in err
+    assert err.startswith(f"vtcompress demo: error: --model {tmp_path / 'missing'}: ")  # names the input
+    assert "could not load a checkpoint" in err and "no model directory" in err and "leave --model out" in err
 
 
 def test_a_checkpoint_of_another_family_is_one_line(tmp_path, capsys):
@@ -54,7 +55,8 @@ def test_a_port_in_use_is_reported(tmp_path, capsys, monkeypatch):
         taken.listen()
         port = taken.getsockname()[1]
         assert demo_cli.main(["--model", str(checkpoint), "--port", str(port)]) == 2
-    assert f"cannot serve on 127.0.0.1:{port}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"--port {port}: cannot serve on 127.0.0.1:{port}" in err and "choose a free --port" in err
 
 
 def _env(tmp_path):
@@ -65,9 +67,7 @@ def _env(tmp_path):
 
 @pytest.mark.slow
 def test_importing_the_demo_does_not_import_gradio(tmp_path):
-    code = (
-        "import sys, vtcompress, vtcompress.cli, vtcompress.integrations.demo; print('gradio' in sys.modules)"
-    )
+    code = "import sys, vtcompress.integrations.cli, vtcompress.integrations.demo; print('gradio' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=_env(tmp_path), timeout=120
     )
@@ -88,7 +88,8 @@ def test_server_process_serves_a_checkpoint_path_and_stops_on_sigterm(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = tmp_path / "server.log"
-    cmd = [sys.executable, "-m", "vtcompress.cli", "demo", "--model", str(checkpoint), "--port", str(port)]
+    cli = "vtcompress.integrations.cli"
+    cmd = [sys.executable, "-m", cli, "demo", "--model", str(checkpoint), "--port", str(port)]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=_env(tmp_path))
     try:

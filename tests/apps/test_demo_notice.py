@@ -12,9 +12,9 @@ from PIL import Image
 
 pytest.importorskip("gradio", reason="gradio is not installed (the demo extra)")
 
-from vtcompress.inputs import IMAGE_LIMITS  # noqa: E402
 from vtcompress.integrations.demo.app import RATIO_RANGE, ratio_notice  # noqa: E402
 from vtcompress.integrations.demo.engine import DemoEngine, InputError  # noqa: E402
+from vtcompress.integrations.inputs import IMAGE_LIMITS  # noqa: E402
 
 
 def test_notice_for_a_typed_ratio_outside_the_slider():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vtcompress.inputs import IMAGE_LIMITS, ImageLimits, open_image, to_rgb
+from vtcompress.integrations.inputs import IMAGE_LIMITS, ImageLimits, open_image, to_rgb
 
 
 def test_sixteen_bit_gray_is_scaled_not_clipped(tmp_path):

@@ -12,8 +12,6 @@ PACKAGES = {
     "vtcompress.integrations": ROOT / "integrations",
     "vtcompress.kernels": ROOT / "kernels",
 }
-# Modules under vtcompress/ that are applications (they load models through the hosts).
-APPS = {"vtcompress.cli", "vtcompress.__main__", "vtcompress.quickrun"}
 # Dependency-free helpers every layer may use (checked below: they import nothing of vtcompress).
 LEAVES = {"vtcompress.hints"}
 
@@ -47,7 +45,6 @@ def core_modules(mods: dict[str, Path]) -> dict[str, Path]:
         for name, path in mods.items()
         if name.startswith("vtcompress")
         and not name.startswith(("vtcompress.integrations", "vtcompress.kernels"))
-        and name not in APPS
     }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from vtcompress.budget import keep_count
-from vtcompress.cli import main
+from vtcompress.integrations.cli import main
 from vtcompress.integrations.llava_onevision.layout import OneVisionLayout
 
 FAST = ["--max-new-tokens", "2", "--repeats", "2", "--warmup", "0"]

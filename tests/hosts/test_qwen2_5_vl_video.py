@@ -37,7 +37,7 @@ def model():
 
 def image_and_video_inputs(grid, width=500, height=300):
     """One prompt: an image (expanded by the processor), then a clip's run spliced in after it."""
-    from vtcompress.integrations.qwen2_5_vl.tiny import prompt
+    from vtcompress.integrations.qwen2_5_vl.prompt import prompt
 
     m, processor = tiny_qwen2_5_vl()
     call = dict(
@@ -272,7 +272,7 @@ def left_pad_rows(rows: list[dict], pad: int) -> dict:
 
 @torch.no_grad()
 def test_a_batch_of_a_video_prompt_and_an_image_prompt_equals_one_by_one(model):
-    from vtcompress.integrations.qwen2_5_vl.tiny import prompt
+    from vtcompress.integrations.qwen2_5_vl.prompt import prompt
 
     _, processor = tiny_qwen2_5_vl()
     video = video_inputs([(3, 4, 6)], ["What happens in the clip?"])

@@ -23,7 +23,7 @@ def test_generate_with_several_return_sequences_keeps_each_prompt(model, process
 
 
 def test_cli_run_at_ratio_one_reports_every_token_kept(tmp_path, capsys):
-    from vtcompress.cli import main
+    from vtcompress.integrations.cli import main
 
     image = tmp_path / "img.png"
     make_image(640, 400).save(image)

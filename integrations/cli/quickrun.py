@@ -16,23 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from PIL import Image
 
 from vtcompress.api import compress as compressed_model
 from vtcompress.api import compressed, config_for
 from vtcompress.config import CompressionConfig
-from vtcompress.examples import DEFAULT_EXAMPLE, example
-from vtcompress.inputs import IMAGE_LIMITS
-from vtcompress.integrations.checkpoints import HUB_EXAMPLES, default_method
+from vtcompress.integrations.cli.timing import StageClock, Timing, synchronize
+from vtcompress.integrations.cli.usage import UsageError, image_flag
+from vtcompress.integrations.inputs import IMAGE_LIMITS
 from vtcompress.registry import make_config
 from vtcompress.stats import CompressionStats
-from vtcompress.timing import StageClock, Timing, synchronize
 
-
-class UsageError(Exception):
-    """A bad command line; ``str(err)`` is one line naming the fix (exit code 2)."""
-
-
-DEFAULT_QUESTION = "What is in the image?"
 STAGES = ("vision tower", "compressor", "language model", "other", "whole forward")
 # Above this spread between repeats, a timing says more about the machine than about the model.
 NOISY_SPREAD = 0.25
@@ -50,13 +44,11 @@ class Measured:
 
 
 def check_device(name: str | None) -> torch.device:
-    """The torch device to run on; a UsageError naming the fix if it is not usable here."""
+    """The torch device to run on; a UsageError naming the fix if it is not usable here (its name
+    was checked by :func:`~vtcompress.integrations.cli.usage.check_device_name`)."""
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name!r} is not a torch device: use cpu, cuda or cuda:N") from None
+    device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UsageError(
@@ -69,43 +61,15 @@ def check_device(name: str | None) -> torch.device:
             )
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise UsageError(f"--device {name}: MPS is not available here; use --device cpu")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"--device {name}: vtcompress run supports cpu, cuda and mps")
     return device
-
-
-def choose_input(args: argparse.Namespace) -> tuple[Any, str, str]:
-    """``(image, question, description)`` from --image / --example / --question."""
-    from vtcompress.inputs import open_image
-
-    if args.image is not None:
-        try:
-            image = open_image(args.image)
-        except ValueError as err:
-            raise UsageError(f"--image: {err}") from None
-        described = f"{args.image} ({image.width}x{image.height})"
-        question = DEFAULT_QUESTION
-    else:
-        ex = example(args.example or DEFAULT_EXAMPLE)
-        image = open_image(ex.path)
-        described = f"bundled example {ex.name!r}: {ex.description}"
-        question = ex.question
-    if args.question is not None:
-        question = args.question.strip()
-        if not question:
-            raise UsageError("--question is empty: ask something about the image, or leave it out")
-    return image, question, described
 
 
 def load(args: argparse.Namespace, device: torch.device):
     """The :class:`~vtcompress.integrations.checkpoints.Checkpoint` of ``args.model`` (any family
     of :mod:`vtcompress.integrations.checkpoints`) on ``device``, or a UsageError naming the fix."""
-    from transformers.utils import logging as hf_logging
-
     from vtcompress.integrations.checkpoints import CheckpointError, load_checkpoint
-    from vtcompress.integrations.llava_next.loader import ModelNotFoundError
+    from vtcompress.integrations.locate import ModelNotFoundError
 
-    hf_logging.disable_progress_bar()
     try:
         checkpoint = load_checkpoint(args.model, dtype=DTYPES[args.dtype])
     except (ModelNotFoundError, CheckpointError) as err:  # one line each, naming the fix
@@ -117,7 +81,7 @@ def load(args: argparse.Namespace, device: torch.device):
 
 
 def prompt_inputs(processor, image, question: str, device: torch.device, dtype: torch.dtype):
-    from vtcompress.integrations.llava_next.prompt import chat_prompt
+    from vtcompress.integrations.prompt import chat_prompt
 
     prompt = chat_prompt(processor, question)
     inputs = processor(images=image, text=prompt, return_tensors="pt").to(device)
@@ -291,27 +255,28 @@ def method_options(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--option: {err}") from None
 
 
-def run(args: argparse.Namespace) -> int:
-    """The ``vtcompress run`` job; raises UsageError (one line, exit 2) on bad input."""
+def run(args: argparse.Namespace, image: Image.Image, question: str, described: str) -> int:
+    """The ``vtcompress run`` job on the image and question the command line chose
+    (:func:`~vtcompress.integrations.cli.usage.choose_input`); raises UsageError (one line, exit 2)
+    on bad input."""
     device = check_device(args.device)
     args.device_used = device
-    image, question, described = choose_input(args)
     given = "".join(f" --option {item}" for item in args.option or [])
     if args.method is not None:  # a bad method setting fails before the model loads
         check_method_setting(args, given)
     checkpoint = load(args, device)
     if args.method is None:
-        args.method = default_method(checkpoint.family)
+        args.method = checkpoint.spec.default_method
     options = check_method_setting(args, given)
     model, processor = checkpoint.model, checkpoint.processor
     problem = IMAGE_LIMITS.problem(*image.size, max_aspect=checkpoint.max_aspect)
     if problem:
-        raise UsageError(f"--image: {problem}")
+        raise UsageError(f"{image_flag(args)}: {problem}")
     print(f"vtcompress run: model {args.model}, {args.method}, ratio {args.ratio:g}, device {device}")
     if checkpoint.random_weights:
         print(
             f"note: the tiny {checkpoint.family_name} has RANDOM weights: its answers are meaningless; token "
-            f"counts, timings and FLOPs are real. For real answers: --model {HUB_EXAMPLES[checkpoint.family]} "
+            f"counts, timings and FLOPs are real. For real answers: --model {checkpoint.spec.hub_example} "
             "(or a local directory)."
         )
     try:

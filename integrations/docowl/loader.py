@@ -21,6 +21,7 @@ import torch
 
 from vtcompress.api import compress, host_config
 from vtcompress.config import CompressionConfig
+from vtcompress.integrations.docowl import HOST
 from vtcompress.integrations.docowl.configuration import DocOwlConfig
 from vtcompress.integrations.docowl.modeling import DocOwlForConditionalGeneration
 from vtcompress.integrations.docowl.processing import DocOwlImageOptions, DocOwlProcessor
@@ -174,7 +175,7 @@ def load_docowl(
 
 def load_compressed_docowl(
     model: str | os.PathLike = DEFAULT_CHECKPOINT,
-    method: str | CompressionConfig = "tokencorr",
+    method: str | CompressionConfig = HOST.default_method,
     ratio: float | None = None,
     method_options: dict[str, Any] | None = None,
     **load_kwargs: Any,
@@ -194,10 +195,10 @@ def load_compressed_docowl(
     Returns:
         ``(model, processor)``; ``vtcompress.get_handle(model)`` is the compression handle.
     """
-    from vtcompress.integrations.docowl.compression import DocOwlAdapter
+    from vtcompress.integrations.docowl.host import DocOwlHost
 
     # Fails before loading; a method name gets the host's defaults (metric="projected" for merging).
-    config = host_config(DocOwlAdapter, method, **explicit_options(ratio, method_options))
+    config = host_config(DocOwlHost, method, **explicit_options(ratio, method_options))
     docowl, processor = load_docowl(model, **load_kwargs)
     compress(docowl, config)
     return docowl, processor
@@ -215,3 +216,7 @@ def register_auto_classes() -> None:
         AutoModelForCausalLM.register(DocOwlConfig, DocOwlForConditionalGeneration, exist_ok=True)
     except TypeError:  # pragma: no cover - older signatures without exist_ok
         pass
+
+
+# Lets AutoConfig / AutoTokenizer / AutoModelForCausalLM read `model_type: mplug_docowl` (additive).
+register_auto_classes()

@@ -42,13 +42,14 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from vtcompress.api import CompressionHandle
 from vtcompress.config import VIDEO, CompressionConfig
 from vtcompress.integrations.placeholder_host import PlaceholderHost
+from vtcompress.integrations.qwen2_5_vl import HOST
 from vtcompress.integrations.qwen2_5_vl.layout import Qwen2_5_VLLayout
 from vtcompress.integrations.qwen2_5_vl.video import check_video_call, drop_video_inputs, encode_videos
 from vtcompress.pipeline import check_applicable, image_stats
 from vtcompress.sequence import ShortenedBatch, compact_rows, cut_rows, placeholder_keep_mask
 from vtcompress.tokens import ImageTokens
 
-MODEL_CLASSES = ("Qwen2_5_VLForConditionalGeneration",)
+MODEL_CLASSES = HOST.model_classes
 SERVED = (
     "Qwen2.5-VL serves random, uniform, pitome and tome (metric='projected', what their names get "
     "here), on images and frame by frame on videos, and the video methods (vidcom2, evs, ...) on "
@@ -56,13 +57,13 @@ SERVED = (
 )
 
 
-class Qwen2_5_VLAdapter(PlaceholderHost):
+class Qwen2_5_VLHost(PlaceholderHost):
     model_names = "Qwen2_5_VLForConditionalGeneration"
     # No [CLS] token, no global view, no in-tower merging (windowed attention), and no vision
     # hidden state in the projector's token order: methods that need one are refused.
     provides: frozenset[str] = frozenset({VIDEO})
     # Merging compares the merged tokens themselves (the projector's output).
-    name_defaults = {"pitome": {"metric": "projected"}, "tome": {"metric": "projected"}}
+    name_defaults = HOST.name_defaults
     # position_ids are 3-D here ([3 or 4, B, L]): finish_call cuts them, keeping their values.
     cut_keys = ("labels", "token_type_ids", "mm_token_type_ids")
     media_keys = ("pixel_values", "pixel_values_videos")
@@ -235,9 +236,9 @@ class Qwen2_5_VLAdapter(PlaceholderHost):
 def check_served(config: CompressionConfig, num_layers: int = 32) -> None:
     """Raise ValueError when this host cannot serve ``config``, naming what is missing and what
     it serves (``num_layers``: the vision tower's depth, 32 in the published checkpoints)."""
-    host = f"{Qwen2_5_VLAdapter.__name__} ({Qwen2_5_VLAdapter.model_names})"
+    host = f"{Qwen2_5_VLHost.__name__} ({Qwen2_5_VLHost.model_names})"
     try:
-        check_applicable(config, host, Qwen2_5_VLAdapter.provides, num_layers - 1, num_layers)
+        check_applicable(config, host, Qwen2_5_VLHost.provides, num_layers - 1, num_layers)
     except ValueError as err:
         if "does not provide" not in str(err):
             raise

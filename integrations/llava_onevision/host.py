@@ -35,6 +35,7 @@ from vtcompress.api import CompressionHandle
 from vtcompress.config import GLOBAL_VIEW, VIDEO, CompressionConfig
 from vtcompress.integrations.host import score_layer_of
 from vtcompress.integrations.llava_next.layout import AnyResLayout, pack_views
+from vtcompress.integrations.llava_onevision import HOST
 from vtcompress.integrations.llava_onevision.layout import OneVisionLayout, tile_map
 from vtcompress.integrations.llava_onevision.video import encode_videos
 from vtcompress.integrations.placeholder_host import PlaceholderHost
@@ -42,7 +43,7 @@ from vtcompress.pipeline import image_stats
 from vtcompress.sequence import ShortenedBatch, cut_rows, placeholder_keep_mask
 from vtcompress.tokens import ImageTokens
 
-MODEL_CLASSES = ("LlavaOnevisionForConditionalGeneration", "LlavaOnevisionModel")
+MODEL_CLASSES = HOST.model_classes
 SERVED = (
     "SigLIP has no [CLS]: this host serves globalcom2 (score='mean_cos'), pitome and tome "
     "(metric='projected'), uniform and random, on images and frame by frame on videos, and the "
@@ -54,11 +55,7 @@ class LlavaOnevisionHost(PlaceholderHost):
     model_names = "LlavaOnevisionForConditionalGeneration, LlavaOnevisionModel"
     provides = frozenset({GLOBAL_VIEW, VIDEO})
     media_keys = ("pixel_values", "pixel_values_videos")
-    name_defaults = {
-        "globalcom2": {"score": "mean_cos"},  # GlobalCom²'s score for towers without [CLS]
-        "pitome": {"metric": "projected"},
-        "tome": {"metric": "projected"},
-    }
+    name_defaults = HOST.name_defaults
 
     @staticmethod
     def supports(model: nn.Module) -> bool:

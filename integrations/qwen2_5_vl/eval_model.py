@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from vtcompress.integrations.lmms_eval.model import TransformersModel
+from vtcompress.integrations.qwen2_5_vl import HOST
 
 
 class CompressedQwen2_5_VL(TransformersModel):
@@ -16,7 +17,7 @@ class CompressedQwen2_5_VL(TransformersModel):
     (``image_size`` in the records is the processor's resized size).
     """
 
-    default_method, default_ratio = "uniform", 0.25
+    default_method, default_ratio = HOST.default_method, 0.25
     default_pretrained = "Qwen/Qwen2.5-VL-7B-Instruct"
 
     @staticmethod
@@ -26,7 +27,7 @@ class CompressedQwen2_5_VL(TransformersModel):
         return load_compressed_qwen2_5_vl
 
     def _prompt(self, context: str, num_images: int) -> str:
-        from vtcompress.integrations.qwen2_5_vl.tiny import prompt
+        from vtcompress.integrations.qwen2_5_vl.prompt import prompt
 
         image_token = getattr(self.processor, "image_token", "<|image_pad|>")
         templated = self._template_prompt(context, num_images, image_token)

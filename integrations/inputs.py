@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageOps
 
 
@@ -59,6 +58,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     white); transparent images are put on white (``convert`` alone shows what lies under the alpha,
     often black).
     """
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        import numpy as np  # only these modes need it: a command-line error does not wait for numpy
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         pixels = np.asarray(image, dtype=np.int64)
         top = 65535 if image.mode.startswith("I;16") or pixels.max() > 255 else 255
@@ -78,29 +79,32 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def open_image(path: str | Path, limits: ImageLimits = IMAGE_LIMITS) -> Image.Image:
     """Read ``path`` as 8-bit RGB; the size is checked before the pixels are decoded.
 
-    Raises ValueError with one sentence naming the problem and the fix.
+    Raises ValueError with one line ``PATH: the problem; the fix``.
     """
     path = Path(path)
-    unreadable = f"cannot read {str(path)!r} as an image"
+    formats = "give a PNG, JPEG, WebP, GIF or BMP file"
     try:
         opened = Image.open(path)
     except FileNotFoundError:
-        raise ValueError(
-            f"no file {str(path)!r}: give the path of a PNG, JPEG, WebP, GIF or BMP file"
-        ) from None
+        raise ValueError(f"{path}: no such file; {formats}") from None
     except IsADirectoryError:
-        raise ValueError(f"{str(path)!r} is a directory: give the path of an image file") from None
+        raise ValueError(f"{path}: a directory, not an image file; {formats}") from None
     except Image.DecompressionBombError as err:
-        raise ValueError(f"{unreadable}: {err}") from None
+        raise ValueError(
+            f"{path}: too large to decode ({err}); downscale it to at most "
+            f"{limits.max_pixels / 1e6:.0f} megapixels"
+        ) from None
     except (OSError, ValueError) as err:  # UnidentifiedImageError is an OSError
-        raise ValueError(f"{unreadable} ({err}); give a PNG, JPEG, WebP, GIF or BMP file") from None
+        raise ValueError(f"{path}: cannot read it as an image ({err}); {formats}") from None
     with opened:
         problem = limits.problem(*opened.size)
         if problem:
-            raise ValueError(f"{path.name}: {problem}")
+            raise ValueError(f"{path}: {problem}")
         try:
             opened.load()
             image = ImageOps.exif_transpose(opened)
         except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt file
-            raise ValueError(f"{unreadable}: the file is damaged ({err})") from None
+            raise ValueError(
+                f"{path}: cannot read it as an image, the file is damaged ({err}); save it again or {formats}"
+            ) from None
         return to_rgb(image)
