@@ -113,7 +113,7 @@ def test_the_cli_help_names_every_loadable_family_and_tiny_model(monkeypatch):
     import argparse
 
     monkeypatch.setenv("COLUMNS", "10000")  # argparse wraps at hyphens otherwise
-    from vtcompress.cli import add_run_arguments
+    from vtcompress.integrations.cli.main import add_run_arguments
 
     parser = argparse.ArgumentParser()
     add_run_arguments(parser)
