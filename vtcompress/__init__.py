@@ -28,6 +28,7 @@ _EXPORTS = {
     "HostSpec": "vtcompress.hosts",
     "CompressionConfig": "vtcompress.config",
     "Layout": "vtcompress.layout",
+    "EVSConfig": "vtcompress.methods.evs",
     "FasterVLMConfig": "vtcompress.methods.baselines",
     "RandomConfig": "vtcompress.methods.baselines",
     "UniformConfig": "vtcompress.methods.baselines",
@@ -41,6 +42,9 @@ _EXPORTS = {
     "PyramidDropConfig": "vtcompress.methods.pyramiddrop",
     "TokenCorrConfig": "vtcompress.methods.tokencorr",
     "ToMeConfig": "vtcompress.methods.tome",
+    "VidCom2Config": "vtcompress.methods.vidcom2",
+    "DyCokeTTMConfig": "vtcompress.methods.video_baselines",
+    "VisionZipVideoConfig": "vtcompress.methods.video_baselines",
     "available_methods": "vtcompress.registry",
     "register_method": "vtcompress.registry",
     "CompressionStats": "vtcompress.stats",
@@ -48,6 +52,7 @@ _EXPORTS = {
     "ViewStats": "vtcompress.stats",
     "ImageTokens": "vtcompress.tokens",
     "ViewOutput": "vtcompress.tokens",
+    "VideoLayout": "vtcompress.video",
 }
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ imports on demand
@@ -67,16 +72,20 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from vtcompress.methods.dart import DARTConfig
     from vtcompress.methods.divprune import DivPruneConfig
     from vtcompress.methods.downsample import DownsampleConfig
+    from vtcompress.methods.evs import EVSConfig
     from vtcompress.methods.fastv import FastVConfig
     from vtcompress.methods.globalcom2 import GlobalCom2Config
     from vtcompress.methods.pitome import PiToMeConfig
     from vtcompress.methods.pyramiddrop import PyramidDropConfig
     from vtcompress.methods.tokencorr import TokenCorrConfig
     from vtcompress.methods.tome import ToMeConfig
+    from vtcompress.methods.vidcom2 import VidCom2Config
+    from vtcompress.methods.video_baselines import DyCokeTTMConfig, VisionZipVideoConfig
     from vtcompress.methods.visionzip import VisionZipConfig
     from vtcompress.registry import available_methods, register_method
     from vtcompress.stats import CompressionStats, ImageStats, ViewStats
     from vtcompress.tokens import ImageTokens, ViewOutput
+    from vtcompress.video import VideoLayout
 
 
 def load_compressed(
@@ -182,6 +191,8 @@ __all__ = [
     "DivPruneConfig",
     "DownsampleConfig",
     "FastVConfig",
+    "DyCokeTTMConfig",
+    "EVSConfig",
     "FasterVLMConfig",
     "GlobalCom2Config",
     "HostSpec",
@@ -195,8 +206,11 @@ __all__ = [
     "TokenCorrConfig",
     "UniformConfig",
     "ViewOutput",
+    "VidCom2Config",
+    "VideoLayout",
     "ViewStats",
     "VisionZipConfig",
+    "VisionZipVideoConfig",
     "available_methods",
     "compress",
     "compressed",

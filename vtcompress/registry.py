@@ -137,10 +137,15 @@ def _load(name: str) -> None:
         )
 
 
-def available_methods() -> list[str]:
+def available_methods(media: str | None = None) -> list[str]:
     """Names accepted by :func:`vtcompress.compress` and ``load_compressed_llava(method=...)``:
-    the declared methods (entry points, not imported here) and those registered at run time."""
-    return sorted({*declared_methods(), *_METHODS})
+    the declared methods (entry points, not imported here) and those registered at run time. With
+    ``media`` ("image" or "video"), only the methods that compress it (this imports them; image
+    methods also compress videos, frame by frame)."""
+    names = sorted({*declared_methods(), *_METHODS})
+    if media is None:
+        return names
+    return [n for n in names if media == "video" or media in get_method(n).config_cls.media]
 
 
 def get_method(name: str) -> MethodSpec:

@@ -86,16 +86,31 @@ def shorten_placeholder_runs(
         ShortenedBatch, re-padded to the longest new row. Given ``placeholders`` and ``left``,
         nothing is read back from the device.
     """
-    B, L = input_ids.shape
-    device = input_ids.device
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
-    extras = dict(extras or {})
-    is_ph = input_ids == image_token_id
+    keep, removed = placeholder_keep_mask(
+        input_ids, image_token_id, old_lengths, new_lengths, kept, placeholders
+    )
+    return cut_rows(input_ids, keep, removed, attention_mask, extras, pad_token_id, left)
+
+
+def placeholder_keep_mask(
+    input_ids: Tensor,
+    token_id: int,
+    old_lengths: list[int],
+    new_lengths: list[int],
+    kept: list[Tensor] | None = None,
+    placeholders: list[int] | None = None,
+) -> tuple[Tensor, list[int]]:
+    """Which tokens stay when media ``i``'s run of ``token_id`` placeholders is cut from
+    ``old_lengths[i]`` to ``new_lengths[i]`` (arguments as :func:`shorten_placeholder_runs`'s):
+    bool [B, L] (every other token stays) and the tokens removed from each row. Masks of several
+    placeholder ids combine with ``&``, their removed counts add up (:func:`cut_rows`)."""
+    B, L = input_ids.shape
+    device = input_ids.device
+    is_ph = input_ids == token_id
     if placeholders is None:
         placeholders = is_ph.sum(1).tolist()
-    if left is None:
-        left = bool((attention_mask[:, -1] != 0).all())
     owners = assign_images_to_samples(placeholders, old_lengths)
     # On the host: which of each row's placeholders (by rank in the row) stay.
     stays = torch.ones(B, max(max(placeholders, default=0), 1), dtype=torch.bool)
@@ -117,7 +132,27 @@ def shorten_placeholder_runs(
             removed[b] += old - new
             start += old
     rank = (is_ph.long().cumsum(1) - 1).clamp_min(0)
-    keep = ~is_ph | stays.to(device).gather(1, rank)
+    return ~is_ph | stays.to(device).gather(1, rank), removed
+
+
+def cut_rows(
+    input_ids: Tensor,
+    keep: Tensor,
+    removed: list[int],
+    attention_mask: Tensor | None = None,
+    extras: dict[str, Tensor] | None = None,
+    pad_token_id: int = 0,
+    left: bool | None = None,
+) -> ShortenedBatch:
+    """Keep the tokens ``keep`` (bool [B, L]) marks -- ``removed[b]`` fewer in row ``b`` -- in
+    ``input_ids``, the mask and ``extras`` (``position_ids`` renumbered so each row stays
+    contiguous), re-padded on the input's side (``left``; read from the mask when None)."""
+    L = input_ids.shape[1]
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    if left is None:
+        left = bool((attention_mask[:, -1] != 0).all())
+    extras = dict(extras or {})
     if "position_ids" in extras:
         extras["position_ids"] = extras["position_ids"] - torch.cumsum(~keep, dim=1).to(
             extras["position_ids"].dtype

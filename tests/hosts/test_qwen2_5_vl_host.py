@@ -85,7 +85,8 @@ def test_refused_methods_say_why_and_what_is_served(model, method, options, hint
     before = config.to_dict()
     with pytest.raises(ValueError, match=hint) as err:
         vtc.compress(model, config)
-    assert "Qwen2_5_VL" in str(err.value) and "serves random, uniform" in str(err.value)
+    served = str(err.value).split("serves ", 1)[-1].split(", ")
+    assert "Qwen2_5_VL" in str(err.value) and {"random", "uniform"} <= set(served)
     assert vtc.get_handle(model) is None
     assert config.to_dict() == before
 
@@ -110,14 +111,6 @@ def test_loader_builds_and_loads_the_tiny_model(model, tmp_path, monkeypatch):
     assert set(again) == set(call) and all(torch.equal(again[k], call[k]) for k in call)
     assert vtc.compress(model, "tome", ratio=0.5).config == handle.config
     assert torch.equal(loaded(**call).logits, model(**call).logits)
-
-
-@torch.no_grad()
-def test_images_with_videos_are_refused(model):
-    call = inputs(500, 300)
-    vtc.compress(model, "uniform", ratio=0.5)
-    with pytest.raises(ValueError, match="videos"):
-        model(**call, pixel_values_videos=torch.zeros(1, 1176), video_grid_thw=torch.tensor([[2, 2, 2]]))
 
 
 @torch.no_grad()

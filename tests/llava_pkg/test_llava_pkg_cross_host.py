@@ -39,7 +39,9 @@ EXACT = tuple(int(x) for x in transformers.__version__.split(".")[:2]) >= (4, 38
 # every method with its defaults (those acting before the language model: the llava package host
 # refuses in-LM methods), and the merging methods inside the CLIP tower
 VARIANTS = [
-    (m, {}) for m in vtc.available_methods() if not issubclass(get_method(m).config_cls, LMPruningConfig)
+    (m, {})
+    for m in vtc.available_methods("image")
+    if not issubclass(get_method(m).config_cls, LMPruningConfig)
 ] + [(m, {"placement": "tower"}) for m in ("pitome", "tome")]
 NAMES = [m + "".join(f"-{v}" for v in o.values()) for m, o in VARIANTS]
 RUNS = [(m, r, o) for m, o in VARIANTS for r in RATIOS]

@@ -14,7 +14,7 @@ from vtcompress.integrations.llava_next.tiny import PINPOINTS
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
-@pytest.mark.parametrize("method", vtc.available_methods())
+@pytest.mark.parametrize("method", vtc.available_methods("image"))
 @torch.no_grad()
 def test_kept_count_is_what_the_llava_next_host_keeps(tiny, method):
     model, processor = tiny

@@ -16,7 +16,7 @@ from vtcompress.integrations.llava_next.tiny import PINPOINTS
 
 # Methods that act before the language model: an in-LM method feeds it every token (its cache
 # lengths and stats are checked in tests/hosts/test_lm_pruning.py).
-ALL_METHODS = [m for m in vtcompress.available_methods() if m not in IN_LM_METHODS]
+ALL_METHODS = [m for m in vtcompress.available_methods("image") if m not in IN_LM_METHODS]
 SELECTION = ["globalcom2", "uniform", "random", "fastervlm", "tokencorr"]
 LETTERBOX = ["letterbox_wide", "letterbox_tall"]
 
