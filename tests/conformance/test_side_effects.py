@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import vtcompress as vtc
-from tests.conformance.hosts import SERVED_PAIRS, HostCase, pair_id, picture
+from tests.conformance.hosts import SERVED_PAIRS, TINY_STAGES, HostCase, pair_id, picture
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -103,7 +103,7 @@ def test_compressed_calls_leave_global_state_and_inputs_alone(pair):
     config_before = model.config.to_dict()
     inputs = host.inputs([picture(1000, 500), picture(300, 900, seed=1)])
     keys, snap = list(inputs), snapshot_inputs(inputs)
-    handle = vtc.compress(model, vtc.config_for(model, method, ratio=0.3))
+    handle = vtc.compress(model, vtc.config_for(model, method, ratio=0.3, **TINY_STAGES.get(method, {})))
 
     _seed_everything()
     before = global_state()
@@ -136,7 +136,9 @@ def test_seeded_sampling_is_unchanged_at_ratio_one(pair):
     torch.manual_seed(7)
     reference = model.generate(**inputs, **mode)
     reference_rng = torch.get_rng_state()
-    with vtc.compressed(model, vtc.config_for(model, method, ratio=1.0)) as handle:
+    with vtc.compressed(
+        model, vtc.config_for(model, method, ratio=1.0, **TINY_STAGES.get(method, {}))
+    ) as handle:
         torch.manual_seed(7)
         out = model.generate(**inputs, **mode)
         assert handle.last_stats.tokens_after == handle.last_stats.tokens_before
@@ -153,7 +155,7 @@ def test_seeded_sampling_after_compression_draws_from_the_callers_seed(pair):
     host, method = pair
     model = _model(host)
     inputs = host.inputs([picture(1000, 500)])
-    with vtc.compressed(model, vtc.config_for(model, method, ratio=0.3)):
+    with vtc.compressed(model, vtc.config_for(model, method, ratio=0.3, **TINY_STAGES.get(method, {}))):
         logits = model(**inputs).logits[:, -1].float()
         torch.manual_seed(11)
         out = model.generate(**inputs, do_sample=True, top_k=0, max_new_tokens=1)
