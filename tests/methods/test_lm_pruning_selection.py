@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+import vtcompress as vtc
 from vtcompress.lm_pruning import (
     apply_rope,
     dart_keep,
@@ -91,3 +92,14 @@ def test_pyramiddrop_paper_stages_and_bad_settings():
         make_config("dart", image_pivots=0, text_pivots=0)
     with pytest.raises(ValueError, match="layer must be a decoder layer index >= 1"):
         make_config("fastv", layer=0)
+
+
+def test_the_exported_configs_carry_the_papers_settings():
+    """FastV and DART act after layer 2 (both papers' scripts); DART takes 4 image and 4 text
+    pivots; PyramidDrop's stages keep 0.5 / 0.25 / 0.125 before layers 8 / 16 / 24."""
+    assert vtc.FastVConfig.method == "fastv" and vtc.FastVConfig().stages() == [(2, 0.25)]
+    dart = vtc.DARTConfig()
+    assert vtc.DARTConfig.method == "dart"
+    assert (dart.layer, dart.image_pivots, dart.text_pivots, dart.budget) == (2, 4, 4, "exact")
+    assert vtc.PyramidDropConfig.method == "pyramiddrop"
+    assert vtc.PyramidDropConfig().stages() == [(8, 0.5), (16, 0.25), (24, 0.125)]
