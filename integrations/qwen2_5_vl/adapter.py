@@ -1,203 +1,29 @@
 """Qwen2.5-VL (transformers 5.x) host: removable patches around the stock model.
 
-What it installs (all undone by ``remove()``): ``forward`` and ``generate`` of the outer
-``Qwen2_5_VLForConditionalGeneration`` (the prompt surgery of
-:class:`~vtcompress.integrations.placeholder_host.PlaceholderHost`) and a timer on the vision
-tower. Nothing inside the tower is hooked: the methods this host serves need only the merged
-tokens (see ``provides`` and docs/hosts/qwen2-5-vl.md).
-
-A call with images:
-
-1. the uncompressed 3-D rotary positions come from the model's own ``get_rope_index`` (or from
-   the caller's ``position_ids``);
-2. ``get_image_features`` encodes the images once; its ``pooler_output`` is one
-   ``(rows * cols, hidden)`` tensor per image in raster order (the merger's output after the
-   tower's window order is undone), the order of the placeholders and of the positions;
-3. the method compresses each image (one view, :class:`Qwen2_5_VLLayout`); kept tokens stay in
-   raster order, a merged token at its first source;
-4. each placeholder run keeps the placeholders of the kept tokens; the positions are cut the same
-   way, so every kept token keeps its uncompressed (t, h, w) position and the text after an
-   image continues from the uncompressed run's maximum, as the model was trained;
-5. the stock code runs on the short prompt with ``mm_encoder_outputs`` (the kept features) and
-   explicit ``position_ids``: ``forward`` gets the 3 M-RoPE rows, as it computes them itself;
-   ``generate`` the 4 rows it would prepare (text positions of the short sequence first), which
-   it then carries, +1 a step, while decoding. ``rope_deltas`` is set for the short sequence,
-   so a forward that continues from the cache without position ids goes on from there.
+Everything but the names is :class:`~vtcompress.integrations.mrope_host.MRopeHost` (how a call
+is encoded, compressed and cut, and how kept tokens keep their 3-D rotary positions). The
+tower's ``pooler_output`` is in raster order (the merger's output after the tower's window order
+is undone), the order of the placeholders and of the positions (docs/hosts/qwen2-5-vl.md).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-from torch import Tensor, nn
-from transformers.modeling_outputs import BaseModelOutputWithPooling
-
-from vtcompress.api import CompressionHandle
 from vtcompress.config import CompressionConfig
-from vtcompress.integrations.placeholder_host import PlaceholderHost
+from vtcompress.integrations.mrope_host import MRopeHost
 from vtcompress.integrations.qwen2_5_vl.layout import Qwen2_5_VLLayout
-from vtcompress.pipeline import check_applicable, image_stats
-from vtcompress.sequence import ShortenedBatch, compact_rows
-from vtcompress.tokens import ImageTokens
 
 MODEL_CLASSES = ("Qwen2_5_VLForConditionalGeneration",)
-SERVED = (
-    "Qwen2.5-VL serves random, uniform, pitome and tome (metric='projected', what their names get "
-    "here); see docs/hosts/qwen2-5-vl.md"
-)
 
 
-class Qwen2_5_VLAdapter(PlaceholderHost):
+class Qwen2_5_VLAdapter(MRopeHost):
+    family = "Qwen2.5-VL"
+    docs_page = "docs/hosts/qwen2-5-vl.md"
     model_names = "Qwen2_5_VLForConditionalGeneration"
-    # No [CLS] token, no global view, no in-tower merging (windowed attention), and no vision
-    # hidden state in the projector's token order: methods that need one are refused.
-    provides: frozenset[str] = frozenset()
-    # Merging compares the merged tokens themselves (the projector's output).
-    name_defaults = {"pitome": {"metric": "projected"}, "tome": {"metric": "projected"}}
-    # position_ids are 3-D here ([3 or 4, B, L]): finish_call cuts them, keeping their values.
-    cut_keys = ("labels", "token_type_ids", "mm_token_type_ids")
-
-    @staticmethod
-    def supports(model: nn.Module) -> bool:
-        return type(model).__name__ in MODEL_CLASSES
-
-    def __init__(self, model: nn.Module, config: CompressionConfig, handle: CompressionHandle) -> None:
-        self.inner = model.model
-        vision = self.inner.visual
-        num_layers = len(vision.blocks)
-        check_served(config, num_layers)
-        # The merger reads the last block's output: score_layer names that block.
-        super().__init__(model, config, handle, num_layers - 1, num_layers)
-        self.image_token_id = model.config.image_token_id
-        self.text_config = model.config.text_config
-        self.merge = vision.spatial_merge_size
-        self.patch_px = model.config.vision_config.patch_size
-        self._kept: list[Tensor] | None = None  # per image, the kept raster positions
-        self._encoded: BaseModelOutputWithPooling | None = None  # the kept features, until spliced
-        self.time_vision(vision, lambda: self.inner.device)
-        self.patch_prompt_surgery(model)
-
-    # --- encoding and compression ----------------------------------------------------------------
-    def encode(self, call: dict[str, Any]) -> tuple[Any, list[int]]:
-        if call.get("pixel_values_videos") is not None:
-            raise ValueError(
-                "a compressed Qwen2.5-VL compresses images; pass videos in a call without images, "
-                "or remove the compression (handle.remove()) for mixed image and video prompts"
-            )
-        grid_thw = call.get("image_grid_thw")
-        if grid_thw is None:
-            raise ValueError("Qwen2.5-VL needs image_grid_thw with pixel_values: pass the processor's output")
-        if call.get("mm_token_type_ids") is None and call.get("position_ids") is None:
-            raise ValueError(
-                "a compressed Qwen2.5-VL needs the processor's mm_token_type_ids (or 3-D position_ids) "
-                "to keep each kept token's rotary position"
-            )
-        self.begin()
-        try:
-            encoded = self.inner.get_image_features(call["pixel_values"], grid_thw, return_dict=True)
-            images = [
-                self._image_tokens(index, features, thw)
-                for index, (features, thw) in enumerate(zip(encoded.pooler_output, grid_thw.tolist()))
-            ]
-            # Images of one grid go through the method together (its batched path, where it has one).
-            results, seconds = self.compress_all(images)
-            self.stats.compress_seconds += seconds
-            kept_features, self._kept = [], []
-            for tokens, result in zip(images, results):
-                positions, kept = self._splice(tokens, result.views, seconds / len(images))
-                self._kept.append(positions)
-                kept_features.append(kept)
-        finally:
-            self.end()
-        self._encoded = BaseModelOutputWithPooling(pooler_output=tuple(kept_features))
-        return self._encoded, [len(p) for p in self._kept]
-
-    def _image_tokens(self, index: int, features: Tensor, thw: list[int]) -> ImageTokens:
-        """One image ([rows * cols, D] merged tokens, raster order) as a method sees it."""
-        layout = Qwen2_5_VLLayout.from_grid_thw(thw, self.merge)
-        if features.shape[0] != layout.num_tokens():
-            raise RuntimeError(f"image {index}: {features.shape[0]} features for a {layout.grid} token grid")
-        return ImageTokens(
-            features[None], layout, index=index, score_layer=self.score_layer, num_layers=self.num_layers
-        )
-
-    def _splice(self, tokens: ImageTokens, outs: list, seconds: float) -> tuple[Tensor, Tensor]:
-        """One image's kept raster positions (long CPU [k], ascending) and features [k, D]; its stats."""
-        index, layout = tokens.index, tokens.layout
-        out = outs[0]
-        positions = out.positions.detach().cpu().long()
-        order = torch.argsort(positions)
-        positions = positions[order]
-        if positions.numel() and (positions.diff() == 0).any():
-            raise RuntimeError(f"method {self.config.method!r} kept a token position twice in image {index}")
-        px = self.patch_px * self.merge
-        height, width = layout.grid[0] * px, layout.grid[1] * px
-        self.stats.images.append(
-            image_stats(
-                layout,
-                outs,
-                self.config,
-                index=index,
-                image_size=(height, width),
-                seconds=seconds,
-                newlines_before=0,
-                newlines_after=0,
-                note=f"the model saw the image resized to {width}x{height} px, one token per {px}x{px} px",
-            )
-        )
-        return positions, out.features.index_select(0, order.to(out.features.device))
-
-    def run_keep(self) -> list[Tensor] | None:
-        return self._kept
-
-    # --- positions -------------------------------------------------------------------------------
-    def uncompressed_positions(self, call: dict[str, Any]) -> Tensor:
-        """long [3, B, L]: the (t, h, w) rotary positions of the caller's uncompressed prompt."""
-        given = call.get("position_ids")
-        if given is not None:
-            if given.ndim != 3 or given.shape[0] not in (3, 4):
-                raise ValueError(
-                    "Qwen2.5-VL with images needs 3-D position_ids of shape (3 or 4, batch, length); "
-                    "omit position_ids and vtcompress computes them with the model's get_rope_index"
-                )
-            return given[-3:]
-        positions, _ = self.inner.get_rope_index(
-            call["input_ids"],
-            call["mm_token_type_ids"],
-            image_grid_thw=call.get("image_grid_thw"),
-            video_grid_thw=call.get("video_grid_thw"),
-            second_per_grid_ts=call.get("second_per_grid_ts"),
-            attention_mask=call.get("attention_mask"),
-        )
-        return positions
-
-    def finish_call(
-        self, call: dict[str, Any], original: dict[str, Any], cut: ShortenedBatch, generating: bool
-    ) -> dict[str, Any]:
-        positions = self.uncompressed_positions(original)
-        kept = compact_rows(positions.permute(1, 2, 0), cut.keep.to(positions.device), cut.left_padded, 0)
-        kept = kept.permute(2, 0, 1)  # [3, B, L']
-        mask = cut.attention_mask.to(kept.device).bool()
-        lengths = mask.sum(1, keepdim=True)
-        top = kept.masked_fill(~mask[None], -1).amax(dim=(0, 2)).unsqueeze(1)
-        self.inner.rope_deltas = top + 1 - lengths  # what get_rope_index returns for this sequence
-        if generating:  # generate's own layout: text positions of the sequence, then M-RoPE
-            text = (mask.long().cumsum(-1) - 1).masked_fill(~mask, 0)
-            kept = torch.cat([text[None].to(kept.dtype), kept], dim=0)
-        new = {k: v for k, v in call.items() if k not in ("pixel_values", "image_grid_thw")}
-        new["mm_encoder_outputs"], self._encoded = {"image": self._encoded}, None
-        new["position_ids"] = kept
-        return new
+    model_classes = MODEL_CLASSES
+    layout = Qwen2_5_VLLayout
 
 
 def check_served(config: CompressionConfig, num_layers: int = 32) -> None:
     """Raise ValueError when this host cannot serve ``config``, naming what is missing and what
     it serves (``num_layers``: the vision tower's depth, 32 in the published checkpoints)."""
-    host = f"{Qwen2_5_VLAdapter.__name__} ({Qwen2_5_VLAdapter.model_names})"
-    try:
-        check_applicable(config, host, Qwen2_5_VLAdapter.provides, num_layers - 1, num_layers)
-    except ValueError as err:
-        if "does not provide" not in str(err):
-            raise
-        raise ValueError(f"{err}. {SERVED}") from None
+    Qwen2_5_VLAdapter.check_served(config, num_layers)
