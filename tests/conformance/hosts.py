@@ -81,6 +81,20 @@ def _qwen2_5_vl(dtype: torch.dtype):
     return model.to(dtype), processor
 
 
+@functools.cache
+def _qwen3_vl(dtype: torch.dtype):
+    from vtcompress.integrations.qwen3_vl.tiny import build_tiny_qwen3_vl
+
+    model, processor = build_tiny_qwen3_vl(seed=0)
+    return model.to(dtype), processor
+
+
+def _qwen3_vl_prompt(question: str, images: int) -> str:
+    from vtcompress.integrations.qwen3_vl.processing import prompt
+
+    return prompt(question, images)
+
+
 def _qwen2_5_vl_prompt(question: str, images: int) -> str:
     from vtcompress.integrations.qwen2_5_vl.tiny import prompt
 
@@ -122,6 +136,14 @@ HOSTS = [
         "qwen2_5_vl",
         _qwen2_5_vl,
         _qwen2_5_vl_prompt,
+        lambda model: model.config.image_token_id,
+        frozenset({"pitome", "random", "tome", "uniform"}),  # no [CLS], no thumbnail
+        max_aspect_ratio=200,
+    ),
+    HostCase(
+        "qwen3_vl",
+        _qwen3_vl,
+        _qwen3_vl_prompt,
         lambda model: model.config.image_token_id,
         frozenset({"pitome", "random", "tome", "uniform"}),  # no [CLS], no thumbnail
         max_aspect_ratio=200,

@@ -1,0 +1,71 @@
+"""``load_compressed_qwen3_vl``: a Qwen3-VL checkpoint and its processor, compressed, in one call."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from vtcompress.api import compress, host_config
+from vtcompress.config import CompressionConfig
+from vtcompress.registry import explicit_options
+
+DEFAULT_MODEL = "Qwen/Qwen3-VL-8B-Instruct"
+DEFAULT_METHOD = "uniform"
+TINY = "tiny"
+
+
+def resolve_model_path(model: str | os.PathLike) -> str:
+    """``"tiny"`` -> the offline tiny model (built and cached on first use); else unchanged."""
+    if str(model) == TINY:
+        from vtcompress.integrations.qwen3_vl.tiny import default_tiny_path, save_tiny_qwen3_vl
+        from vtcompress.integrations.tiny_models import ensure_saved
+
+        return ensure_saved(default_tiny_path(), save_tiny_qwen3_vl)
+    return str(model)
+
+
+def load_compressed_qwen3_vl(
+    model: str | os.PathLike = DEFAULT_MODEL,
+    method: str | CompressionConfig = DEFAULT_METHOD,
+    ratio: float | None = None,
+    method_options: dict[str, Any] | None = None,
+    **from_pretrained_kwargs: Any,
+):
+    """Load a Qwen3-VL checkpoint (hub id or local path; ``"tiny"`` for the offline tiny model)
+    and compress it.
+
+    Args:
+        model: e.g. "Qwen/Qwen3-VL-4B-Instruct", a local directory, or "tiny".
+        method: a method this host serves ("uniform", "random", "pitome", "tome"; see
+            docs/hosts/qwen3-vl.md) or a config instance. A name gets this host's defaults
+            (``metric="projected"`` for pitome / tome); a config instance is used as given. Other
+            methods are refused before the weights load.
+        ratio: kept fraction of merged visual tokens, in (0, 1]. None (default): the config's
+            own ratio (a passed config keeps its ratio; a method name gets its default, 0.25).
+        method_options: other options of the method's config. Options given here or as ``ratio``
+            win over a passed config's values (applied to a copy; the passed config is never
+            changed).
+        **from_pretrained_kwargs: passed to ``from_pretrained`` (``dtype``, ``device_map``, ...).
+    Returns:
+        ``(model, processor)``; ``vtcompress.get_handle(model)`` is the compression handle. Without
+        torchvision the processor handles images only.
+    """
+    from transformers import Qwen3VLForConditionalGeneration
+
+    from vtcompress.integrations.qwen3_vl.host import Qwen3VLHost
+    from vtcompress.integrations.qwen3_vl.processing import load_processor
+
+    config = host_config(Qwen3VLHost, method, **explicit_options(ratio, method_options))
+    Qwen3VLHost.check_served(config)  # before the weights load
+    path = resolve_model_path(model)
+    try:
+        qwen = Qwen3VLForConditionalGeneration.from_pretrained(path, **from_pretrained_kwargs)
+    except OSError as err:
+        raise OSError(
+            f"could not load Qwen3-VL weights from {path!r}: {err}\n"
+            "Give a local directory or a hub id reachable from here, or model='tiny' for the offline tiny model."
+        ) from err
+    processor = load_processor(path)
+    qwen.eval()
+    compress(qwen, config)
+    return qwen, processor
