@@ -11,7 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 from vtcompress import methods  # noqa: F401  (registers the built-in methods)
-from vtcompress.api import CompressionHandle, compress, compressed, config_for, get_handle, register_adapter
+from vtcompress.api import (
+    CompressionHandle,
+    compress,
+    compressed,
+    config_for,
+    get_handle,
+    register_adapter,
+    register_host,
+)
 from vtcompress.config import CompressionConfig
 from vtcompress.layout import Layout
 from vtcompress.methods.baselines import FasterVLMConfig, RandomConfig, UniformConfig
@@ -84,5 +92,6 @@ __all__ = [
     "load_compressed_onevision",
     "load_compressed_qwen2_5_vl",
     "register_adapter",
+    "register_host",
     "register_method",
 ]

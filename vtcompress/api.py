@@ -16,10 +16,10 @@ from vtcompress.stats import CompressionStats
 
 _HANDLE_ATTR = "_vtcompress_handle"
 HOST_ENTRY_POINTS = "vtcompress.hosts"
-_ADAPTERS: list[type] = []
+_HOSTS: list[type] = []
 
 
-class Adapter(Protocol):
+class Host(Protocol):
     """A host: model-specific glue (see :class:`vtcompress.integrations.host.Host`).
 
     ``supports`` recognises a model; the constructor installs removable hooks; ``remove`` undoes them.
@@ -38,14 +38,17 @@ class Adapter(Protocol):
     def remove(self) -> None: ...
 
 
-def register_adapter(cls: type) -> type:
+def register_host(cls: type) -> type:
     """Make ``compress()`` use host ``cls`` for the models it ``supports`` (also a class decorator).
 
     Packages normally declare hosts in the ``vtcompress.hosts`` entry-point group instead.
     """
-    if cls not in _ADAPTERS:
-        _ADAPTERS.append(cls)
+    if cls not in _HOSTS:
+        _HOSTS.append(cls)
     return cls
+
+
+register_adapter = register_host  # the former name
 
 
 @functools.lru_cache(maxsize=1)
@@ -60,10 +63,10 @@ def _entry_point_hosts() -> tuple[tuple[type, ...], tuple[str, ...]]:
     return tuple(hosts), tuple(failures)
 
 
-def find_adapter(model: nn.Module) -> type:
+def find_host(model: nn.Module) -> type:
     """The host that supports ``model``: registered at run time first, then entry points."""
     hosts, failures = _entry_point_hosts()
-    candidates = [*_ADAPTERS, *(h for h in hosts if h not in _ADAPTERS)]
+    candidates = [*_HOSTS, *(h for h in hosts if h not in _HOSTS)]
     for cls in candidates:
         if cls.supports(model):
             return cls
@@ -83,16 +86,16 @@ class CompressionHandle:
         self.model = model
         self.config = config
         self.last_stats: CompressionStats | None = None
-        self._adapter: Any = None
+        self._host: Any = None
 
     @property
     def active(self) -> bool:
-        return self._adapter is not None
+        return self._host is not None
 
     def remove(self) -> None:
-        if self._adapter is not None:
-            self._adapter.remove()
-            self._adapter = None
+        if self._host is not None:
+            self._host.remove()
+            self._host = None
         if getattr(self.model, _HANDLE_ATTR, None) is self:
             delattr(self.model, _HANDLE_ATTR)
 
@@ -119,7 +122,7 @@ def config_for(
     model: nn.Module, config_or_name: CompressionConfig | str, **options: Any
 ) -> CompressionConfig:
     """The config :func:`compress` would use for ``model``: :func:`host_config` with its host."""
-    return host_config(find_adapter(model), config_or_name, **options)
+    return host_config(find_host(model), config_or_name, **options)
 
 
 def compress(
@@ -138,11 +141,11 @@ def compress(
 
 
 def _attach(handle: CompressionHandle) -> CompressionHandle:
-    adapter_cls = find_adapter(handle.model)
+    host_cls = find_host(handle.model)
     previous = getattr(handle.model, _HANDLE_ATTR, None)
     if previous is not None:
         previous.remove()
-    handle._adapter = adapter_cls(handle.model, handle.config, handle)
+    handle._host = host_cls(handle.model, handle.config, handle)
     setattr(handle.model, _HANDLE_ATTR, handle)
     return handle
 

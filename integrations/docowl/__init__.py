@@ -1,8 +1,8 @@
 """mPLUG-DocOwl1.5 on current transformers: a native port, its processor, loader and compression."""
 
-from vtcompress.integrations.docowl.compression import DocOwlAdapter, DocOwlLayout
 from vtcompress.integrations.docowl.configuration import DocOwlConfig
-from vtcompress.integrations.docowl.loading import load_compressed_docowl, load_docowl, register_auto_classes
+from vtcompress.integrations.docowl.host import DocOwlHost, DocOwlLayout
+from vtcompress.integrations.docowl.loader import load_compressed_docowl, load_docowl, register_auto_classes
 from vtcompress.integrations.docowl.modeling import DocOwlForConditionalGeneration, DocOwlModel
 from vtcompress.integrations.docowl.processing import (
     DocOwlImageOptions,
@@ -15,7 +15,7 @@ from vtcompress.integrations.docowl.processing import (
 register_auto_classes()
 
 __all__ = [
-    "DocOwlAdapter",
+    "DocOwlHost",
     "DocOwlLayout",
     "load_compressed_docowl",
     "DocOwlConfig",

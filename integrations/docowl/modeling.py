@@ -277,7 +277,7 @@ class DocOwlForConditionalGeneration(DocOwlPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = DocOwlModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        # Set by vtcompress.integrations.docowl.compression; None = every view keeps all tokens.
+        # Set by vtcompress.integrations.docowl.host; None = every view keeps all tokens.
         self.view_compressor: ViewCompressor | None = None
         self.post_init()
 

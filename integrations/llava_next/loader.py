@@ -129,11 +129,9 @@ def load_compressed_llava(
     """
     from transformers import AutoProcessor, LlavaNextForConditionalGeneration
 
-    from vtcompress.integrations.llava_next.adapter import LlavaNextAdapter
+    from vtcompress.integrations.llava_next.host import LlavaNextHost
 
-    config = host_config(
-        LlavaNextAdapter, method, **explicit_options(ratio, method_options)
-    )  # before loading
+    config = host_config(LlavaNextHost, method, **explicit_options(ratio, method_options))  # before loading
     path = resolve_model_path(model)
     try:
         llava = LlavaNextForConditionalGeneration.from_pretrained(path, **from_pretrained_kwargs)

@@ -19,7 +19,7 @@ def onevision_config(
 ) -> CompressionConfig:
     """The config for ``method`` on this host: explicit options win, then the host's
     ``name_defaults`` (method names only), then the config class's defaults."""
-    from vtcompress.integrations.llava_onevision.adapter import LlavaOnevisionHost
+    from vtcompress.integrations.llava_onevision.host import LlavaOnevisionHost
 
     return host_config(LlavaOnevisionHost, method, **explicit_options(ratio, method_options))
 

@@ -24,6 +24,6 @@ class CompressedQwen2_5_VL(MRopeModel):
 
     @staticmethod
     def plain_prompt(question: str, images: int) -> str:
-        from vtcompress.integrations.qwen2_5_vl.tiny import prompt
+        from vtcompress.integrations.qwen2_5_vl.prompt import prompt
 
         return prompt(question, images)

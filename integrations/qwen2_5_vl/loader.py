@@ -53,11 +53,11 @@ def load_compressed_qwen2_5_vl(
     """
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from vtcompress.integrations.qwen2_5_vl.adapter import Qwen2_5_VLAdapter, check_served
+    from vtcompress.integrations.qwen2_5_vl.host import Qwen2_5_VLHost, check_served
     from vtcompress.integrations.qwen2_5_vl.processing import load_processor
 
     # Fails before loading; a method name gets the host's defaults (metric="projected" for merging).
-    config = host_config(Qwen2_5_VLAdapter, method, **explicit_options(ratio, method_options))
+    config = host_config(Qwen2_5_VLHost, method, **explicit_options(ratio, method_options))
     # Refuse before loading. The tower depth is not known yet: 32, the published checkpoints'
     # (the capabilities this host lacks do not depend on it).
     check_served(config)

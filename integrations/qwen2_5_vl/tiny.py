@@ -14,19 +14,13 @@ from pathlib import Path
 import torch
 
 from vtcompress.integrations import tiny_models
+from vtcompress.integrations.qwen2_5_vl.prompt import IMAGE_PROMPT, IMAGE_TOKEN, VISION_END, VISION_START
 
 TINY_NAME = "vtcompress/tiny-qwen2.5-vl-random"
-VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
-IMAGE_TOKEN, VIDEO_TOKEN = "<|image_pad|>", "<|video_pad|>"
+VIDEO_TOKEN = "<|video_pad|>"
 VISION_SPECIALS = [VISION_START, VISION_END, IMAGE_TOKEN, VIDEO_TOKEN]
 SPECIALS = tiny_models.BASE_SPECIALS + VISION_SPECIALS
-IMAGE_PROMPT = VISION_START + IMAGE_TOKEN + VISION_END
 CHAT_TEMPLATE = tiny_models.build_chat_template(image_markup=IMAGE_PROMPT)
-
-
-def prompt(question: str, images: int = 1) -> str:
-    """The tiny model's prompt for ``images`` images followed by ``question``."""
-    return f"USER: {IMAGE_PROMPT * images}{question}\nASSISTANT:"
 
 
 def build_tokenizer():

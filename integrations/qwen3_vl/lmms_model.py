@@ -25,6 +25,6 @@ class CompressedQwen3VL(MRopeModel):
 
     @staticmethod
     def plain_prompt(question: str, images: int) -> str:
-        from vtcompress.integrations.qwen3_vl.processing import prompt
+        from vtcompress.integrations.qwen3_vl.prompt import prompt
 
         return prompt(question, images)

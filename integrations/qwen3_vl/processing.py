@@ -1,4 +1,4 @@
-"""Qwen3-VL's processor without torchvision, its image-token count from the image size, and its prompt.
+"""Qwen3-VL's processor without torchvision, and its image-token count from the image size.
 
 :class:`ImageOnlyQwen3VLProcessor` is ``Qwen3VLProcessor`` that may have no video processor (see
 :mod:`vtcompress.integrations.image_only_processor`). Qwen3-VL uses the Qwen2-VL image processor
@@ -26,10 +26,6 @@ MIN_PIXELS = 65536
 MAX_PIXELS = (PATCH * MERGE) ** 2 * 1280
 MAX_ASPECT_RATIO = 200  # smart_resize refuses a longer side over 200 times the shorter one
 IMAGE_MEAN = IMAGE_STD = [0.5, 0.5, 0.5]
-
-VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
-IMAGE_TOKEN, VIDEO_TOKEN = "<|image_pad|>", "<|video_pad|>"
-IMAGE_PROMPT = VISION_START + IMAGE_TOKEN + VISION_END
 
 
 class ImageOnlyQwen3VLProcessor(OptionalVideoProcessor, Qwen3VLProcessor):
@@ -69,9 +65,3 @@ def merged_grid(
     factor = PATCH * MERGE
     h, w = smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
     return h // factor, w // factor
-
-
-def prompt(question: str, images: int = 1) -> str:
-    """A plain prompt for ``images`` images followed by ``question`` (the tiny model's format;
-    a real checkpoint's chat template is applied by its processor)."""
-    return f"USER: {IMAGE_PROMPT * images}{question}\nASSISTANT:"

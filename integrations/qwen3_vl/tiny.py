@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 
 from vtcompress.integrations import tiny_models
-from vtcompress.integrations.qwen3_vl.processing import (
+from vtcompress.integrations.qwen3_vl.processing import PATCH
+from vtcompress.integrations.qwen3_vl.prompt import (
     IMAGE_PROMPT,
     IMAGE_TOKEN,
-    PATCH,
     VIDEO_TOKEN,
     VISION_END,
     VISION_START,

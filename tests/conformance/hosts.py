@@ -90,13 +90,13 @@ def _qwen3_vl(dtype: torch.dtype):
 
 
 def _qwen3_vl_prompt(question: str, images: int) -> str:
-    from vtcompress.integrations.qwen3_vl.processing import prompt
+    from vtcompress.integrations.qwen3_vl.prompt import prompt
 
     return prompt(question, images)
 
 
 def _qwen2_5_vl_prompt(question: str, images: int) -> str:
-    from vtcompress.integrations.qwen2_5_vl.tiny import prompt
+    from vtcompress.integrations.qwen2_5_vl.prompt import prompt
 
     return prompt(question, images)
 

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from vtcompress.integrations.docowl import DocOwlForConditionalGeneration, load_docowl, mplug_owl2_prompt
-from vtcompress.integrations.docowl.loading import weight_files
+from vtcompress.integrations.docowl.loader import weight_files
 from vtcompress.integrations.docowl.tiny import build_tiny_docowl, save_tiny_docowl
 
 torch.set_num_threads(1)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vtcompress.integrations.docowl import DocOwlConfig, DocOwlForConditionalGeneration, mplug_owl2_prompt
-from vtcompress.integrations.docowl.loading import load_official_state_dict
+from vtcompress.integrations.docowl.loader import load_official_state_dict
 from vtcompress.integrations.docowl.tiny import build_tiny_docowl, tiny_config
 
 torch.set_num_threads(1)

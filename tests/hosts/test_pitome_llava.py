@@ -92,7 +92,7 @@ def test_tower_counts_follow_the_per_view_rule(model, processor, name, shape):
     logits(model, inputs_for(processor, [(w, h)]))
     stats = handle.last_stats.images[0]
     k = keep_count(576, 0.3)
-    assert handle._adapter.tower.token_counts == [k]  # one merge layer in the tiny tower
+    assert handle._host.tower.token_counts == [k]  # one merge layer in the tiny tower
     assert stats.newlines_after == layout.num_newlines("unpadded")
     if shape == "square":  # no letterbox: every merged token holds a valid patch
         assert stats.tokens_after == layout.num_views * k
@@ -106,7 +106,7 @@ def test_paper_mode_keeps_the_official_per_layer_count(model, processor):
     logits(model, inputs_for(processor, [IMAGE_SIZES["square"]]))
     # Tiny tower: one layer before the feature layer, ToMe matching there (l <= 12), [CLS] counted.
     expected = paper_token_schedule(576, 0.9, 1, [True])
-    assert handle._adapter.tower.token_counts == expected == [576 - 57]
+    assert handle._host.tower.token_counts == expected == [576 - 57]
     assert handle.last_stats.images[0].tokens_after == 5 * expected[0]
 
 

@@ -19,7 +19,7 @@ def model():
 
 
 def inputs(width: int, height: int, question: str = "What is it?"):
-    from vtcompress.integrations.qwen2_5_vl.tiny import prompt
+    from vtcompress.integrations.qwen2_5_vl.prompt import prompt
 
     _, processor = tiny()
     return dict(processor(images=[make_image(width, height)], text=[prompt(question)], return_tensors="pt"))
@@ -103,7 +103,7 @@ def test_loader_builds_and_loads_the_tiny_model(model, tmp_path, monkeypatch):
     handle = vtc.get_handle(loaded)
     # A method name gets the host's default metric (a config instance would be refused).
     assert (handle.config.method, handle.config.ratio, handle.config.metric) == ("tome", 0.5, "projected")
-    from vtcompress.integrations.qwen2_5_vl.tiny import prompt
+    from vtcompress.integrations.qwen2_5_vl.prompt import prompt
 
     call = inputs(500, 300)
     again = processor(images=[make_image(500, 300)], text=[prompt("What is it?")], return_tensors="pt")

@@ -30,7 +30,7 @@ def model():
 
 
 def inputs(images, questions, per_prompt=None):
-    from vtcompress.integrations.qwen2_5_vl.tiny import prompt
+    from vtcompress.integrations.qwen2_5_vl.prompt import prompt
 
     _, processor = tiny()
     per_prompt = per_prompt or [1] * len(questions)

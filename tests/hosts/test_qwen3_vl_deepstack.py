@@ -39,7 +39,7 @@ def model(tiny):
 
 def batch(processor):
     """Three images of different grids in two prompts of different lengths (left padding)."""
-    from vtcompress.integrations.qwen3_vl.processing import prompt
+    from vtcompress.integrations.qwen3_vl.prompt import prompt
 
     images = [make_image(500, 300, 0), make_image(300, 900, 1), make_image(420, 420, 2)]
     texts = [prompt("What is it?", 1), prompt("Where are the red shapes in these two pictures?", 2)]

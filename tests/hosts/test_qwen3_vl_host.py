@@ -8,7 +8,7 @@ import torch
 import vtcompress as vtc
 from tests.conftest import make_image, uncompressed
 from vtcompress.integrations.qwen3_vl import Qwen3VLLayout, load_compressed_qwen3_vl, merged_grid
-from vtcompress.integrations.qwen3_vl.processing import prompt
+from vtcompress.integrations.qwen3_vl.prompt import prompt
 
 torch.set_num_threads(1)
 

@@ -13,7 +13,7 @@ import torch
 import vtcompress as vtc
 from tests.conftest import make_image, uncompressed
 from tests.helpers.mrope import LanguageModelCalls, expected_positions, real_columns
-from vtcompress.integrations.qwen3_vl.processing import prompt
+from vtcompress.integrations.qwen3_vl.prompt import prompt
 
 torch.set_num_threads(1)
 METHODS = ["random", "uniform", "pitome", "tome"]

@@ -88,7 +88,7 @@ def generate(model, inputs: dict, **kwargs):
 
 def test_supports_only_llava_package_classes():
     model = model_of(True)
-    assert vtc.api.find_adapter(model) is LlavaPackageHost
+    assert vtc.api.find_host(model) is LlavaPackageHost
     assert not LlavaPackageHost.supports(torch.nn.Linear(2, 2))
 
 

@@ -35,7 +35,7 @@ from vtcompress.tokens import ImageTokens, LayerQK, keep_all
 MODEL_CLASSES = ("LlavaNextForConditionalGeneration", "LlavaNextModel")
 
 
-class LlavaNextAdapter(PlaceholderHost):
+class LlavaNextHost(PlaceholderHost):
     model_names = "LlavaNextForConditionalGeneration, LlavaNextModel"
     provides = frozenset({CLS_ATTENTION, HIDDEN_STATES, GLOBAL_VIEW, TOWER_MERGE})
 

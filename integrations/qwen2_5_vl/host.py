@@ -15,7 +15,7 @@ from vtcompress.integrations.qwen2_5_vl.layout import Qwen2_5_VLLayout
 MODEL_CLASSES = ("Qwen2_5_VLForConditionalGeneration",)
 
 
-class Qwen2_5_VLAdapter(MRopeHost):
+class Qwen2_5_VLHost(MRopeHost):
     family = "Qwen2.5-VL"
     docs_page = "docs/hosts/qwen2-5-vl.md"
     model_names = "Qwen2_5_VLForConditionalGeneration"
@@ -26,4 +26,4 @@ class Qwen2_5_VLAdapter(MRopeHost):
 def check_served(config: CompressionConfig, num_layers: int = 32) -> None:
     """Raise ValueError when this host cannot serve ``config``, naming what is missing and what
     it serves (``num_layers``: the vision tower's depth, 32 in the published checkpoints)."""
-    Qwen2_5_VLAdapter.check_served(config, num_layers)
+    Qwen2_5_VLHost.check_served(config, num_layers)

@@ -76,7 +76,7 @@ def split_images(visual: VisualBatch) -> list[tuple[int, int, int, slice]]:
     return out
 
 
-class DocOwlAdapter(Host):
+class DocOwlHost(Host):
     """Installs a view compressor and q/k capture hooks on a :class:`DocOwlForConditionalGeneration`."""
 
     model_names = "DocOwlForConditionalGeneration (mPLUG-DocOwl1.5 port)"

@@ -194,10 +194,10 @@ def load_compressed_docowl(
     Returns:
         ``(model, processor)``; ``vtcompress.get_handle(model)`` is the compression handle.
     """
-    from vtcompress.integrations.docowl.compression import DocOwlAdapter
+    from vtcompress.integrations.docowl.host import DocOwlHost
 
     # Fails before loading; a method name gets the host's defaults (metric="projected" for merging).
-    config = host_config(DocOwlAdapter, method, **explicit_options(ratio, method_options))
+    config = host_config(DocOwlHost, method, **explicit_options(ratio, method_options))
     docowl, processor = load_docowl(model, **load_kwargs)
     compress(docowl, config)
     return docowl, processor
