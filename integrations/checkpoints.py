@@ -1,41 +1,26 @@
-"""An uncompressed checkpoint of any transformers host, for the apps (``vtcompress run``, the demo).
+"""An uncompressed checkpoint of any declared family, for the apps (``vtcompress run``, the demo).
 
 The apps compress and uncompress one loaded model per request, so they load it plainly and let
-:func:`vtcompress.compress` find its host. The family comes from the checkpoint's
-``model_type``; offline tiny models (random weights, built on first use) have names of their own.
+:func:`vtcompress.compress` find its host. The family is the declaration
+(:class:`~vtcompress.hosts.HostSpec`) whose ``model_types`` hold the checkpoint's ``model_type``;
+offline tiny models (random weights, built on first use) have names of their own (``tiny_name``).
+Families that declare no ``load_uncompressed`` are not loaded here.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
 import torch
 
-FAMILIES = {
-    "llava_next": "LLaVA-NeXT",
-    "llava_onevision": "LLaVA-OneVision",
-    "qwen2_5_vl": "Qwen2.5-VL",
-}
-"""``model_type`` -> the family's name, for every family the apps load."""
-
-TINY_MODELS = {"tiny": "llava_next", "tiny-onevision": "llava_onevision", "tiny-qwen2.5-vl": "qwen2_5_vl"}
-"""Names of the offline tiny models (random weights) -> their family."""
-
-HUB_EXAMPLES = {
-    "llava_next": "llava-hf/llava-v1.6-mistral-7b-hf",
-    "llava_onevision": "llava-hf/llava-onevision-qwen2-7b-ov-hf",
-    "qwen2_5_vl": "Qwen/Qwen2.5-VL-7B-Instruct",
-}
-"""A published checkpoint of each family, for messages that name one."""
+from vtcompress.hosts import HostSpec, host_spec, loadable_specs, spec_for_model_type
 
 
 class CheckpointError(OSError):
-    """Files that are not a loadable checkpoint of a family in :data:`FAMILIES`; ``str(err)`` is
-    one line naming the fix."""
+    """Files that are not a loadable checkpoint of a declared family; ``str(err)`` is one line
+    naming the fix."""
 
 
 @dataclass
@@ -44,13 +29,17 @@ class Checkpoint:
 
     model: Any
     processor: Any
-    family: str  # a key of FAMILIES
+    family: str  # the declaring HostSpec's name
     random_weights: bool
     from_cache: bool = False  # a hub id loaded from the local cache: the hub was not reachable
 
     @property
+    def spec(self) -> HostSpec:
+        return host_spec(self.family)
+
+    @property
     def family_name(self) -> str:
-        return FAMILIES[self.family]
+        return self.spec.display_name
 
     @property
     def max_aspect(self) -> tuple[str, float] | None:
@@ -58,90 +47,73 @@ class Checkpoint:
         return aspect_limit(self.family)
 
 
-def _loader(family: str) -> ModuleType:
-    """The family's loader module (``load_compressed_*``, ``DEFAULT_METHOD``, ``resolve_model_path``)."""
-    return importlib.import_module(f"vtcompress.integrations.{family}.loader")
-
-
 def default_method(family: str) -> str:
-    """The method a family's loader uses when none is named."""
-    return _loader(family).DEFAULT_METHOD
+    """The method a family uses when none is named."""
+    return host_spec(family).default_method
+
+
+def hub_example(family: str) -> str:
+    """A published checkpoint of the family, for messages that name one."""
+    return host_spec(family).hub_example or "a hub id"
 
 
 def aspect_limit(family: str) -> tuple[str, float] | None:
     """``(family name, limit)``: the longest side over the shortest the family's processor
     accepts; None where any aspect ratio is served."""
-    if family == "qwen2_5_vl":
-        from vtcompress.integrations.qwen2_5_vl.processing import MAX_ASPECT_RATIO
-
-        return FAMILIES[family], MAX_ASPECT_RATIO
-    return None
+    spec = host_spec(family)
+    return None if spec.max_aspect is None else (spec.display_name, spec.max_aspect)
 
 
 def locate(name: str | os.PathLike) -> tuple[str, dict[str, Any]]:
     """``(path_or_hub_id, from_pretrained_kwargs)`` for ``name``: a tiny model's name (built
     and cached on first use), a local directory or a hub id. Raises
-    :class:`~vtcompress.integrations.llava_next.loader.ModelNotFoundError` (one line naming the
-    fix) for what cannot be loaded from here."""
-    from vtcompress.integrations.llava_next.loader import locate_checkpoint
+    :class:`~vtcompress.integrations.locate.ModelNotFoundError` (one line naming the fix) for
+    what cannot be loaded from here."""
+    from vtcompress.integrations.locate import locate_checkpoint
 
-    family = TINY_MODELS.get(str(name))
-    if family is None:
-        return locate_checkpoint(name)
-    return _loader(family).resolve_model_path("tiny"), {}
+    return locate_checkpoint(name)
 
 
-def model_family(path: str, **kwargs: Any) -> str:
-    """The family (a key of :data:`FAMILIES`) of the checkpoint at ``path``; ValueError naming
-    the families otherwise."""
-    from transformers import AutoConfig
+def model_family(path: str, **kwargs: Any) -> HostSpec:
+    """The family of the checkpoint at ``path`` (by its config's ``model_type``); ValueError
+    naming the families the apps load otherwise."""
+    from transformers import PretrainedConfig
 
-    model_type = AutoConfig.from_pretrained(path, **kwargs).model_type
-    if model_type not in FAMILIES:
+    model_type = PretrainedConfig.get_config_dict(path, **kwargs)[0].get("model_type")
+    spec = spec_for_model_type(model_type) if model_type else None
+    if spec is None or spec.load_uncompressed is None:
+        loadable = loadable_specs()
         raise ValueError(
-            f"its config says model_type {model_type!r}; this loads {', '.join(FAMILIES.values())} "
-            f"checkpoints (model_type {', '.join(FAMILIES)})"
+            f"its config says model_type {model_type!r}; this loads {', '.join(s.display_name for s in loadable)} "
+            f"checkpoints (model_type {', '.join(t for s in loadable for t in s.model_types)})"
         )
-    return model_type
+    return spec
 
 
 def load_checkpoint(name: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Checkpoint:
     """Load ``name`` (see :func:`locate`) uncompressed, in eval mode, on the CPU.
 
     Raises ModelNotFoundError from :func:`locate` and :class:`CheckpointError` when the files
-    cannot be read or are not a checkpoint of a family in :data:`FAMILIES` (both one line).
+    cannot be read or are not a checkpoint of a declared family (both one line).
     """
     path, kwargs = locate(name)
     try:
         return _load(path, kwargs, dtype)
     except (OSError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        from vtcompress.integrations.locate import hub_examples, tiny_names
+
         raise CheckpointError(
             f"could not load a checkpoint from {str(name)!r} ({first}); give one (e.g. "
-            f"{', '.join(HUB_EXAMPLES.values())}), a tiny model ({', '.join(TINY_MODELS)}) or leave --model out"
+            f"{hub_examples()}), a tiny model ({tiny_names()}) or leave --model out"
         ) from err
 
 
 def _load(path: str, kwargs: dict[str, Any], dtype: torch.dtype) -> Checkpoint:
     from vtcompress.integrations.tiny_models import is_random_tiny
 
-    family = model_family(path, **kwargs)
-    if family == "llava_onevision":
-        from vtcompress.integrations.llava_onevision.loader import load_onevision
-
-        model, processor = load_onevision(path, dtype=dtype, **kwargs)
-    elif family == "qwen2_5_vl":
-        from transformers import Qwen2_5_VLForConditionalGeneration
-
-        from vtcompress.integrations.qwen2_5_vl.processing import load_processor
-
-        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=dtype, **kwargs)
-        processor = load_processor(path, **kwargs)
-    else:
-        from transformers import AutoProcessor, LlavaNextForConditionalGeneration
-
-        model = LlavaNextForConditionalGeneration.from_pretrained(path, dtype=dtype, **kwargs)
-        processor = AutoProcessor.from_pretrained(path, **kwargs)
+    spec = model_family(path, **kwargs)
+    model, processor = spec.load("load_uncompressed")(path, dtype=dtype, **kwargs)
     random_weights = os.path.isdir(path) and is_random_tiny(path)
     from_cache = bool(kwargs.get("local_files_only"))
-    return Checkpoint(model.eval(), processor, family, random_weights, from_cache)
+    return Checkpoint(model.eval(), processor, spec.name, random_weights, from_cache)

@@ -34,36 +34,85 @@ from vtcompress.tokens import ImageTokens, ViewOutput
 __version__ = "0.1.0"
 
 
-def _loader(name: str):
-    """A host's ``load_compressed_*`` function, declared in the ``vtcompress.loaders`` entry points."""
-    from importlib.metadata import entry_points
+def load_compressed(
+    model: Any,
+    method: str | CompressionConfig | None = None,
+    ratio: float | None = None,
+    method_options: dict[str, Any] | None = None,
+    family: str | None = None,
+    **from_pretrained_kwargs: Any,
+):
+    """Load a checkpoint of any declared family and compress it: ``(model, processor)``.
 
-    found = [ep for ep in entry_points(group="vtcompress.loaders") if ep.name == name]
-    if not found:
-        raise ImportError(
-            f"no vtcompress loader {name!r} is installed: reinstall vtcompress (pip install -e . in a checkout)"
+    ``model`` is a hub id, a local directory, or an offline tiny model's name (``"tiny"``, ...);
+    the family comes from its config's ``model_type`` unless ``family`` (a declared family's
+    name, e.g. the key of its ``vtcompress.hosts`` entry point) says it. ``method`` None: the
+    family's default. The rest as in the family's own ``load_compressed_*`` (e.g.
+    :func:`load_compressed_llava`).
+    """
+    spec = _family_of(model, family)
+    loader = spec.load("loader")
+    tiny = spec.tiny_name is not None and str(model) == spec.tiny_name
+    return loader(
+        "tiny" if tiny else model,
+        spec.default_method if method is None else method,
+        ratio,
+        method_options,
+        **from_pretrained_kwargs,
+    )
+
+
+def _family_of(model: Any, family: str | None):
+    from vtcompress.hosts import host_spec, spec_for_model_type, spec_for_tiny
+
+    if family is not None:
+        return host_spec(family)
+    spec = spec_for_tiny(str(model))
+    if spec is not None:
+        return spec
+    model_type = _model_type(str(model))
+    spec = spec_for_model_type(model_type) if model_type else None
+    if spec is None or spec.loader is None:
+        raise ValueError(
+            f"no vtcompress loader for {str(model)!r} (model_type {model_type!r}); pass family=... "
+            "naming a declared family (vtcompress.hosts.host_specs())"
         )
-    return found[0].load()
+    return spec
 
 
-def load_compressed_llava(*args: Any, **kwargs: Any):
-    """See :func:`vtcompress.integrations.llava_next.load_compressed_llava`."""
-    return _loader("llava_next")(*args, **kwargs)
+def _model_type(model: str) -> str | None:
+    """``model_type`` in the ``config.json`` of a local checkpoint folder or a hub id."""
+    import json
+    import os
+
+    path = os.path.join(os.path.expanduser(model), "config.json")
+    if not os.path.isfile(path):
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(model, "config.json")
+    with open(path) as f:
+        return json.load(f).get("model_type")
 
 
-def load_compressed_docowl(*args: Any, **kwargs: Any):
-    """See :func:`vtcompress.integrations.docowl.load_compressed_docowl`."""
-    return _loader("docowl")(*args, **kwargs)
+def _named_loaders() -> dict[str, Any]:
+    """``load_compressed_<name>`` -> its family's declaration (``HostSpec.loader_alias``)."""
+    from vtcompress.hosts import host_specs
+
+    return {s.loader_alias: s for s in host_specs() if s.loader_alias and s.loader}
 
 
-def load_compressed_onevision(*args: Any, **kwargs: Any):
-    """See :func:`vtcompress.integrations.llava_onevision.load_compressed_onevision`."""
-    return _loader("llava_onevision")(*args, **kwargs)
+def __getattr__(name: str) -> Any:
+    """``vtcompress.load_compressed_llava`` and the other families' named loaders, found in the
+    declarations (imported on first use)."""
+    if name.startswith("load_compressed_"):
+        spec = _named_loaders().get(name)
+        if spec is not None:
+            return spec.load("loader")
+    raise AttributeError(f"module 'vtcompress' has no attribute {name!r}")
 
 
-def load_compressed_qwen2_5_vl(*args: Any, **kwargs: Any):
-    """See :func:`vtcompress.integrations.qwen2_5_vl.load_compressed_qwen2_5_vl`."""
-    return _loader("qwen2_5_vl")(*args, **kwargs)
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_named_loaders()])
 
 
 __all__ = [
@@ -87,10 +136,7 @@ __all__ = [
     "compressed",
     "config_for",
     "get_handle",
-    "load_compressed_docowl",
-    "load_compressed_llava",
-    "load_compressed_onevision",
-    "load_compressed_qwen2_5_vl",
+    "load_compressed",
     "register_adapter",
     "register_host",
     "register_method",

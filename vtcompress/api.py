@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Iterator
-from importlib.metadata import entry_points
 from typing import Any, Protocol
 
 from torch import nn
 
 from vtcompress.config import CompressionConfig
+from vtcompress.hosts import host_specs
 from vtcompress.registry import make_config
 from vtcompress.stats import CompressionStats
 
 _HANDLE_ATTR = "_vtcompress_handle"
-HOST_ENTRY_POINTS = "vtcompress.hosts"
 _HOSTS: list[type] = []
 
 
@@ -51,31 +49,29 @@ def register_host(cls: type) -> type:
 register_adapter = register_host  # the former name
 
 
-@functools.lru_cache(maxsize=1)
-def _entry_point_hosts() -> tuple[tuple[type, ...], tuple[str, ...]]:
-    """Hosts declared by installed packages, and why any of them could not be loaded."""
-    hosts, failures = [], []
-    for ep in entry_points(group=HOST_ENTRY_POINTS):
-        try:
-            hosts.append(ep.load())
-        except ImportError as err:  # an optional dependency of that host is missing
-            failures.append(f"{ep.name}: {err}")
-    return tuple(hosts), tuple(failures)
-
-
 def find_host(model: nn.Module) -> type:
-    """The host that supports ``model``: registered at run time first, then entry points."""
-    hosts, failures = _entry_point_hosts()
-    candidates = [*_HOSTS, *(h for h in hosts if h not in _HOSTS)]
-    for cls in candidates:
+    """The host that supports ``model``: registered at run time first, then the declared families
+    (:func:`vtcompress.hosts.host_specs`) whose ``model_classes`` name its class."""
+    for cls in _HOSTS:
         if cls.supports(model):
             return cls
-    names = ", ".join(a.model_names for a in candidates) or "none installed"
-    unloaded = f" (hosts that failed to load: {'; '.join(failures)})" if failures else ""
+    specs = [s for s in host_specs() if s.may_serve(type(model))]
+    for spec in specs:
+        cls = spec.host_class()
+        if cls not in _HOSTS and cls.supports(model):
+            return cls
+    names = [getattr(cls, "model_names", cls.__name__) for cls in _HOSTS]
+    names += [", ".join(s.model_classes) or s.display_name for s in host_specs()]
+    example = next((s for s in host_specs() if s.model_classes and s.loader_alias), None)
+    hint = (
+        f" Load the model with e.g. {example.model_classes[0]}.from_pretrained(...) or "
+        f"vtcompress.{example.loader_alias}(...)."
+        if example
+        else ""
+    )
     raise TypeError(
-        f"vtcompress has no host for {type(model).__name__}; supported: {names}{unloaded}. "
-        "Load the model with e.g. LlavaNextForConditionalGeneration.from_pretrained(...) or "
-        "vtcompress.load_compressed_llava(...)."
+        f"vtcompress has no host for {type(model).__name__}; supported: {'; '.join(names) or 'none installed'}."
+        + hint
     )
 
 

@@ -61,7 +61,7 @@ def _ratio(text: str) -> float:
 
 
 def add_run_arguments(run: argparse.ArgumentParser) -> None:
-    from vtcompress.integrations.llava_next.loader import TINY
+    from vtcompress.integrations.locate import DEFAULT_TINY, default_methods, loadable_families, tiny_names
     from vtcompress.registry import available_methods
 
     examples = ", ".join(f"{e.name} ({e.description})" for e in EXAMPLES.values())
@@ -79,18 +79,17 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument(
         "--model",
-        default=TINY,
-        help="LLaVA-NeXT, LLaVA-OneVision or Qwen2.5-VL hub id or local checkpoint directory, or a "
+        default=DEFAULT_TINY,
+        help=f"{loadable_families()} hub id or local checkpoint directory, or a "
         "built-in tiny model with random weights (offline, meaningless answers, real token counts and "
-        "timings): tiny (LLaVA-NeXT, the default), tiny-onevision, tiny-qwen2.5-vl",
+        f"timings): {tiny_names()}",
     )
     run.add_argument(
         "--method",
         default=None,
         choices=available_methods(),
         metavar="METHOD",
-        help="compression method (the list is below; default: the model's own, globalcom2 on LLaVA-NeXT "
-        "and LLaVA-OneVision, uniform on Qwen2.5-VL, whose host serves no thumbnail method)",
+        help=f"compression method (the list is below; default: the model's own, {default_methods()})",
     )
     run.add_argument(
         "--ratio",

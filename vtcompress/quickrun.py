@@ -22,7 +22,6 @@ from vtcompress.api import compressed, config_for
 from vtcompress.config import CompressionConfig
 from vtcompress.examples import DEFAULT_EXAMPLE, example
 from vtcompress.inputs import IMAGE_LIMITS
-from vtcompress.integrations.checkpoints import HUB_EXAMPLES, default_method
 from vtcompress.registry import make_config
 from vtcompress.stats import CompressionStats
 from vtcompress.timing import StageClock, Timing, synchronize
@@ -103,7 +102,7 @@ def load(args: argparse.Namespace, device: torch.device):
     from transformers.utils import logging as hf_logging
 
     from vtcompress.integrations.checkpoints import CheckpointError, load_checkpoint
-    from vtcompress.integrations.llava_next.loader import ModelNotFoundError
+    from vtcompress.integrations.locate import ModelNotFoundError
 
     hf_logging.disable_progress_bar()
     try:
@@ -117,7 +116,7 @@ def load(args: argparse.Namespace, device: torch.device):
 
 
 def prompt_inputs(processor, image, question: str, device: torch.device, dtype: torch.dtype):
-    from vtcompress.integrations.llava_next.prompt import chat_prompt
+    from vtcompress.integrations.prompt import chat_prompt
 
     prompt = chat_prompt(processor, question)
     inputs = processor(images=image, text=prompt, return_tensors="pt").to(device)
@@ -301,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
         check_method_setting(args, given)
     checkpoint = load(args, device)
     if args.method is None:
-        args.method = default_method(checkpoint.family)
+        args.method = checkpoint.spec.default_method
     options = check_method_setting(args, given)
     model, processor = checkpoint.model, checkpoint.processor
     problem = IMAGE_LIMITS.problem(*image.size, max_aspect=checkpoint.max_aspect)
@@ -311,7 +310,7 @@ def run(args: argparse.Namespace) -> int:
     if checkpoint.random_weights:
         print(
             f"note: the tiny {checkpoint.family_name} has RANDOM weights: its answers are meaningless; token "
-            f"counts, timings and FLOPs are real. For real answers: --model {HUB_EXAMPLES[checkpoint.family]} "
+            f"counts, timings and FLOPs are real. For real answers: --model {checkpoint.spec.hub_example} "
             "(or a local directory)."
         )
     try:

@@ -37,7 +37,7 @@ from evals.bench.models import (
 )
 from vtcompress.config import TOWER_MERGE
 from vtcompress.integrations.llava_next.layout import AnyResLayout
-from vtcompress.integrations.llava_next.prompt import chat_prompt
+from vtcompress.integrations.prompt import chat_prompt
 from vtcompress.registry import get_method, make_config
 
 PROMPT = "Describe this image in detail."

@@ -14,7 +14,6 @@ except ImportError as err:  # pragma: no cover - exercised by the CLI's message
 
     raise ImportError(needs_extra("the vtcompress demo needs gradio", "demo")) from err
 
-from vtcompress.integrations.checkpoints import HUB_EXAMPLES, default_method
 from vtcompress.integrations.demo.engine import Comparison, DemoEngine, InputError, format_flops
 from vtcompress.integrations.demo.examples import write_examples
 
@@ -143,7 +142,7 @@ def _header(engine: DemoEngine) -> str:
             "> **This is the offline tiny model. Its weights are random, so its answers are "
             "meaningless characters.** Token counts, overlays, timings and FLOPs are real. For real "
             "answers start the demo with a checkpoint: `vtcompress demo --model "
-            f"{HUB_EXAMPLES[engine.family]}` (or a local directory).",
+            f"{engine.spec.hub_example}` (or a local directory).",
         ]
     return "\n".join(lines)
 
@@ -151,7 +150,7 @@ def _header(engine: DemoEngine) -> str:
 def build_app(engine: DemoEngine, concurrency: int = 4, examples_dir: str | Path | None = None) -> gr.Blocks:
     """The demo page around ``engine`` (one model shared by every user; calls take turns)."""
     methods = engine.served_methods()  # what this model's host can run
-    default = default_method(engine.family)
+    default = engine.spec.default_method
     default = default if default in methods else methods[0]
     examples_dir = Path(examples_dir or Path(tempfile.gettempdir()) / "vtcompress-demo-examples")
     examples = write_examples(examples_dir)

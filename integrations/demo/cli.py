@@ -16,12 +16,14 @@ DEFAULT_PORT = 7860
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from vtcompress.integrations.locate import DEFAULT_TINY, loadable_families, tiny_names
+
     parser.add_argument(
         "--model",
-        default="tiny",
-        help="LLaVA-NeXT, LLaVA-OneVision or Qwen2.5-VL checkpoint (hub id or local directory), or a "
-        "tiny model with random weights, offline: tiny (LLaVA-NeXT, the default), tiny-onevision, "
-        "tiny-qwen2.5-vl (their answers are meaningless, the token views are real)",
+        default=DEFAULT_TINY,
+        help=f"{loadable_families()} checkpoint (hub id or local directory), or a "
+        f"tiny model with random weights, offline: {tiny_names()} (their answers are meaningless, "
+        "the token views are real)",
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")

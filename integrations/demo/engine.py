@@ -1,5 +1,6 @@
-"""The demo's model side: one LLaVA-NeXT, LLaVA-OneVision or Qwen2.5-VL loaded once, asked twice
-(compressed and not) per request.
+"""The demo's model side: one model of a declared family (one whose
+:class:`~vtcompress.hosts.HostSpec` has ``demo_views``) loaded once, asked twice (compressed and
+not) per request.
 
 Compression hooks belong to the model object, so every generate call runs under one lock: while
 a compressed run holds the hooks, no other request may run uncompressed on the same model.
@@ -24,12 +25,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vtcompress.api import compress, compressed, config_for, get_handle
 from vtcompress.config import CompressionConfig
+from vtcompress.hosts import HostSpec, host_specs, spec_for_model_type
 from vtcompress.inputs import ImageLimits, to_rgb
-from vtcompress.integrations.checkpoints import FAMILIES, aspect_limit
 from vtcompress.integrations.demo import overlay
-from vtcompress.integrations.llava_next.layout import AnyResLayout
-from vtcompress.integrations.llava_next.prompt import chat_prompt
-from vtcompress.integrations.llava_onevision.layout import OneVisionLayout
 from vtcompress.registry import available_methods, parse_options
 from vtcompress.stats import CompressionStats, ImageStats
 
@@ -119,8 +117,8 @@ class DemoEngine:
     """A model and processor shared by every request of the demo.
 
     Args:
-        model: an uncompressed ``LlavaNextForConditionalGeneration``,
-            ``LlavaOnevisionForConditionalGeneration`` or ``Qwen2_5_VLForConditionalGeneration``.
+        model: an uncompressed model of a family whose declaration has ``demo_views`` (its
+            ``*ForConditionalGeneration`` class).
         processor: its processor.
         name: shown on the page.
         random_weights: True for the offline tiny model (the page says its answers mean nothing).
@@ -139,11 +137,12 @@ class DemoEngine:
     ) -> None:
         if get_handle(model) is not None:
             raise ValueError("DemoEngine needs an uncompressed model (call handle.remove() first)")
-        family = getattr(model.config, "model_type", None)
-        if family not in FAMILIES or not hasattr(model, "generate"):
+        spec = spec_for_model_type(getattr(model.config, "model_type", None) or "")
+        if spec is None or spec.demo_views is None or not hasattr(model, "generate"):
+            shown = ", ".join(s.display_name for s in host_specs() if s.demo_views)
             raise ValueError(
-                f"the demo shows {', '.join(FAMILIES.values())} models that generate (the "
-                f"*ForConditionalGeneration classes); got {type(model).__name__}"
+                f"the demo shows {shown} models that generate (the *ForConditionalGeneration "
+                f"classes); got {type(model).__name__}"
             )
         self.model = model.eval()
         self.processor = processor
@@ -152,19 +151,10 @@ class DemoEngine:
         self.max_new_tokens = max_new_tokens
         self.limits = limits or Limits()
         self.lock = threading.Lock()
-        self.family = family
-        vision = model.config.vision_config
-        self.encoder_patch_px = vision.patch_size
-        self.max_aspect = aspect_limit(family)
-        if family == "qwen2_5_vl":  # one view of merged tokens, each 2x2 patches of 14 px
-            self.patch_px = vision.patch_size * vision.spatial_merge_size
-        else:  # anyres views of side x side patches
-            self.view_px, self.patch_px = vision.image_size, vision.patch_size
-            self.side = self.view_px // self.patch_px
-
-    @property
-    def onevision(self) -> bool:
-        return self.family == "llava_onevision"
+        self.spec: HostSpec = spec
+        self.family = spec.name
+        self.encoder_patch_px = model.config.vision_config.patch_size
+        self.max_aspect = None if spec.max_aspect is None else (spec.display_name, spec.max_aspect)
 
     @classmethod
     def from_pretrained(
@@ -174,11 +164,10 @@ class DemoEngine:
         dtype: str | torch.dtype | None = None,
         **kwargs: Any,
     ) -> DemoEngine:
-        """Load a LLaVA-NeXT, LLaVA-OneVision or Qwen2.5-VL checkpoint: a hub id, a path, or an
-        offline tiny model with random weights (``"tiny"``, a LLaVA-NeXT; ``"tiny-onevision"``;
-        ``"tiny-qwen2.5-vl"``)."""
+        """Load a checkpoint of a declared family: a hub id, a path, or an offline tiny model with
+        random weights (a family's ``tiny_name``: ``"tiny"``, a LLaVA-NeXT, ...)."""
         from vtcompress.integrations.checkpoints import CheckpointError, load_checkpoint
-        from vtcompress.integrations.llava_next.loader import ModelNotFoundError
+        from vtcompress.integrations.locate import ModelNotFoundError
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if dtype is None or dtype == "auto":
@@ -279,7 +268,7 @@ class DemoEngine:
 
     # --- running ------------------------------------------------------------------------------
     def prompt(self, question: str) -> str:
-        return chat_prompt(self.processor, question)
+        return self.spec.load("prompt")(self.processor, question)
 
     def _generate(self, inputs: dict[str, Any]) -> RunResult:
         timer = _FirstTokenTimer()
@@ -327,77 +316,19 @@ class DemoEngine:
     # --- presentation -------------------------------------------------------------------------
     def _pictures(self, image: Image.Image, inputs: Any) -> list[tuple[np.ndarray, tuple[int, int], Any]]:
         """Per view of the first image, what the tower saw: ``(pixels [H, W, 3] uint8, token grid
-        (rows, cols), valid mask [rows, cols] bool or None)``."""
-        if self.family == "qwen2_5_vl":
-            pixels = self._merged_token_pixels(inputs["pixel_values"], inputs["image_grid_thw"][0])
-            return [(pixels, (pixels.shape[0] // self.patch_px, pixels.shape[1] // self.patch_px), None)]
-        pixel_values = inputs["pixel_values"][0]
-        layout = self._anyres_layout((image.height, image.width), pixel_values.shape[0])
-        if getattr(layout, "resampled_from", None):  # OneVision shrank the crops: show its tiles
-            pictures = self._view_pixels(pixel_values[:1]) + self._tile_pixels(image, layout)
-        else:
-            pictures = self._view_pixels(pixel_values[: layout.num_views])
-        valid = [None] + (
-            [m.view(self.side, self.side).numpy() for m in layout.crop_valid_mask()]
-            if layout.has_crops
-            else []
-        )
-        seen = self.side * self.patch_px  # SigLIP at 384 px sees 27 patches of 14: 378 px
-        return [(p[:seen, :seen], (self.side, self.side), v) for p, v in zip(pictures, valid)]
+        (rows, cols), valid mask [rows, cols] bool or None)``; the family's ``demo_views`` draws them."""
+        return self.spec.load("demo_views")(self, image, inputs)
 
-    def _anyres_layout(self, image_size: tuple[int, int], num_views: int) -> AnyResLayout:
-        if num_views == 1:
-            return AnyResLayout.single_view(self.side)
-        if self.onevision:
-            cfg = self.model.config
-            return OneVisionLayout.for_image(
-                image_size,
-                cfg.image_grid_pinpoints,
-                self.view_px,
-                self.patch_px,
-                vision_aspect_ratio=cfg.vision_aspect_ratio,
-            )
-        return AnyResLayout.for_config(self.model.config, image_size)
-
-    def _tile_pixels(self, image: Image.Image, layout: OneVisionLayout) -> list[np.ndarray]:
-        """What each tile of a shrunk OneVision crop map shows: the image resized to one
-        ``patch_px`` square per token of the map, centred in the tile grid (grey around it)."""
-        (top, bottom), (left, right) = layout.valid_rows, layout.valid_cols
-        p, side = self.patch_px, layout.side
-        canvas = np.full((layout.rows * side * p, layout.cols * side * p, 3), 128, dtype=np.uint8)
-        resized = image.resize(((right - left) * p, (bottom - top) * p), Image.Resampling.BICUBIC)
-        canvas[top * p : bottom * p, left * p : right * p] = np.asarray(resized)
-        size = side * p
-        return [
-            canvas[r * size : (r + 1) * size, c * size : (c + 1) * size]
-            for r in range(layout.rows)
-            for c in range(layout.cols)
-        ]
-
-    def _view_pixels(self, pixel_values: torch.Tensor) -> list[np.ndarray]:
+    def view_pixels(self, pixel_values: torch.Tensor) -> list[np.ndarray]:
         """[V, 3, H, W] processor output -> per view [H, W, 3] uint8."""
-        return [self._unnormalize(v) for v in pixel_values.float().cpu().numpy()]
+        return [self.unnormalize(v) for v in pixel_values.float().cpu().numpy()]
 
-    def _unnormalize(self, view: np.ndarray) -> np.ndarray:
+    def unnormalize(self, view: np.ndarray) -> np.ndarray:
+        """A processor-normalised view [3, H, W] back to [H, W, 3] uint8 pixels."""
         ip = self.processor.image_processor
         if not getattr(ip, "do_normalize", True):
             return np.clip(view.transpose(1, 2, 0) / ip.rescale_factor, 0, 255).astype(np.uint8)
         return overlay.unnormalize(view, ip.image_mean, ip.image_std, ip.rescale_factor)
-
-    def _merged_token_pixels(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> np.ndarray:
-        """Qwen2.5-VL's first image as the tower saw it, [H, W, 3] uint8.
-
-        The processor flattens patches in merge-block order: ``pixel_values`` rows run over
-        (t, rows/m, cols/m, m, m) and each row holds (channel, temporal, patch, patch) values.
-        """
-        vision = self.model.config.vision_config
-        t, h, w = (int(x) for x in grid_thw)
-        m, p = vision.spatial_merge_size, vision.patch_size
-        temporal = pixel_values.shape[-1] // (3 * p * p)
-        x = pixel_values[: t * h * w].float().cpu().reshape(t, h // m, w // m, m, m, 3, temporal, p, p)
-        x = x[0, :, :, :, :, :, 0]  # first frame: [h/m, w/m, m, m, 3, p, p]
-        x = x.permute(4, 0, 2, 5, 1, 3, 6).reshape(3, h * p, w * p)
-        return self._unnormalize(x.numpy())
 
     def _comparison(
         self,

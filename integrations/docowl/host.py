@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from vtcompress.api import CompressionHandle
 from vtcompress.config import CLS_ATTENTION, GLOBAL_VIEW, CompressionConfig
+from vtcompress.integrations.docowl import HOST
 from vtcompress.integrations.docowl.modeling import DocOwlForConditionalGeneration, VisualBatch
 from vtcompress.integrations.host import Host
 from vtcompress.layout import GridLayout
@@ -81,8 +82,7 @@ class DocOwlHost(Host):
 
     model_names = "DocOwlForConditionalGeneration (mPLUG-DocOwl1.5 port)"
     provides = frozenset({CLS_ATTENTION, GLOBAL_VIEW})
-    # No vision hidden states in the H-Reducer's token order: merging compares the merged tokens.
-    name_defaults = {"pitome": {"metric": "projected"}, "tome": {"metric": "projected"}}
+    name_defaults = HOST.name_defaults
 
     @staticmethod
     def supports(model: nn.Module) -> bool:

@@ -21,6 +21,7 @@ import torch
 
 from vtcompress.api import compress, host_config
 from vtcompress.config import CompressionConfig
+from vtcompress.integrations.docowl import HOST
 from vtcompress.integrations.docowl.configuration import DocOwlConfig
 from vtcompress.integrations.docowl.modeling import DocOwlForConditionalGeneration
 from vtcompress.integrations.docowl.processing import DocOwlImageOptions, DocOwlProcessor
@@ -174,7 +175,7 @@ def load_docowl(
 
 def load_compressed_docowl(
     model: str | os.PathLike = DEFAULT_CHECKPOINT,
-    method: str | CompressionConfig = "tokencorr",
+    method: str | CompressionConfig = HOST.default_method,
     ratio: float | None = None,
     method_options: dict[str, Any] | None = None,
     **load_kwargs: Any,
@@ -215,3 +216,7 @@ def register_auto_classes() -> None:
         AutoModelForCausalLM.register(DocOwlConfig, DocOwlForConditionalGeneration, exist_ok=True)
     except TypeError:  # pragma: no cover - older signatures without exist_ok
         pass
+
+
+# Lets AutoConfig / AutoTokenizer / AutoModelForCausalLM read `model_type: mplug_docowl` (additive).
+register_auto_classes()

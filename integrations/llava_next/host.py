@@ -27,12 +27,13 @@ from vtcompress.batch import CompressedImage
 from vtcompress.config import CLS_ATTENTION, GLOBAL_VIEW, HIDDEN_STATES, TOWER_MERGE, CompressionConfig
 from vtcompress.integrations.clip_merge import tower_merge_for
 from vtcompress.integrations.host import score_layer_of
+from vtcompress.integrations.llava_next import HOST
 from vtcompress.integrations.llava_next.layout import AnyResLayout, pack_images
 from vtcompress.integrations.placeholder_host import PlaceholderHost
 from vtcompress.pipeline import image_stats
 from vtcompress.tokens import ImageTokens, LayerQK, keep_all
 
-MODEL_CLASSES = ("LlavaNextForConditionalGeneration", "LlavaNextModel")
+MODEL_CLASSES = HOST.model_classes
 
 
 class LlavaNextHost(PlaceholderHost):

@@ -30,12 +30,13 @@ from vtcompress.api import CompressionHandle
 from vtcompress.config import GLOBAL_VIEW, CompressionConfig
 from vtcompress.integrations.host import score_layer_of
 from vtcompress.integrations.llava_next.layout import AnyResLayout, pack_views
+from vtcompress.integrations.llava_onevision import HOST
 from vtcompress.integrations.llava_onevision.layout import OneVisionLayout, tile_map
 from vtcompress.integrations.placeholder_host import PlaceholderHost
 from vtcompress.pipeline import image_stats
 from vtcompress.tokens import ImageTokens
 
-MODEL_CLASSES = ("LlavaOnevisionForConditionalGeneration", "LlavaOnevisionModel")
+MODEL_CLASSES = HOST.model_classes
 SERVED = (
     "SigLIP has no [CLS]: this host serves globalcom2 (score='mean_cos'), pitome and tome "
     "(metric='projected'), uniform and random"
@@ -45,11 +46,7 @@ SERVED = (
 class LlavaOnevisionHost(PlaceholderHost):
     model_names = "LlavaOnevisionForConditionalGeneration, LlavaOnevisionModel"
     provides = frozenset({GLOBAL_VIEW})
-    name_defaults = {
-        "globalcom2": {"score": "mean_cos"},  # GlobalCom²'s score for towers without [CLS]
-        "pitome": {"metric": "projected"},
-        "tome": {"metric": "projected"},
-    }
+    name_defaults = HOST.name_defaults
 
     @staticmethod
     def supports(model: nn.Module) -> bool:

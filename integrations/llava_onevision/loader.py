@@ -7,10 +7,11 @@ from typing import Any
 
 from vtcompress.api import compress, host_config
 from vtcompress.config import CompressionConfig
+from vtcompress.integrations.llava_onevision import HOST
 from vtcompress.registry import explicit_options
 
 DEFAULT_MODEL = "llava-hf/llava-onevision-qwen2-7b-ov-hf"
-DEFAULT_METHOD = "globalcom2"  # with score="mean_cos", this host's default for the name
+DEFAULT_METHOD = HOST.default_method  # with score="mean_cos", this host's default for the name
 TINY = "tiny"
 
 
@@ -27,10 +28,9 @@ def onevision_config(
 def resolve_model_path(model: str | os.PathLike) -> str:
     """``"tiny"`` -> the offline tiny model (built and cached on first use); else unchanged."""
     if str(model) == TINY:
-        from vtcompress.integrations.llava_onevision.tiny import default_tiny_path, save_tiny_onevision
-        from vtcompress.integrations.tiny_models import ensure_saved
+        from vtcompress.integrations.llava_onevision.tiny import tiny_checkpoint
 
-        return ensure_saved(default_tiny_path(), save_tiny_onevision)
+        return tiny_checkpoint()
     return str(model)
 
 
@@ -70,14 +70,6 @@ def load_compressed_onevision(
         ) from err
     compress(onevision, config)
     return onevision, processor
-
-
-def is_onevision_checkpoint(path: str | os.PathLike, **kwargs: Any) -> bool:
-    """Whether ``path`` (a directory or hub id that ``from_pretrained`` can read) holds a
-    LLaVA-OneVision config."""
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(path, **kwargs).model_type == "llava_onevision"
 
 
 def load_onevision(path: str | os.PathLike, **from_pretrained_kwargs: Any):

@@ -30,11 +30,12 @@ from vtcompress.api import CompressionHandle
 from vtcompress.config import CLS_ATTENTION, GLOBAL_VIEW, HIDDEN_STATES, TOWER_MERGE, CompressionConfig
 from vtcompress.integrations.clip_merge import tower_merge_for
 from vtcompress.integrations.host import Host, score_layer_of
+from vtcompress.integrations.llava_pkg import HOST
 from vtcompress.integrations.llava_pkg.layout import LlavaPackageLayout, pack_image
 from vtcompress.pipeline import image_stats, sample_stats
 from vtcompress.tokens import ImageTokens, LayerQK, ViewOutput, keep_all
 
-MODEL_CLASSES = ("LlavaLlamaForCausalLM", "LlavaMistralForCausalLM")
+MODEL_CLASSES = HOST.model_classes
 IMAGE_TOKEN_INDEX = -200  # llava.constants: the prompt's one placeholder id per image
 IGNORE_INDEX = -100  # llava.constants: labels of visual positions and padding
 

@@ -1,5 +1,4 @@
-"""The shared base of vtcompress's lmms-eval models (``vtcompress_llava_next``, ``vtcompress_docowl``,
-``vtcompress_qwen2_5_vl``).
+"""The shared base of vtcompress's lmms-eval models (one per family: each family's ``eval_model``).
 
 model_args (``--model_args k=v,k=v``):
     pretrained   hub id or local directory (LLaVA-NeXT and Qwen2.5-VL also take ``tiny``, the offline

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 from vtcompress.config import CompressionConfig
 from vtcompress.integrations.mrope_host import MRopeHost
+from vtcompress.integrations.qwen2_5_vl import HOST
 from vtcompress.integrations.qwen2_5_vl.layout import Qwen2_5_VLLayout
 
-MODEL_CLASSES = ("Qwen2_5_VLForConditionalGeneration",)
+MODEL_CLASSES = HOST.model_classes
 
 
 class Qwen2_5_VLHost(MRopeHost):
-    family = "Qwen2.5-VL"
+    family = HOST.display_name
     docs_page = "docs/hosts/qwen2-5-vl.md"
     model_names = "Qwen2_5_VLForConditionalGeneration"
     model_classes = MODEL_CLASSES
     layout = Qwen2_5_VLLayout
+    name_defaults = HOST.name_defaults
 
 
 def check_served(config: CompressionConfig, num_layers: int = 32) -> None:

@@ -19,7 +19,6 @@ MERGE = 2
 # checkpoints set max_pixels = 28 * 28 * 16384 in their preprocessor config).
 MIN_PIXELS = 56 * 56
 MAX_PIXELS = 28 * 28 * 1280
-MAX_ASPECT_RATIO = 200  # smart_resize refuses a longer side over 200 times the shorter one
 
 
 class ImageOnlyQwen2_5_VLProcessor(OptionalVideoProcessor, Qwen2_5_VLProcessor):

@@ -182,7 +182,7 @@ def test_cuda_without_cuda_is_one_line(capsys, monkeypatch):
 def test_unreachable_hub_fails_fast_with_the_fix(capsys, monkeypatch):
     from huggingface_hub import constants
 
-    from vtcompress.integrations.llava_next import loader
+    from vtcompress.integrations import locate as loader
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(loader, "_hub_reachable", lambda: False)

@@ -174,7 +174,7 @@ def test_two_accelerate_processes_match_one_process(sweep, workspace):
 
 @pytest.fixture(scope="module")
 def lmm(workspace):
-    from vtcompress.integrations.lmms_eval.llava_next_model import CompressedLlavaNext
+    from vtcompress.integrations.llava_next.eval_model import CompressedLlavaNext
 
     model = CompressedLlavaNext.create_from_arg_string(
         f"pretrained={workspace[1]},method=globalcom2,ratio={RATIO},batch_size=3,allocation=exact",
@@ -188,8 +188,8 @@ def lmm(workspace):
 def test_registered_through_the_entry_point():
     from lmms_eval.models import get_model
 
-    from vtcompress.integrations.lmms_eval.docowl_model import CompressedDocOwl
-    from vtcompress.integrations.lmms_eval.llava_next_model import CompressedLlavaNext
+    from vtcompress.integrations.docowl.eval_model import CompressedDocOwl
+    from vtcompress.integrations.llava_next.eval_model import CompressedLlavaNext
 
     assert get_model("vtcompress_llava_next") is CompressedLlavaNext
     assert get_model("vtcompress_docowl") is CompressedDocOwl
@@ -217,7 +217,7 @@ def test_loglikelihood_at_ratio_one_equals_the_plain_model(workspace):
     import torch
     from transformers import LlavaNextForConditionalGeneration
 
-    from vtcompress.integrations.lmms_eval.llava_next_model import CompressedLlavaNext
+    from vtcompress.integrations.llava_next.eval_model import CompressedLlavaNext
 
     lmm = CompressedLlavaNext(pretrained=str(workspace[1]), ratio=1.0, device="cpu")
     task_dict, _ = shape_requests(1)
@@ -239,7 +239,7 @@ def test_loglikelihood_at_ratio_one_equals_the_plain_model(workspace):
 
 
 def test_bad_model_args_name_the_fix(workspace):
-    from vtcompress.integrations.lmms_eval.llava_next_model import CompressedLlavaNext
+    from vtcompress.integrations.llava_next.eval_model import CompressedLlavaNext
 
     with pytest.raises(TypeError, match="options are"):
         CompressedLlavaNext(pretrained=str(workspace[1]), method="globalcom2", ratio=0.5, alpha_typo=1)
@@ -304,7 +304,7 @@ def test_docowl_command_line(workspace, tiny_docowl):
 
 @pytest.mark.slow
 def test_docowl_uncompressed_records(tiny_docowl):
-    from vtcompress.integrations.lmms_eval.docowl_model import CompressedDocOwl
+    from vtcompress.integrations.docowl.eval_model import CompressedDocOwl
 
     lmm = CompressedDocOwl(pretrained=str(tiny_docowl), method="globalcom2", ratio=1.0, batch_size=2)
     task_dict, requests = shape_requests(3)

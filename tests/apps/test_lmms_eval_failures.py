@@ -140,7 +140,7 @@ def test_on_error_raise_stops_the_run_and_exits_1(setup):
 
 
 def test_bad_on_error_value_names_the_choices(setup):
-    from vtcompress.integrations.lmms_eval.llava_next_model import CompressedLlavaNext
+    from vtcompress.integrations.llava_next.eval_model import CompressedLlavaNext
 
     with pytest.raises(ValueError, match="on_error must be skip .* or raise"):
         CompressedLlavaNext(pretrained=str(setup[2]), on_error="ignore")

@@ -44,13 +44,13 @@ def tiny(tmp_path_factory):
 def test_registered_through_the_entry_point():
     from lmms_eval.models import get_model
 
-    from vtcompress.integrations.lmms_eval.qwen2_5_vl_model import CompressedQwen2_5_VL
+    from vtcompress.integrations.qwen2_5_vl.eval_model import CompressedQwen2_5_VL
 
     assert get_model("vtcompress_qwen2_5_vl") is CompressedQwen2_5_VL
 
 
 def test_refused_method_names_the_served_ones(tiny):
-    from vtcompress.integrations.lmms_eval.qwen2_5_vl_model import CompressedQwen2_5_VL
+    from vtcompress.integrations.qwen2_5_vl.eval_model import CompressedQwen2_5_VL
 
     with pytest.raises(ValueError, match="serves random, uniform"):
         CompressedQwen2_5_VL(pretrained=str(tiny[1]), method="globalcom2", ratio=0.5)
@@ -58,7 +58,7 @@ def test_refused_method_names_the_served_ones(tiny):
 
 @pytest.mark.slow
 def test_batched_answers_equal_one_by_one_and_records_follow_the_rule(tiny):
-    from vtcompress.integrations.lmms_eval.qwen2_5_vl_model import CompressedQwen2_5_VL
+    from vtcompress.integrations.qwen2_5_vl.eval_model import CompressedQwen2_5_VL
 
     lmm = CompressedQwen2_5_VL.create_from_arg_string(
         f"pretrained={tiny[1]},method=tome,ratio={RATIO},batch_size=3",
@@ -85,7 +85,7 @@ def test_uncompressed_records_and_loglikelihood_equal_the_plain_model(tiny):
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from vtcompress.integrations.lmms_eval.qwen2_5_vl_model import CompressedQwen2_5_VL
+    from vtcompress.integrations.qwen2_5_vl.eval_model import CompressedQwen2_5_VL
 
     lmm = CompressedQwen2_5_VL(pretrained=str(tiny[1]), ratio=1.0, device="cpu", batch_size=2)
     task_dict, requests = shape_requests(3)

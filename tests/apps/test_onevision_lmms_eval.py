@@ -49,7 +49,7 @@ def _requests(count: int, images_per_doc: int = 1):
 
 @pytest.fixture(scope="module")
 def lmm(workspace):
-    from vtcompress.integrations.lmms_eval.llava_onevision_model import CompressedLlavaOnevision
+    from vtcompress.integrations.llava_onevision.eval_model import CompressedLlavaOnevision
 
     return CompressedLlavaOnevision.create_from_arg_string(
         f"pretrained={workspace[1]},method=globalcom2,ratio={RATIO},batch_size=3",
@@ -60,13 +60,13 @@ def lmm(workspace):
 def test_registered_through_the_entry_point():
     from lmms_eval.models import get_model
 
-    from vtcompress.integrations.lmms_eval.llava_onevision_model import CompressedLlavaOnevision
+    from vtcompress.integrations.llava_onevision.eval_model import CompressedLlavaOnevision
 
     assert get_model("vtcompress_llava_onevision") is CompressedLlavaOnevision
 
 
 def test_method_names_get_the_host_settings_and_cls_methods_are_refused(workspace, lmm):
-    from vtcompress.integrations.lmms_eval.llava_onevision_model import CompressedLlavaOnevision
+    from vtcompress.integrations.llava_onevision.eval_model import CompressedLlavaOnevision
 
     assert lmm.handle.config.score == "mean_cos"
     with pytest.raises(ValueError, match="does not provide"):

@@ -21,7 +21,7 @@ def engine(tmp_path_factory):
 
 @pytest.mark.parametrize("size", [(640, 480), (1920, 1080)], ids=str)
 def test_counts_and_one_picture_per_view(engine, size):
-    assert engine.onevision and engine.random_weights and "LLaVA-OneVision" in engine.name
+    assert engine.family == "llava_onevision" and engine.random_weights and "LLaVA-OneVision" in engine.name
     result = engine.compare(make_image(*size), "What is here?", "uniform", 0.25)
     layout = OneVisionLayout.for_image((size[1], size[0]))
     assert (result.tokens_before, result.tokens_after) == (

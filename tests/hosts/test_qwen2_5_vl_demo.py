@@ -11,6 +11,7 @@ from PIL import Image
 from tests.conftest import demo_engine, make_image
 from vtcompress.budget import keep_count
 from vtcompress.integrations.qwen2_5_vl import merged_grid
+from vtcompress.integrations.qwen2_5_vl.demo import merged_token_pixels
 
 pytest.importorskip("gradio", reason="the demo needs the demo extra")
 
@@ -47,7 +48,7 @@ def test_the_picture_is_what_the_tower_saw(engine):
     """The un-flattened pixel values equal the image resized as the processor resizes it."""
     image = striped(500, 300)
     inputs = engine.processor(images=image, text=engine.prompt("What?"), return_tensors="pt")
-    pixels = engine._merged_token_pixels(inputs["pixel_values"], inputs["image_grid_thw"][0])
+    pixels = merged_token_pixels(engine, inputs["pixel_values"], inputs["image_grid_thw"][0])
     rows, cols = merged_grid((300, 500))
     expected = np.asarray(image.resize((cols * 28, rows * 28), Image.Resampling.BICUBIC))
     assert pixels.shape == expected.shape

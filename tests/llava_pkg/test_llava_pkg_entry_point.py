@@ -12,7 +12,7 @@ from vtcompress.integrations.llava_pkg.host import LlavaPackageHost
 
 def test_entry_point_names_the_host():
     hosts = {ep.name: ep for ep in entry_points(group="vtcompress.hosts")}
-    assert hosts["llava_pkg"].load() is LlavaPackageHost
+    assert hosts["llava_pkg"].load().host_class() is LlavaPackageHost
 
 
 def test_loading_the_host_imports_no_llava_and_no_transformers():

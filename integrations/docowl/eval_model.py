@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vtcompress.integrations.docowl import HOST
 from vtcompress.integrations.lmms_eval.model import CompressedModel
 
 
@@ -15,7 +16,7 @@ class CompressedDocOwl(CompressedModel):
     DocOwl adapter does: 256 H-Reducer tokens per view (newlines column: one ``vit_eos`` a view).
     """
 
-    default_method, default_ratio = "tokencorr", 0.5
+    default_method, default_ratio = HOST.default_method, 0.5
 
     def __init__(self, pretrained: str = "mPLUG/DocOwl1.5-Chat", **kwargs: Any) -> None:
         super().__init__(pretrained, **kwargs)
@@ -29,11 +30,9 @@ class CompressedDocOwl(CompressedModel):
         return load_compressed_docowl(pretrained, method, ratio, options, **load_kwargs)
 
     def _prompt(self, context: str, num_images: int) -> str:
-        from vtcompress.integrations.docowl.processing import IMAGE_MARKER, mplug_owl2_prompt
+        from vtcompress.integrations.docowl.prompt import chat_prompt
 
-        if num_images == 0 or IMAGE_MARKER in context:
-            return mplug_owl2_prompt(context, with_image=False)
-        return mplug_owl2_prompt(IMAGE_MARKER * (num_images - 1) + context)
+        return chat_prompt(self.processor, context, num_images)
 
     def _inputs(self, prompts: list[str], images: list) -> dict[str, Any]:
         inputs = {

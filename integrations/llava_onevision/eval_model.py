@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vtcompress.integrations.llava_onevision import HOST
 from vtcompress.integrations.lmms_eval.model import TransformersModel
 
 QWEN_TURNS = "<|im_start|>user\n{images}{text}<|im_end|>\n<|im_start|>assistant\n"
@@ -18,7 +19,7 @@ class CompressedLlavaOnevision(TransformersModel):
     27 x 27 view + one newline per image; a request with one image is an anyres sample.
     """
 
-    default_method, default_ratio = "globalcom2", 0.25
+    default_method, default_ratio = HOST.default_method, 0.25
     default_pretrained = "llava-hf/llava-onevision-qwen2-7b-ov-hf"
 
     @staticmethod

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from vtcompress.integrations.llava_next import HOST
 from vtcompress.integrations.lmms_eval.model import TransformersModel
 
 
 class CompressedLlavaNext(TransformersModel):
     """``vtcompress_llava_next``: LLaVA-NeXT (transformers) with vtcompress attached."""
 
-    default_method, default_ratio = "globalcom2", 0.25
+    default_method, default_ratio = HOST.default_method, 0.25
     default_pretrained = "llava-hf/llava-v1.6-vicuna-7b-hf"
 
     @staticmethod
@@ -20,7 +21,7 @@ class CompressedLlavaNext(TransformersModel):
         return load_compressed_llava
 
     def _prompt(self, context: str, num_images: int) -> str:
-        from vtcompress.integrations.llava_next.prompt import chat_prompt
+        from vtcompress.integrations.prompt import chat_prompt
 
         return chat_prompt(self.processor, context, num_images, self.chat_template)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from vtcompress.integrations.lmms_eval.mrope_model import MRopeModel
+from vtcompress.integrations.qwen2_5_vl import HOST
 
 
 class CompressedQwen2_5_VL(MRopeModel):
@@ -14,6 +15,7 @@ class CompressedQwen2_5_VL(MRopeModel):
     (``image_size`` in the records is the processor's resized size).
     """
 
+    default_method = HOST.default_method
     default_pretrained = "Qwen/Qwen2.5-VL-7B-Instruct"
 
     @staticmethod

@@ -1,5 +1,5 @@
-"""The prompt a LLaVA-NeXT processor expects around images: one rule for the CLI, the demo, the
-lmms-eval model and the benchmarks."""
+"""The prompt a processor expects around images (its chat template, else the llava-hf format): one
+rule for the CLI, the demo, the lmms-eval models and the benchmarks."""
 
 from __future__ import annotations
 
