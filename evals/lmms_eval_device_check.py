@@ -84,10 +84,10 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from vtcompress.integrations.docowl.tiny import save_tiny_docowl
-    from vtcompress.integrations.llava_next.tiny import save_tiny_llava_next
     from vtcompress.integrations.docowl.eval_model import CompressedDocOwl
+    from vtcompress.integrations.docowl.tiny import save_tiny_docowl
     from vtcompress.integrations.llava_next.eval_model import CompressedLlavaNext
+    from vtcompress.integrations.llava_next.tiny import save_tiny_llava_next
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU (no CUDA)"
     print(f"device: {device}; torch {torch.__version__}")

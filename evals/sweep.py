@@ -26,7 +26,10 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-MODELS = ("vtcompress_llava_next", "vtcompress_llava_onevision", "vtcompress_docowl", "vtcompress_qwen2_5_vl")
+from vtcompress.integrations.lmms_eval import model_ids
+
+MODELS = tuple(model_ids())  # every declared family's lmms-eval model
+DEFAULT_MODEL = "vtcompress_llava_next"
 DEFAULT_INCLUDE = Path(__file__).resolve().parent / "tasks"
 UNCOMPRESSED = "none"
 # The headline metric of each task, as the papers report it; other tasks use their first metric.
@@ -262,7 +265,7 @@ def plot(rows: list[Row], out: Path) -> list[Path]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=MODELS[0], choices=MODELS, help="lmms-eval model of vtcompress")
+    p.add_argument("--model", default=DEFAULT_MODEL, choices=MODELS, help="lmms-eval model of vtcompress")
     p.add_argument("--pretrained", required=True, help="hub id, local directory, or 'tiny' (LLaVA-NeXT)")
     p.add_argument("--methods", default="globalcom2", help="comma-separated method names")
     p.add_argument("--ratios", default="0.25,1.0", help="comma-separated kept ratios in (0, 1]")

@@ -21,6 +21,7 @@ from vtcompress.api import (
     register_host,
 )
 from vtcompress.config import CompressionConfig
+from vtcompress.hosts import HostSpec
 from vtcompress.layout import Layout
 from vtcompress.methods.baselines import FasterVLMConfig, RandomConfig, UniformConfig
 from vtcompress.methods.globalcom2 import GlobalCom2Config
@@ -121,6 +122,7 @@ __all__ = [
     "CompressionStats",
     "FasterVLMConfig",
     "GlobalCom2Config",
+    "HostSpec",
     "ImageStats",
     "ImageTokens",
     "Layout",

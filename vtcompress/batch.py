@@ -211,7 +211,9 @@ class PackingPlan:
 @functools.lru_cache(maxsize=256)
 @torch.inference_mode(False)
 def packing_plan(layout: GridLayout, policy: NewlinePolicy, newline: bool) -> PackingPlan:
-    """The packing order of ``layout`` (LLaVA-NeXT's: see ``pack_views``), cached per layout."""
+    """The packing order of ``layout``, cached per layout: the global view, then the crops'
+    tokens row by row across the whole crop map, a newline token after each map row that
+    ``policy`` keeps (after a lone view: one, where ``newline``)."""
     h, w = layout.view_grid
     n, views = h * w, layout.num_views
     pos = torch.arange(n)

@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from vtcompress import shadowing  # noqa: F401  (refuses a folder named vtcompress hiding the package)
+
 
 def check_ratio(ratio: Any) -> float:
     """Return ``ratio`` as a float in (0, 1] or raise a ValueError that says how to fix it."""

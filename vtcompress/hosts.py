@@ -71,6 +71,9 @@ class HostSpec:
             valid [rows, cols] bool | None)]``: what the tower saw per view of the first image.
         name_defaults: method name -> options that name gets on this family unless the caller
             sets them (see :func:`vtcompress.api.host_config`).
+        docs_page: the family's page under ``docs/`` (``"hosts/llava-next.md"``).
+        vllm_architecture: the architecture name the vLLM plugin registers for the family.
+        vllm_model: ref to its vLLM model class (imported by vLLM, lazily).
     """
 
     name: str
@@ -92,6 +95,9 @@ class HostSpec:
     lmms_eval_class: str | None = None
     demo_views: str | None = None
     name_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    docs_page: str | None = None
+    vllm_architecture: str | None = None
+    vllm_model: str | None = None
 
     def __post_init__(self) -> None:
         frozen = {k: MappingProxyType(dict(v)) for k, v in self.name_defaults.items()}

@@ -411,15 +411,6 @@ def _merge_count(r: object) -> int:
     return int(r)
 
 
-def counts_to_r(patches: int, counts: Sequence[int]) -> list[int]:
-    """Per-step merge counts ``r_s = T_{s-1} - T_s`` from the token counts after each step."""
-    prev, out = patches, []
-    for count in counts:
-        out.append(prev - int(count))
-        prev = int(count)
-    return out
-
-
 # --- proportional attention ----------------------------------------------------------------------
 def proportional_attention_qkv(
     query: Tensor, key: Tensor, value: Tensor, sizes: Tensor, scale: float, multiple: int = 8

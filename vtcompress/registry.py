@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from vtcompress import shadowing  # noqa: F401  (refuses a folder named vtcompress hiding the package)
 from vtcompress.config import CompressionConfig
 
 _METHODS: dict[str, MethodSpec] = {}

@@ -6,7 +6,7 @@
 
 For each method, a batch of images (thumbnail + crops, 24x24 tokens a view, projected features
 of width ``--width``, CLIP ViT-L [CLS] queries / keys of the layers the method asks for) goes
-through the method and :func:`vtcompress.layout.pack_views`, exactly the work the LLaVA-NeXT
+through the method and :func:`vtcompress.integrations.llava_next.layout.pack_views`, exactly the work the LLaVA-NeXT
 adapter times as compression. Printed per method (counts per image):
 
 * time per batch (median wall and process CPU time);

@@ -25,6 +25,7 @@ HOST = HostSpec(
     lmms_eval_class=f"{_PKG}.eval_model:CompressedDocOwl",
     # No vision hidden states in the H-Reducer's token order: merging compares the merged tokens.
     name_defaults={"pitome": {"metric": "projected"}, "tome": {"metric": "projected"}},
+    docs_page="hosts/docowl.md",
 )
 
 _EXPORTS = {

@@ -25,6 +25,9 @@ HOST = HostSpec(
     lmms_eval_model="vtcompress_llava_next",
     lmms_eval_class=f"{_PKG}.eval_model:CompressedLlavaNext",
     demo_views=f"{_PKG}.demo:anyres_views",
+    docs_page="hosts/llava-next.md",
+    vllm_architecture="VtcompressLlavaNextForConditionalGeneration",
+    vllm_model="vtcompress.integrations.vllm.model:CompressedLlavaNextForConditionalGeneration",
 )
 
 _EXPORTS = {"LlavaNextHost": "host", "DEFAULT_MODEL": "loader", "load_compressed_llava": "loader"}

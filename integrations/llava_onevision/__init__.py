@@ -30,6 +30,7 @@ HOST = HostSpec(
         "pitome": {"metric": "projected"},
         "tome": {"metric": "projected"},
     },
+    docs_page="hosts/llava-onevision.md",
 )
 
 _EXPORTS = {"LlavaOnevisionHost": "host", "DEFAULT_MODEL": "loader", "load_compressed_onevision": "loader"}

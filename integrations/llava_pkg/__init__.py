@@ -15,4 +15,5 @@ HOST = HostSpec(
     hub_example="liuhaotian/llava-v1.6-vicuna-7b",
     lmms_eval_model="vtcompress_llava",
     lmms_eval_class=f"{__name__}.eval_model:CompressedLlava",
+    docs_page="hosts/llava-package.md",
 )

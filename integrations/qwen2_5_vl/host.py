@@ -18,7 +18,7 @@ MODEL_CLASSES = HOST.model_classes
 
 class Qwen2_5_VLHost(MRopeHost):
     family = HOST.display_name
-    docs_page = "docs/hosts/qwen2-5-vl.md"
+    docs_page = f"docs/{HOST.docs_page}"
     model_names = "Qwen2_5_VLForConditionalGeneration"
     model_classes = MODEL_CLASSES
     layout = Qwen2_5_VLLayout

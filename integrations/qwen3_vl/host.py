@@ -23,10 +23,11 @@ from torch import Tensor
 from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
 
 from vtcompress.integrations.mrope_host import MRopeHost
+from vtcompress.integrations.qwen3_vl import HOST
 from vtcompress.integrations.qwen3_vl.layout import Qwen3VLLayout
 from vtcompress.tokens import ViewOutput
 
-MODEL_CLASSES = ("Qwen3VLForConditionalGeneration",)
+MODEL_CLASSES = HOST.model_classes
 
 
 def cut_like(features: Tensor, kept: ViewOutput) -> Tensor:
@@ -44,11 +45,12 @@ def cut_like(features: Tensor, kept: ViewOutput) -> Tensor:
 
 
 class Qwen3VLHost(MRopeHost):
-    family = "Qwen3-VL"
-    docs_page = "docs/hosts/qwen3-vl.md"
+    family = HOST.display_name
+    docs_page = f"docs/{HOST.docs_page}"
     model_names = "Qwen3VLForConditionalGeneration"
     model_classes = MODEL_CLASSES
     layout = Qwen3VLLayout
+    name_defaults = HOST.name_defaults
 
     def kept_output(self, encoded: Any, kept: list[ViewOutput]) -> BaseModelOutputWithDeepstackFeatures:
         """The kept main features and, cut the same way, every layer's DeepStack features."""

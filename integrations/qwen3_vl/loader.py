@@ -7,21 +7,33 @@ from typing import Any
 
 from vtcompress.api import compress, host_config
 from vtcompress.config import CompressionConfig
+from vtcompress.integrations.qwen3_vl import HOST
 from vtcompress.registry import explicit_options
 
-DEFAULT_MODEL = "Qwen/Qwen3-VL-8B-Instruct"
-DEFAULT_METHOD = "uniform"
+DEFAULT_MODEL = HOST.hub_example
+DEFAULT_METHOD = HOST.default_method
 TINY = "tiny"
 
 
 def resolve_model_path(model: str | os.PathLike) -> str:
     """``"tiny"`` -> the offline tiny model (built and cached on first use); else unchanged."""
     if str(model) == TINY:
-        from vtcompress.integrations.qwen3_vl.tiny import default_tiny_path, save_tiny_qwen3_vl
-        from vtcompress.integrations.tiny_models import ensure_saved
+        from vtcompress.integrations.qwen3_vl.tiny import tiny_checkpoint
 
-        return ensure_saved(default_tiny_path(), save_tiny_qwen3_vl)
+        return tiny_checkpoint()
     return str(model)
+
+
+def load_qwen3_vl(path: str | os.PathLike, **from_pretrained_kwargs: Any):
+    """``(model, processor)`` of a Qwen3-VL checkpoint, uncompressed, in eval mode (the
+    image-only processor without torchvision: see :mod:`.processing`)."""
+    from transformers import Qwen3VLForConditionalGeneration
+
+    from vtcompress.integrations.qwen3_vl.processing import load_processor
+
+    model = Qwen3VLForConditionalGeneration.from_pretrained(path, **from_pretrained_kwargs)
+    hub = {k: v for k, v in from_pretrained_kwargs.items() if k in ("local_files_only", "revision", "token")}
+    return model.eval(), load_processor(path, **hub)
 
 
 def load_compressed_qwen3_vl(

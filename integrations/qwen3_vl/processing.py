@@ -24,7 +24,6 @@ MERGE = 2
 # tiny model stays fast on a CPU. A checkpoint's own config always wins.
 MIN_PIXELS = 65536
 MAX_PIXELS = (PATCH * MERGE) ** 2 * 1280
-MAX_ASPECT_RATIO = 200  # smart_resize refuses a longer side over 200 times the shorter one
 IMAGE_MEAN = IMAGE_STD = [0.5, 0.5, 0.5]
 
 

@@ -117,3 +117,8 @@ def save_tiny_qwen3_vl(path: str | os.PathLike | None = None, seed: int = 0) -> 
     """Build the tiny model and save model + processor to ``path`` (default: the user cache)."""
     path = path if path is not None else default_tiny_path()
     return tiny_models.save_random_tiny(path, TINY_NAME, seed, build_tiny_qwen3_vl, _save_processor_parts)
+
+
+def tiny_checkpoint() -> str:
+    """The saved tiny model's folder in the user cache, built on first use."""
+    return tiny_models.ensure_saved(default_tiny_path(), save_tiny_qwen3_vl)

@@ -4,4 +4,4 @@
 class and its multimodal processor; ``settings`` (no vLLM) the configuration and the count rule.
 """
 
-ARCHITECTURE = "VtcompressLlavaNextForConditionalGeneration"
+ARCHITECTURE = "VtcompressLlavaNextForConditionalGeneration"  # its family's HostSpec.vllm_architecture

@@ -1,15 +1,21 @@
-"""vLLM general plugin: registers the compressed LLaVA-NeXT architecture in every vLLM process."""
+"""vLLM general plugin: registers every declared family's compressed architecture
+(``HostSpec.vllm_architecture``) in every vLLM process."""
 
 from __future__ import annotations
 
-from vtcompress.integrations.vllm import ARCHITECTURE
+from vtcompress.hosts import host_specs
 
-MODEL_CLASS = "vtcompress.integrations.vllm.model:CompressedLlavaNextForConditionalGeneration"
+
+def architectures() -> dict[str, str]:
+    """Architecture name -> ``"module:Class"`` of its vLLM model, for every family that has one."""
+    return {s.vllm_architecture: s.vllm_model for s in host_specs() if s.vllm_architecture and s.vllm_model}
 
 
 def register() -> None:
-    """Entry point of ``vllm.general_plugins``; the model module is imported lazily by vLLM."""
+    """Entry point of ``vllm.general_plugins``; the model modules are imported lazily by vLLM."""
     from vllm import ModelRegistry
 
-    if ARCHITECTURE not in ModelRegistry.get_supported_archs():
-        ModelRegistry.register_model(ARCHITECTURE, MODEL_CLASS)
+    supported = ModelRegistry.get_supported_archs()
+    for architecture, model in architectures().items():
+        if architecture not in supported:
+            ModelRegistry.register_model(architecture, model)

@@ -1,5 +1,5 @@
-"""The lmms-eval model ``vtcompress_qwen3_vl`` on the tiny Qwen3-VL, in process (batching, records,
-log-likelihoods)."""
+"""The lmms-eval model ``vtcompress_qwen3_vl`` on the tiny Qwen3-VL: registered by the family's
+declaration alone, and the model class in process (batching, records, log-likelihoods)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,16 @@ def tiny(tmp_path_factory):
         yield root, save_tiny_qwen3_vl(root / "tiny-qwen3")
 
 
+def test_registered_through_the_entry_point():
+    from lmms_eval.models import get_model
+
+    from vtcompress.integrations.qwen3_vl.eval_model import CompressedQwen3VL
+
+    assert get_model("vtcompress_qwen3_vl") is CompressedQwen3VL
+
+
 def test_refused_method_names_the_served_ones(tiny):
-    from vtcompress.integrations.qwen3_vl.lmms_model import CompressedQwen3VL
+    from vtcompress.integrations.qwen3_vl.eval_model import CompressedQwen3VL
 
     with pytest.raises(ValueError, match="serves random, uniform"):
         CompressedQwen3VL(pretrained=str(tiny[1]), method="globalcom2", ratio=0.5)
@@ -38,7 +46,7 @@ def test_refused_method_names_the_served_ones(tiny):
 @pytest.mark.slow
 def test_batched_answers_equal_one_by_one_and_records_follow_the_rule(tiny):
     from vtcompress import get_handle
-    from vtcompress.integrations.qwen3_vl.lmms_model import CompressedQwen3VL
+    from vtcompress.integrations.qwen3_vl.eval_model import CompressedQwen3VL
 
     lmm = CompressedQwen3VL.create_from_arg_string(
         f"pretrained={tiny[1]},method=tome,ratio={RATIO},batch_size=3",
@@ -63,7 +71,7 @@ def test_uncompressed_records_and_loglikelihood_equal_the_plain_model(tiny):
     import torch
     from transformers import Qwen3VLForConditionalGeneration
 
-    from vtcompress.integrations.qwen3_vl.lmms_model import CompressedQwen3VL
+    from vtcompress.integrations.qwen3_vl.eval_model import CompressedQwen3VL
 
     lmm = CompressedQwen3VL(pretrained=str(tiny[1]), ratio=1.0, device="cpu", batch_size=2)
     task_dict, requests = shape_requests(3)

@@ -1,7 +1,8 @@
 """Tiny offline models of every host, behind one interface the conformance suite runs on.
 
-A new host adds a :class:`HostCase` to :data:`HOSTS`; every registered method then runs through
-every case of ``test_conformance.py`` on it.
+Every declared family with a tiny model (``HostSpec.tiny_builder``) is a :class:`HostCase` of
+:data:`HOSTS`, built from its declaration; every registered method then runs through every case
+of ``test_conformance.py`` on it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from PIL import Image
 
 import vtcompress as vtc
 from tests.conftest import make_image
+from vtcompress.hosts import HostSpec, host_spec, host_specs
 
 
 @dataclass(frozen=True)
@@ -49,106 +51,51 @@ class HostCase:
         return dict(processor(images=images, text=texts, return_tensors="pt", padding=True))
 
 
-@functools.cache
-def _llava(dtype: torch.dtype):
-    from vtcompress.integrations.llava_next.tiny import build_tiny_llava_next
+def _builder(family: str) -> Callable[[torch.dtype], tuple[Any, Any]]:
+    """The family's declared tiny model, built once per dtype."""
 
-    model, processor = build_tiny_llava_next(seed=0)
-    return model.to(dtype), processor
+    @functools.cache
+    def build(dtype: torch.dtype):
+        model, processor = host_spec(family).load("tiny_builder")(seed=0)
+        return model.to(dtype), processor
 
-
-@functools.cache
-def _docowl(dtype: torch.dtype):
-    from vtcompress.integrations.docowl.tiny import build_tiny_docowl
-
-    model, processor = build_tiny_docowl(seed=0)
-    return model.to(dtype), processor
+    return build
 
 
-@functools.cache
-def _onevision(dtype: torch.dtype):
-    from vtcompress.integrations.llava_onevision.tiny import build_tiny_onevision
+def _prompt(build: Callable[[torch.dtype], tuple[Any, Any]], family: str) -> Callable[[str, int], str]:
+    """The family's declared prompt builder, on its tiny processor."""
 
-    model, processor = build_tiny_onevision(seed=0)
-    return model.to(dtype), processor
+    def prompt(question: str, images: int) -> str:
+        _, processor = build(torch.float32)
+        return host_spec(family).load("prompt")(processor, question, images)
 
-
-@functools.cache
-def _qwen2_5_vl(dtype: torch.dtype):
-    from vtcompress.integrations.qwen2_5_vl.tiny import build_tiny_qwen2_5_vl
-
-    model, processor = build_tiny_qwen2_5_vl(seed=0)
-    return model.to(dtype), processor
-
-
-@functools.cache
-def _qwen3_vl(dtype: torch.dtype):
-    from vtcompress.integrations.qwen3_vl.tiny import build_tiny_qwen3_vl
-
-    model, processor = build_tiny_qwen3_vl(seed=0)
-    return model.to(dtype), processor
-
-
-def _qwen3_vl_prompt(question: str, images: int) -> str:
-    from vtcompress.integrations.qwen3_vl.prompt import prompt
-
-    return prompt(question, images)
-
-
-def _qwen2_5_vl_prompt(question: str, images: int) -> str:
-    from vtcompress.integrations.qwen2_5_vl.prompt import prompt
-
-    return prompt(question, images)
-
-
-def _docowl_prompt(question: str, images: int) -> str:
-    from vtcompress.integrations.docowl.processing import IMAGE_MARKER, mplug_owl2_prompt
-
-    return mplug_owl2_prompt(IMAGE_MARKER * (images - 1) + question)
+    return prompt
 
 
 # Every registered method: a new method joins the hosts that serve everything by registering.
 EVERY_METHOD = frozenset(vtc.available_methods())
+# What a host without [CLS] attention or a thumbnail serves by name (the docs' methods x hosts table).
+SERVED = {
+    "llava_onevision": frozenset({"globalcom2", "pitome", "random", "tome", "uniform"}),  # no [CLS]
+    "qwen2_5_vl": frozenset({"pitome", "random", "tome", "uniform"}),  # no [CLS], no thumbnail
+    "qwen3_vl": frozenset({"pitome", "random", "tome", "uniform"}),  # no [CLS], no thumbnail
+}
 
-HOSTS = [
-    HostCase(
-        "llava_next",
-        _llava,
-        lambda q, n: "USER: " + "<image>\n" * n + f"{q} ASSISTANT:",
+
+def _case(spec: HostSpec) -> HostCase:
+    build = _builder(spec.name)
+    return HostCase(
+        spec.name,
+        build,
+        _prompt(build, spec.name),
         lambda model: model.config.image_token_id,
-        EVERY_METHOD,
-    ),
-    HostCase(
-        "docowl",
-        _docowl,
-        _docowl_prompt,
-        lambda model: model.config.image_token_id,
-        EVERY_METHOD,
-    ),
-    HostCase(
-        "llava_onevision",
-        _onevision,
-        lambda q, n: "<|im_start|>user\n" + "<image>\n" * n + f"{q}<|im_end|>\n<|im_start|>assistant\n",
-        lambda model: model.config.image_token_id,
-        frozenset({"globalcom2", "pitome", "random", "tome", "uniform"}),  # no [CLS]
-    ),
-    HostCase(
-        "qwen2_5_vl",
-        _qwen2_5_vl,
-        _qwen2_5_vl_prompt,
-        lambda model: model.config.image_token_id,
-        frozenset({"pitome", "random", "tome", "uniform"}),  # no [CLS], no thumbnail
-        max_aspect_ratio=200,
-    ),
-    HostCase(
-        "qwen3_vl",
-        _qwen3_vl,
-        _qwen3_vl_prompt,
-        lambda model: model.config.image_token_id,
-        frozenset({"pitome", "random", "tome", "uniform"}),  # no [CLS], no thumbnail
-        max_aspect_ratio=200,
-    ),
-]
+        SERVED.get(spec.name, EVERY_METHOD),
+        max_aspect_ratio=spec.max_aspect,
+    )
+
+
+# Each declared family with an offline tiny model.
+HOSTS = [_case(spec) for spec in host_specs() if spec.tiny_builder is not None]
 
 
 SERVED_PAIRS = [(host, method) for host in HOSTS for method in sorted(host.served)]

@@ -10,8 +10,8 @@ from PIL import Image
 
 from tests.conftest import demo_engine, make_image
 from vtcompress.budget import keep_count
+from vtcompress.integrations.mrope_demo import merged_token_pixels
 from vtcompress.integrations.qwen2_5_vl import merged_grid
-from vtcompress.integrations.qwen2_5_vl.demo import merged_token_pixels
 
 pytest.importorskip("gradio", reason="the demo needs the demo extra")
 

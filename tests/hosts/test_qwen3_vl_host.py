@@ -92,6 +92,18 @@ def test_refused_methods_say_why_and_what_is_served(model, method, options, hint
     assert config.to_dict() == before
 
 
+def test_the_declaration_is_what_the_apps_find():
+    """One declaration (the ``vtcompress.hosts`` entry point) makes the family known by its tiny
+    model's name, its checkpoints' model_type, its host class and its named loader."""
+    from vtcompress.hosts import host_spec, spec_for_model_type, spec_for_tiny
+    from vtcompress.integrations.qwen3_vl import HOST, Qwen3VLHost
+
+    assert host_spec("qwen3_vl") is HOST
+    assert spec_for_tiny("tiny-qwen3-vl") is HOST and spec_for_model_type("qwen3_vl") is HOST
+    assert HOST.host_class() is Qwen3VLHost and Qwen3VLHost.name_defaults == HOST.name_defaults
+    assert vtc.load_compressed_qwen3_vl is load_compressed_qwen3_vl
+
+
 def test_loader_refuses_a_method_before_loading(tmp_path):
     with pytest.raises(ValueError, match="global"):
         load_compressed_qwen3_vl(tmp_path / "missing", "globalcom2")

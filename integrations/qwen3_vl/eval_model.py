@@ -4,6 +4,7 @@ see :mod:`vtcompress.integrations.lmms_eval.model`)."""
 from __future__ import annotations
 
 from vtcompress.integrations.lmms_eval.mrope_model import MRopeModel
+from vtcompress.integrations.qwen3_vl import HOST
 
 
 class CompressedQwen3VL(MRopeModel):
@@ -15,7 +16,8 @@ class CompressedQwen3VL(MRopeModel):
     (``image_size`` in the records is the processor's resized size).
     """
 
-    default_pretrained = "Qwen/Qwen3-VL-8B-Instruct"
+    default_method = HOST.default_method
+    default_pretrained = HOST.hub_example
 
     @staticmethod
     def loader():
