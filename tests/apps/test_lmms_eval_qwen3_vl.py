@@ -1,5 +1,6 @@
 """The lmms-eval model ``vtcompress_qwen3_vl`` on the tiny Qwen3-VL: registered by the family's
-declaration alone, and the model class in process (batching, records, log-likelihoods)."""
+declaration alone, the command line through the sweep runner, and the model class in process
+(batching, records, log-likelihoods)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,23 @@ import pytest
 
 pytest.importorskip("lmms_eval", reason='the lmms-eval plugin tests need: pip install "vtcompress[eval]"')
 
-from tests.helpers.lmms_eval_common import loglikelihood_request, offline, shape_requests  # noqa: E402
+import json  # noqa: E402
+
+from tests.helpers.lmms_eval_common import (  # noqa: E402
+    loglikelihood_request,
+    offline,
+    shape_requests,
+    sweep_script,
+    synthetic_script,
+)
 from vtcompress.budget import keep_count  # noqa: E402
 from vtcompress.integrations.qwen3_vl.processing import merged_grid  # noqa: E402
 
 RATIO = 0.25
+TASKS = ["vtc_document_qa", "vtc_shapes_qa"]
+LIMIT = 3
+
+sweep_module, synthetic = sweep_script(), synthetic_script()
 
 
 def merged_tokens(width: int, height: int) -> int:
@@ -94,3 +107,24 @@ def test_uncompressed_records_and_loglikelihood_equal_the_plain_model(tiny):
     target = inputs["input_ids"][0, -n_cont:]
     expected = torch.log_softmax(logits[-n_cont - 1 : -1], -1).gather(1, target[:, None]).sum().item()
     assert logprob == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_command_line(tiny):
+    root, path = tiny
+    args = sweep_module.parse_args(
+        ["--model", "vtcompress_qwen3_vl", "--pretrained", str(path), "--methods", "uniform"]
+        + ["--ratios", str(RATIO), "--tasks", "vtc_offline", "--limit", str(LIMIT), "--batch-size", "2"]
+        + ["--out", str(root / "sweep")]
+    )
+    results_file = sweep_module.execute(sweep_module.Run("uniform", RATIO), args, root / "sweep")
+    results = json.loads(results_file.read_text())["results"]
+    for task, kind in zip(TASKS, ["document", "shapes"]):
+        assert isinstance(results[task]["anls,none"], float)
+        (samples,) = results_file.parent.glob(f"*_samples_{task}.jsonl")
+        for line in samples.read_text().splitlines():
+            sample = json.loads(line)
+            (image,) = sample["token_counts"][0]["vtcompress"]["images"]
+            before = merged_tokens(*synthetic.generate(kind, LIMIT)[sample["doc_id"]].image.size)
+            assert image["tokens_before"] == before
+            assert image["tokens_kept"] == keep_count(before, RATIO)
