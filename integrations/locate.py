@@ -10,9 +10,13 @@ from urllib.parse import urlparse
 
 from vtcompress.hosts import host_specs, spec_for_tiny
 
+DEFAULT_TINY = "tiny"
+"""The tiny model the apps load when no model is named."""
+
 
 def tiny_names() -> str:
-    """The offline tiny models' names with their families, for messages: "tiny (LLaVA-NeXT), ..."."""
+    """The offline tiny models' names with their families, for messages: "tiny (LLaVA-NeXT, the
+    default), tiny-onevision (LLaVA-OneVision), ..."."""
     return ", ".join(
         f"{s.tiny_name} ({s.display_name}{', the default' if s.tiny_name == DEFAULT_TINY else ''})"
         for s in host_specs()
@@ -20,12 +24,8 @@ def tiny_names() -> str:
     )
 
 
-DEFAULT_TINY = "tiny"
-"""The tiny model the apps load when no model is named."""
-
-
 def _or_list(names: list[str]) -> str:
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)
 
 
 def loadable_families() -> str:

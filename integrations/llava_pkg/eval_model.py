@@ -36,6 +36,7 @@ except ImportError as err:
 from transformers import LogitsProcessorList
 
 import vtcompress as vtc
+from vtcompress.integrations.llava_pkg import HOST
 from vtcompress.integrations.llava_pkg.compat import patch_generate
 from vtcompress.integrations.llava_pkg.host import IMAGE_TOKEN_INDEX
 from vtcompress.integrations.lmms_eval.model import CompressionTokenCounts, _FirstLogitsClock
@@ -47,7 +48,7 @@ LLAVA_ARGS = frozenset(inspect.signature(Llava.__init__).parameters) - {"self", 
 class CompressedLlava(Llava):
     """``vtcompress_llava``: lmms-eval's ``llava`` model, compressed (see the module docstring)."""
 
-    def __init__(self, method: str = "globalcom2", ratio: float = 0.25, **kwargs: Any) -> None:
+    def __init__(self, method: str = HOST.default_method, ratio: float = 0.25, **kwargs: Any) -> None:
         options = {k: v for k, v in kwargs.items() if k not in LLAVA_ARGS}
         super().__init__(**{k: v for k, v in kwargs.items() if k in LLAVA_ARGS})
         model = self._model
