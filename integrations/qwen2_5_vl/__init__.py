@@ -27,7 +27,7 @@ HOST = HostSpec(
     max_aspect=MAX_ASPECT_RATIO,
     lmms_eval_model="vtcompress_qwen2_5_vl",
     lmms_eval_class=f"{_PKG}.eval_model:CompressedQwen2_5_VL",
-    demo_views=f"{_PKG}.demo:merged_views",
+    demo_views="vtcompress.integrations.mrope_demo:merged_views",
     name_defaults={"pitome": {"metric": "projected"}, "tome": {"metric": "projected"}},
     docs_page="hosts/qwen2-5-vl.md",
 )

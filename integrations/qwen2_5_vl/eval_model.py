@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from vtcompress.integrations.lmms_eval.model import TransformersModel
+from vtcompress.integrations.lmms_eval.mrope_model import MRopeModel
 from vtcompress.integrations.qwen2_5_vl import HOST
 
 
-class CompressedQwen2_5_VL(TransformersModel):
+class CompressedQwen2_5_VL(MRopeModel):
     """``vtcompress_qwen2_5_vl``: Qwen2.5-VL (transformers) with vtcompress attached.
 
     ``pretrained``: a checkpoint (``Qwen/Qwen2.5-VL-7B-Instruct``...), a local folder, or ``tiny``.
@@ -17,7 +15,7 @@ class CompressedQwen2_5_VL(TransformersModel):
     (``image_size`` in the records is the processor's resized size).
     """
 
-    default_method, default_ratio = HOST.default_method, 0.25
+    default_method = HOST.default_method
     default_pretrained = "Qwen/Qwen2.5-VL-7B-Instruct"
 
     @staticmethod
@@ -26,26 +24,8 @@ class CompressedQwen2_5_VL(TransformersModel):
 
         return load_compressed_qwen2_5_vl
 
-    def _prompt(self, context: str, num_images: int) -> str:
+    @staticmethod
+    def plain_prompt(question: str, images: int) -> str:
         from vtcompress.integrations.qwen2_5_vl.prompt import prompt
 
-        image_token = getattr(self.processor, "image_token", "<|image_pad|>")
-        templated = self._template_prompt(context, num_images, image_token)
-        if templated is not None:
-            return templated
-        return prompt(context, 0 if image_token in context else num_images)
-
-    def _uncompressed_images(self, inputs: dict[str, Any]) -> list[dict[str, Any]]:
-        from vtcompress.integrations.lmms_eval.records import uncompressed_image_entry
-        from vtcompress.integrations.qwen2_5_vl.layout import Qwen2_5_VLLayout
-
-        merge = self._model.config.vision_config.spatial_merge_size
-        px = self._model.config.vision_config.patch_size * merge
-        entries = []
-        for thw in inputs["image_grid_thw"].tolist():
-            layout = Qwen2_5_VLLayout.from_grid_thw(thw, merge)
-            size = (layout.grid[0] * px, layout.grid[1] * px)
-            entries.append(
-                uncompressed_image_entry(size, (layout.rows, layout.cols), layout.view_counts(), 0)
-            )
-        return entries
+        return prompt(question, images)

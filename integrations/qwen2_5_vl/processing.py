@@ -1,10 +1,5 @@
-"""Qwen2.5-VL's processor without torchvision, and its image-token count from the image size.
-
-transformers' ``Qwen2_5_VLProcessor`` always builds a video processor, which needs torchvision;
-without it the processor cannot even be constructed (``video_processor=None`` is refused by the
-class check). :class:`ImageOnlyQwen2_5_VLProcessor` accepts ``video_processor=None`` and uses the
-PIL image processor, so images work on a CPU-only torch; with torchvision installed the stock
-processor works as well (and handles videos).
+"""Qwen2.5-VL's processor without torchvision (:class:`ImageOnlyQwen2_5_VLProcessor`, see
+:mod:`vtcompress.integrations.image_only_processor`), and its image-token count from the image size.
 """
 
 from __future__ import annotations
@@ -15,6 +10,9 @@ from typing import Any
 from transformers import Qwen2_5_VLProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil, smart_resize
 
+from vtcompress.integrations.image_only_processor import OptionalVideoProcessor
+from vtcompress.integrations.image_only_processor import load_processor as load_image_only
+
 PATCH = 14
 MERGE = 2
 # The class defaults of transformers' Qwen2-VL image processor (published Qwen2.5-VL
@@ -23,39 +21,13 @@ MIN_PIXELS = 56 * 56
 MAX_PIXELS = 28 * 28 * 1280
 
 
-class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
+class ImageOnlyQwen2_5_VLProcessor(OptionalVideoProcessor, Qwen2_5_VLProcessor):
     """``Qwen2_5_VLProcessor`` that may have no video processor (images only, no torchvision)."""
-
-    def check_argument_for_proper_class(self, argument_name: str, argument: Any):
-        if argument is None and argument_name == "video_processor":
-            return None
-        return super().check_argument_for_proper_class(argument_name, argument)
 
 
 def load_processor(path: str | os.PathLike, **kwargs: Any):
-    """The checkpoint's processor: the stock one where torchvision is installed (and the
-    checkpoint has a processor config), else an image-only one from its tokenizer and image
-    processor config."""
-    from transformers import AutoTokenizer, ProcessorMixin
-
-    try:
-        import torchvision  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        from transformers import AutoProcessor
-
-        processor = AutoProcessor.from_pretrained(path, **kwargs)
-        if isinstance(processor, ProcessorMixin):
-            return processor
-    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-    image_processor = Qwen2VLImageProcessorPil.from_pretrained(path, **kwargs)
-    return ImageOnlyQwen2_5_VLProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        video_processor=None,
-        chat_template=getattr(tokenizer, "chat_template", None),
-    )
+    """The checkpoint's processor (see :func:`vtcompress.integrations.image_only_processor.load_processor`)."""
+    return load_image_only(path, ImageOnlyQwen2_5_VLProcessor, Qwen2VLImageProcessorPil, **kwargs)
 
 
 def merged_grid(

@@ -27,14 +27,6 @@ def clip_layout(grid_thw: list[int], merge: int) -> VideoLayout:
     return VideoLayout(t, (h // merge, w // merge), patch_group=(merge, merge))
 
 
-def check_video_call(call: dict[str, Any]) -> None:
-    """ValueError (one line) for a video call the host cannot compress."""
-    if call.get("video_grid_thw") is None:
-        raise ValueError(
-            "Qwen2.5-VL needs video_grid_thw with pixel_values_videos: pass the processor's output"
-        )
-
-
 def encode_videos(
     host: Host, inner: Any, call: dict[str, Any], merge: int, patch_px: int
 ) -> tuple[BaseModelOutputWithPooling, list[Tensor]]:
@@ -64,12 +56,3 @@ def encode_videos(
         kept_index.append(index_kept)
         kept_features.append(feats)
     return BaseModelOutputWithPooling(pooler_output=tuple(kept_features)), kept_index
-
-
-def drop_video_inputs(call: dict[str, Any]) -> dict[str, Any]:
-    """The call without the raw video inputs (the kept features and explicit positions replace them)."""
-    return {
-        k: v
-        for k, v in call.items()
-        if k not in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
-    }

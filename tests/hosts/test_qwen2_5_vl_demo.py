@@ -10,8 +10,8 @@ from PIL import Image
 
 from tests.conftest import demo_engine, make_image
 from vtcompress.budget import keep_count
+from vtcompress.integrations.mrope_demo import merged_token_pixels
 from vtcompress.integrations.qwen2_5_vl import merged_grid
-from vtcompress.integrations.qwen2_5_vl.demo import merged_token_pixels
 
 pytest.importorskip("gradio", reason="the demo needs the demo extra")
 
@@ -83,7 +83,7 @@ def test_served_methods_and_refusals(engine):
     from vtcompress.integrations.demo.engine import InputError
 
     assert engine.served_methods() == ["divprune", "downsample", "pitome", "random", "tome", "uniform"]
-    with pytest.raises(InputError, match="cannot run on this model.*serves random, uniform"):
+    with pytest.raises(InputError, match="cannot run on this model.*this host serves .*random, uniform"):
         engine.compare(make_image(300, 300), "What?", "globalcom2", 0.5)
     with pytest.raises(InputError, match="pitome has no option 'seed'"):
         engine.compare(make_image(300, 300), "What?", "pitome", 0.5, "seed=1")

@@ -13,6 +13,7 @@ import torch
 import vtcompress as vtc
 from tests.conftest import make_image, uncompressed
 from tests.conftest import tiny_qwen2_5_vl as tiny
+from tests.helpers.mrope import LanguageModelCalls, expected_positions, real_columns
 
 torch.set_num_threads(1)
 SERVED = {
@@ -41,51 +42,6 @@ def batch():
     """Three images of different grids in two prompts of different lengths (left padding)."""
     images = [make_image(500, 300, 0), make_image(300, 900, 1), make_image(420, 420, 2)]
     return inputs(images, ["What is it?", "Where are the red shapes in these two pictures?"], [1, 2])
-
-
-class LanguageModelCalls:
-    """The position ids (and masks) the language model receives, call by call."""
-
-    def __init__(self, model):
-        self.calls: list[torch.Tensor] = []
-        self.handle = model.model.language_model.register_forward_pre_hook(self.grab, with_kwargs=True)
-
-    def grab(self, module, args, kwargs):
-        self.calls.append(kwargs["position_ids"].clone())
-
-    def close(self):
-        self.handle.remove()
-
-
-def expected_positions(model, call, stats) -> list[torch.Tensor]:
-    """Per sample, long [3, n]: the uncompressed positions of the tokens that stay, in order."""
-    positions, _ = model.model.get_rope_index(
-        call["input_ids"],
-        call["mm_token_type_ids"],
-        image_grid_thw=call["image_grid_thw"],
-        attention_mask=call["attention_mask"],
-    )
-    image_id = model.config.image_token_id
-    # (index, token-grid width) of each image in batch order, from the processor's grid
-    images = iter(enumerate(int(w) // 2 for w in call["image_grid_thw"][:, 2]))
-    out = []
-    for b in range(call["input_ids"].shape[0]):
-        ids = call["input_ids"][b]
-        keep = call["attention_mask"][b].bool() & (ids != image_id)
-        placeholders = (ids == image_id).nonzero().flatten().tolist()
-        while placeholders:
-            index, cols = next(images)
-            image = stats.images[index]
-            run, placeholders = placeholders[: image.tokens_before], placeholders[image.tokens_before :]
-            for row, col in image.views[0].positions:
-                keep[run[row * cols + col]] = True
-        out.append(positions[:, b, keep])
-    return out
-
-
-def real_columns(positions: torch.Tensor, b: int, n: int) -> torch.Tensor:
-    """The last ``n`` columns of sample ``b`` (left padding: the real tokens)."""
-    return positions[-3:, b, positions.shape[-1] - n :]
 
 
 @torch.no_grad()

@@ -1,4 +1,5 @@
-"""What the demo draws for a Qwen2.5-VL image: its one view of merged tokens (2x2 patches each)."""
+"""What the demo draws for an image of an M-RoPE host (:mod:`vtcompress.integrations.mrope_host`):
+its one view of merged tokens (2x2 patches each), rebuilt from the processor's flattened patches."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from PIL import Image
 def merged_views(
     engine: Any, image: Image.Image, inputs: Any
 ) -> list[tuple[np.ndarray, tuple[int, int], None]]:
-    """The demo's ``demo_views`` hook for Qwen2.5-VL (see :class:`vtcompress.hosts.HostSpec`)."""
+    """The demo's ``demo_views`` hook of the M-RoPE hosts (see :class:`vtcompress.hosts.HostSpec`)."""
     vision = engine.model.config.vision_config
     px = vision.patch_size * vision.spatial_merge_size
     pixels = merged_token_pixels(engine, inputs["pixel_values"], inputs["image_grid_thw"][0])
