@@ -25,7 +25,8 @@ CONFIGS["globalcom2 paper"] = GlobalCom2Config.paper()
 
 def config_for(name: str, ratio: float):
     method = CONFIGS[name]
-    return make_config(method, ratio=ratio, **TINY_STAGES.get(method, {}))
+    stages = TINY_STAGES.get(method, {}) if isinstance(method, str) else {}  # in-LM: the tiny model's layers
+    return make_config(method, ratio=ratio, **stages)
 
 
 def uncompressed_tokens(model, size) -> int:
