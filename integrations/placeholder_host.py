@@ -36,6 +36,8 @@ class PlaceholderHost(Host):
     text_config: Any
     # Per-token [B, L, ...] tensors of a call that are cut with the prompt.
     cut_keys: ClassVar[tuple[str, ...]] = ("labels", "position_ids", "token_type_ids")
+    # Call arguments that carry media to compress (a call with none of them runs untouched).
+    media_keys: ClassVar[tuple[str, ...]] = ("pixel_values",)
 
     def encode(self, call: dict[str, Any]) -> tuple[Any, list[int]]:
         """Encode and compress ``call["pixel_values"]``: (what the stock code would get from its
@@ -46,6 +48,22 @@ class PlaceholderHost(Host):
         """Per image (batch order), the ascending indices of its run's placeholders that stay,
         as the last :meth:`encode` chose them; None (default): the first new-length of them."""
         return None
+
+    def cut_prompt(
+        self,
+        input_ids: Tensor,
+        mask: Tensor | None,
+        extras: dict[str, Tensor],
+        pad: int,
+        new_lengths: list[int],
+    ) -> ShortenedBatch:
+        """Cut every placeholder run of the call to its compressed length (default: one run of
+        ``image_token_id`` per image of ``stats.images`` to ``new_lengths``, keeping its
+        :meth:`run_keep` placeholders)."""
+        old_lengths = [im.tokens_before + im.newlines_before for im in self.stats.images]
+        return shorten_placeholder_runs(
+            input_ids, self.image_token_id, old_lengths, new_lengths, mask, extras, pad, self.run_keep()
+        )
 
     def finish_call(
         self, call: dict[str, Any], original: dict[str, Any], cut: ShortenedBatch, generating: bool
@@ -95,14 +113,11 @@ class PlaceholderHost(Host):
     ) -> dict[str, Any]:
         """Cut placeholder runs to the compressed lengths; fills sample stats."""
         input_ids, mask = call["input_ids"], call.get("attention_mask")
-        old_lengths = [im.tokens_before + im.newlines_before for im in self.stats.images]
         extras = {k: call[k] for k in self.cut_keys if isinstance(call.get(k), Tensor)}
         pad = self.text_config.pad_token_id
         if pad is None:
             pad = getattr(getattr(self.model, "generation_config", None), "pad_token_id", None) or 0
-        out = shorten_placeholder_runs(
-            input_ids, self.image_token_id, old_lengths, new_lengths, mask, extras, int(pad), self.run_keep()
-        )
+        out = self.cut_prompt(input_ids, mask, extras, int(pad), new_lengths)
         before = mask.sum(1).tolist() if mask is not None else [input_ids.shape[1]] * input_ids.shape[0]
         self.stats.samples = sample_stats(self.text_config, before, out.attention_mask.sum(1).tolist())
         new = {**call, "input_ids": out.input_ids, "attention_mask": out.attention_mask, **out.extras}
@@ -111,11 +126,12 @@ class PlaceholderHost(Host):
         return self.finish_call(new, call, out, generating)
 
     def _needs_compression(self, call: dict[str, Any]) -> bool:
-        if call.get("pixel_values") is None:
+        if all(call.get(key) is None for key in self.media_keys):
             return False
         if call.get("input_ids") is None:
             raise ValueError(
-                f"a compressed {self.model_names} needs input_ids (not inputs_embeds) together with pixel_values"
+                f"a compressed {self.model_names} needs input_ids (not inputs_embeds) together with "
+                f"{' or '.join(self.media_keys)}"
             )
         return True
 

@@ -31,10 +31,14 @@ _EXPORTS = {
     "FasterVLMConfig": "vtcompress.methods.baselines",
     "RandomConfig": "vtcompress.methods.baselines",
     "UniformConfig": "vtcompress.methods.baselines",
+    "EVSConfig": "vtcompress.methods.evs",
     "GlobalCom2Config": "vtcompress.methods.globalcom2",
     "PiToMeConfig": "vtcompress.methods.pitome",
     "TokenCorrConfig": "vtcompress.methods.tokencorr",
     "ToMeConfig": "vtcompress.methods.tome",
+    "VidCom2Config": "vtcompress.methods.vidcom2",
+    "DyCokeTTMConfig": "vtcompress.methods.video_baselines",
+    "VisionZipVideoConfig": "vtcompress.methods.video_baselines",
     "available_methods": "vtcompress.registry",
     "register_method": "vtcompress.registry",
     "CompressionStats": "vtcompress.stats",
@@ -42,6 +46,7 @@ _EXPORTS = {
     "ViewStats": "vtcompress.stats",
     "ImageTokens": "vtcompress.tokens",
     "ViewOutput": "vtcompress.tokens",
+    "VideoLayout": "vtcompress.video",
 }
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ imports on demand
@@ -58,13 +63,17 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from vtcompress.hosts import HostSpec
     from vtcompress.layout import Layout
     from vtcompress.methods.baselines import FasterVLMConfig, RandomConfig, UniformConfig
+    from vtcompress.methods.evs import EVSConfig
     from vtcompress.methods.globalcom2 import GlobalCom2Config
     from vtcompress.methods.pitome import PiToMeConfig
     from vtcompress.methods.tokencorr import TokenCorrConfig
     from vtcompress.methods.tome import ToMeConfig
+    from vtcompress.methods.vidcom2 import VidCom2Config
+    from vtcompress.methods.video_baselines import DyCokeTTMConfig, VisionZipVideoConfig
     from vtcompress.registry import available_methods, register_method
     from vtcompress.stats import CompressionStats, ImageStats, ViewStats
     from vtcompress.tokens import ImageTokens, ViewOutput
+    from vtcompress.video import VideoLayout
 
 
 def load_compressed(
@@ -157,6 +166,8 @@ __all__ = [
     "CompressionConfig",
     "CompressionHandle",
     "CompressionStats",
+    "DyCokeTTMConfig",
+    "EVSConfig",
     "FasterVLMConfig",
     "GlobalCom2Config",
     "HostSpec",
@@ -169,7 +180,10 @@ __all__ = [
     "TokenCorrConfig",
     "UniformConfig",
     "ViewOutput",
+    "VidCom2Config",
+    "VideoLayout",
     "ViewStats",
+    "VisionZipVideoConfig",
     "available_methods",
     "compress",
     "compressed",

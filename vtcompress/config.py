@@ -29,11 +29,13 @@ CLS_ATTENTION = "cls_attention"
 HIDDEN_STATES = "hidden_states"
 GLOBAL_VIEW = "global_view"
 TOWER_MERGE = "tower_merge"
+VIDEO = "video"
 CAPABILITIES: dict[str, str] = {
     CLS_ATTENTION: "the [CLS] query and keys of vision layers",
     HIDDEN_STATES: "vision hidden states",
     GLOBAL_VIEW: "a global (whole-image) view beside the crops",
     TOWER_MERGE: "token merging inside the vision tower",
+    VIDEO: "video inputs (clips of frames)",
 }
 
 
@@ -52,6 +54,9 @@ class CompressionConfig:
     """
 
     method: ClassVar[str] = ""
+    # What the method compresses: "image" methods also run on each frame of a clip
+    # (vtcompress.video.compress_clip); "video" methods take whole clips and refuse images.
+    media: ClassVar[tuple[str, ...]] = ("image",)
     ratio: float = 0.25
 
     def __post_init__(self) -> None:
@@ -92,7 +97,10 @@ class CompressionConfig:
         """What the method needs from a host: capability (see ``CAPABILITIES``) -> how to do
         without it ("" when there is no alternative). Default: what ``capture_layers`` asks for."""
         qk, hidden = self.capture_layers(score_layer, num_layers)
-        return {**({CLS_ATTENTION: ""} if qk else {}), **({HIDDEN_STATES: ""} if hidden else {})}
+        needs = {**({CLS_ATTENTION: ""} if qk else {}), **({HIDDEN_STATES: ""} if hidden else {})}
+        if "image" in self.media:
+            return needs
+        return {**needs, VIDEO: "use an image method on this host, or a video method on a host with videos"}
 
     def replace(self, **changes: Any) -> CompressionConfig:
         return dataclasses.replace(self, **changes)

@@ -77,12 +77,23 @@ def shorten_placeholder_runs(
     Returns:
         ShortenedBatch, re-padded to the longest new row.
     """
+    keep = placeholder_keep_mask(input_ids, image_token_id, old_lengths, new_lengths, kept)
+    return cut_rows(input_ids, keep, attention_mask, extras, pad_token_id)
+
+
+def placeholder_keep_mask(
+    input_ids: Tensor,
+    token_id: int,
+    old_lengths: list[int],
+    new_lengths: list[int],
+    kept: list[Tensor] | None = None,
+) -> Tensor:
+    """bool [B, L]: which tokens stay when media ``i``'s run of ``token_id`` placeholders is cut from
+    ``old_lengths[i]`` to ``new_lengths[i]`` (arguments as :func:`shorten_placeholder_runs`'s);
+    every other token stays. Masks of several placeholder ids combine with ``&``."""
     B, L = input_ids.shape
     device = input_ids.device
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    extras = dict(extras or {})
-    is_ph = input_ids == image_token_id
+    is_ph = input_ids == token_id
     owners = assign_images_to_samples(is_ph.sum(1).tolist(), old_lengths)
     keep = torch.ones(B, L, dtype=torch.bool, device=device)
     for b, images in enumerate(owners):
@@ -101,6 +112,21 @@ def shorten_placeholder_runs(
                 keep[b, run] = False
                 keep[b, run[stay]] = True
             start += old_lengths[i]
+    return keep
+
+
+def cut_rows(
+    input_ids: Tensor,
+    keep: Tensor,
+    attention_mask: Tensor | None = None,
+    extras: dict[str, Tensor] | None = None,
+    pad_token_id: int = 0,
+) -> ShortenedBatch:
+    """Keep the tokens ``keep`` (bool [B, L]) marks, in ``input_ids``, the mask and ``extras``
+    (``position_ids`` renumbered so each row stays contiguous), re-padded on the input's side."""
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    extras = dict(extras or {})
     if "position_ids" in extras:
         extras["position_ids"] = extras["position_ids"] - torch.cumsum(~keep, dim=1).to(
             extras["position_ids"].dtype

@@ -28,7 +28,8 @@ class ViewStats:
 
 @dataclass
 class ImageStats:
-    """One image. tokens_* exclude newlines (the ratio convention); newlines_* count them."""
+    """One image, or one video clip (``media="video"``: the views are its frames, ``grid`` is
+    (frames, 1)). tokens_* exclude newlines (the ratio convention); newlines_* count them."""
 
     index: int
     image_size: tuple[int, int]
@@ -43,6 +44,7 @@ class ImageStats:
     views: list[ViewStats]
     passthrough: bool = False
     note: str = ""
+    media: str = "image"
 
     @property
     def kept_fraction(self) -> float:
@@ -101,7 +103,7 @@ class CompressionStats:
             extra = f" ({im.note})" if im.note else ""
             newlines = f" (+{im.newlines_after} newlines)" if im.newlines_before else ""
             lines.append(
-                f"image {im.index}: {im.tokens_before} -> {im.tokens_after} visual tokens"
+                f"{im.media} {im.index}: {im.tokens_before} -> {im.tokens_after} visual tokens"
                 f"{newlines}, {im.method} r={im.ratio:g}, "
                 f"{im.seconds * 1e3:.2f} ms{extra}"
             )

@@ -442,7 +442,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m evals.bench.compressors", description=__doc__.split("\n\n")[0]
     )
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--methods", default=None, help="comma-separated (default: every registered method)")
+    p.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated (default: every registered image method; videos: evals/bench_video.py)",
+    )
     p.add_argument("--ratio", type=float, default=0.25)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--grid", default="2x2", help="crop grid ROWSxCOLS (2x2: 5 views)")
@@ -478,7 +482,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is visible to torch (drop --device for the CPU)")
-    methods = args.methods.split(",") if args.methods else vtc.available_methods()
+    methods = args.methods.split(",") if args.methods else vtc.available_methods("image")
     for m in methods:
         get_method(m)  # unknown names fail now, listing the known ones
     where = (

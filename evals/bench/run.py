@@ -402,7 +402,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="anyres canvases HxW,... (random model; default llava-v1.6's; add 336x336 for a 1x1 grid)",
     )
-    p.add_argument("--methods", default=None, help="comma-separated (default: every registered method)")
+    p.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated (default: every registered image method; videos: evals/bench_video.py)",
+    )
     p.add_argument("--ratios", default="0.5,0.25,0.1")
     p.add_argument("--batch-sizes", default=None, help="default 1,4,8 (--quick: 1)")
     p.add_argument(
@@ -511,7 +515,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             device=device,
         )
     grids, settings = plan_settings(args, bench.pinpoints, bench.config.vision_config.image_size)
-    methods = args.methods.split(",") if args.methods else vtc.available_methods()
+    methods = args.methods.split(",") if args.methods else vtc.available_methods("image")
     for m in methods:
         get_method(m)  # unknown names fail now, listing the known ones
     memory = PeakMemory(device)

@@ -252,11 +252,11 @@ class DemoEngine:
             raise InputError(f"Invalid setting: {err}") from err
 
     def served_methods(self) -> list[str]:
-        """The registered methods this model's host serves by name (public ones: a name starting
-        with "_" is private)."""
+        """The registered image methods this model's host serves by name (public ones: a name
+        starting with "_" is private)."""
         served = []
         with self.lock:
-            for method in available_methods():
+            for method in available_methods("image"):
                 if method.startswith("_"):
                     continue
                 try:

@@ -14,8 +14,13 @@ What it provides: the base view as a global view (GlobalCom²'s thumbnail). Not 
 [CLS] attention (SigLIP has no [CLS], and no layer of the checkpoint attends over the features
 the projector gets: the tower was cut below its last layer), vision hidden states (after
 anyres_max shrinking an LM token is a mix of patches, so a patch's hidden state is not a
-token's) and in-tower merging (written for towers with [CLS]). Videos pass through
-uncompressed.
+token's) and in-tower merging (written for towers with [CLS]).
+
+Videos (``pixel_values_videos``): ``get_video_features`` is patched too; inside a wrapped call it
+returns the clips compressed by :mod:`.video` (pooled frames as a
+:class:`~vtcompress.video.VideoLayout`, the one newline per video kept), and each clip's run of
+video placeholders is cut to its kept length. Images and clips of one prompt each get their own
+budget; a video-only method refuses a call with images.
 """
 
 from __future__ import annotations
@@ -27,25 +32,29 @@ from torch import Tensor, nn
 from transformers.models.llava_onevision.modeling_llava_onevision import unpad_image
 
 from vtcompress.api import CompressionHandle
-from vtcompress.config import GLOBAL_VIEW, CompressionConfig
+from vtcompress.config import GLOBAL_VIEW, VIDEO, CompressionConfig
 from vtcompress.integrations.host import score_layer_of
 from vtcompress.integrations.llava_next.layout import AnyResLayout, pack_views
 from vtcompress.integrations.llava_onevision import HOST
 from vtcompress.integrations.llava_onevision.layout import OneVisionLayout, tile_map
+from vtcompress.integrations.llava_onevision.video import encode_videos
 from vtcompress.integrations.placeholder_host import PlaceholderHost
 from vtcompress.pipeline import image_stats
+from vtcompress.sequence import ShortenedBatch, cut_rows, placeholder_keep_mask
 from vtcompress.tokens import ImageTokens
 
 MODEL_CLASSES = HOST.model_classes
 SERVED = (
     "SigLIP has no [CLS]: this host serves globalcom2 (score='mean_cos'), pitome and tome "
-    "(metric='projected'), uniform and random"
+    "(metric='projected'), uniform and random, on images and frame by frame on videos, and the "
+    "video methods (vidcom2, evs, ...) on videos"
 )
 
 
 class LlavaOnevisionHost(PlaceholderHost):
     model_names = "LlavaOnevisionForConditionalGeneration, LlavaOnevisionModel"
-    provides = frozenset({GLOBAL_VIEW})
+    provides = frozenset({GLOBAL_VIEW, VIDEO})
+    media_keys = ("pixel_values", "pixel_values_videos")
     name_defaults = HOST.name_defaults
 
     @staticmethod
@@ -72,9 +81,13 @@ class LlavaOnevisionHost(PlaceholderHost):
                 raise
             raise ValueError(f"{err}. {SERVED}") from None
         self.image_token_id, self.text_config = mcfg.image_token_id, mcfg.text_config
+        self.video_token_id = mcfg.video_token_id
         self.time_vision(vision, lambda: self.inner.device)
         self.patch(self.inner, "pack_image_features", self._pack_image_features)
         self.patch_image_features(self.inner)
+        self._stock_video_features = self.inner.get_video_features
+        self._videos: tuple[Tensor, Any] | None = None  # (pixels, compressed features) of this call
+        self.patch(self.inner, "get_video_features", self._get_video_features)
         self.patch_prompt_surgery(model)
 
     # --- encoding and compression ----------------------------------------------------------------
@@ -168,10 +181,56 @@ class LlavaOnevisionHost(PlaceholderHost):
 
     # --- prompt surgery --------------------------------------------------------------------------
     def encode(self, call: dict[str, Any]) -> tuple[Any, list[int]]:
-        # As the stock forward: vision_aspect_ratio comes from the config (forward ignores its own).
-        keys = ("vision_feature_layer", "vision_feature_select_strategy", "batch_num_images")
-        extra = {k: call[k] for k in keys if call.get(k) is not None}
-        features = self.inner.get_image_features(
-            call["pixel_values"], call["image_sizes"], return_dict=True, **extra
-        )
-        return features, [int(f.shape[0]) for f in features.pooler_output]
+        images = call.get("pixel_values") is not None
+        if images and "image" not in self.config.media:
+            raise ValueError(
+                f"method {self.config.method!r} compresses videos only and this call has images: "
+                "compress them in a call of their own with an image method (e.g. 'uniform')"
+            )
+        features, lengths = None, []
+        if images:
+            # As the stock forward: vision_aspect_ratio comes from the config (forward ignores its own).
+            keys = ("vision_feature_layer", "vision_feature_select_strategy", "batch_num_images")
+            extra = {k: call[k] for k in keys if call.get(k) is not None}
+            features = self.inner.get_image_features(
+                call["pixel_values"], call["image_sizes"], return_dict=True, **extra
+            )  # fresh stats, published
+            lengths = [int(f.shape[0]) for f in features.pooler_output]
+        self._videos = None
+        if call.get("pixel_values_videos") is not None:
+            if images:
+                self.capturing = True  # the images' stats go on
+            else:
+                self.begin()
+            try:
+                self._videos = (
+                    call["pixel_values_videos"],
+                    encode_videos(self, call, self._stock_video_features),
+                )
+            finally:
+                self.end()
+        return features, lengths
+
+    def _get_video_features(self, pixel_values_videos, *args, **kwargs):
+        """Inside a wrapped call: the clips :meth:`encode` compressed; elsewhere the stock code."""
+        if self._pending is not None and self._videos is not None and self._videos[0] is pixel_values_videos:
+            return self._videos[1]
+        return self._stock_video_features(pixel_values_videos, *args, **kwargs)
+
+    def cut_prompt(
+        self,
+        input_ids: Tensor,
+        mask: Tensor | None,
+        extras: dict[str, Tensor],
+        pad: int,
+        new_lengths: list[int],
+    ) -> ShortenedBatch:
+        """Cut each image's and each clip's placeholder run to its kept length (newlines included)."""
+        keep = torch.ones_like(input_ids, dtype=torch.bool)
+        for token, kind in ((self.image_token_id, "image"), (self.video_token_id, "video")):
+            runs = [s for s in self.stats.images if s.media == kind]
+            if runs:
+                old = [s.tokens_before + s.newlines_before for s in runs]
+                new = [s.tokens_after + s.newlines_after for s in runs]
+                keep &= placeholder_keep_mask(input_ids, token, old, new)
+        return cut_rows(input_ids, keep, mask, extras, pad)

@@ -6,6 +6,12 @@ What it installs (all undone by ``remove()``): ``forward`` and ``generate`` of t
 tower. Nothing inside the tower is hooked: the methods this host serves need only the merged
 tokens (see ``provides`` and docs/hosts/qwen2-5-vl.md).
 
+Videos (``pixel_values_videos``, ``video_grid_thw``, ``second_per_grid_ts``) take the same
+route: each clip is one :class:`~vtcompress.video.VideoLayout` of temporal patches, compressed by
+a video method or by an image method frame by frame (:mod:`.video`); its run of video
+placeholders is cut like an image's, and images and clips of one prompt each get their own budget.
+A video-only method refuses a call with images.
+
 A call with images:
 
 1. the uncompressed 3-D rotary positions come from the model's own ``get_rope_index`` (or from
@@ -34,18 +40,20 @@ from torch import Tensor, nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from vtcompress.api import CompressionHandle
-from vtcompress.config import CompressionConfig
+from vtcompress.config import VIDEO, CompressionConfig
 from vtcompress.integrations.placeholder_host import PlaceholderHost
 from vtcompress.integrations.qwen2_5_vl import HOST
 from vtcompress.integrations.qwen2_5_vl.layout import Qwen2_5_VLLayout
+from vtcompress.integrations.qwen2_5_vl.video import check_video_call, drop_video_inputs, encode_videos
 from vtcompress.pipeline import check_applicable, image_stats
-from vtcompress.sequence import ShortenedBatch, compact_rows
+from vtcompress.sequence import ShortenedBatch, compact_rows, cut_rows, placeholder_keep_mask
 from vtcompress.tokens import ImageTokens
 
 MODEL_CLASSES = HOST.model_classes
 SERVED = (
     "Qwen2.5-VL serves random, uniform, pitome and tome (metric='projected', what their names get "
-    "here); see docs/hosts/qwen2-5-vl.md"
+    "here), on images and frame by frame on videos, and the video methods (vidcom2, evs, ...) on "
+    "videos; see docs/hosts/qwen2-5-vl.md"
 )
 
 
@@ -53,11 +61,12 @@ class Qwen2_5_VLHost(PlaceholderHost):
     model_names = "Qwen2_5_VLForConditionalGeneration"
     # No [CLS] token, no global view, no in-tower merging (windowed attention), and no vision
     # hidden state in the projector's token order: methods that need one are refused.
-    provides: frozenset[str] = frozenset()
+    provides: frozenset[str] = frozenset({VIDEO})
     # Merging compares the merged tokens themselves (the projector's output).
     name_defaults = HOST.name_defaults
     # position_ids are 3-D here ([3 or 4, B, L]): finish_call cuts them, keeping their values.
     cut_keys = ("labels", "token_type_ids", "mm_token_type_ids")
+    media_keys = ("pixel_values", "pixel_values_videos")
 
     @staticmethod
     def supports(model: nn.Module) -> bool:
@@ -71,48 +80,63 @@ class Qwen2_5_VLHost(PlaceholderHost):
         # The merger reads the last block's output: score_layer names that block.
         super().__init__(model, config, handle, num_layers - 1, num_layers)
         self.image_token_id = model.config.image_token_id
+        self.video_token_id = model.config.video_token_id
         self.text_config = model.config.text_config
         self.merge = vision.spatial_merge_size
         self.patch_px = model.config.vision_config.patch_size
-        self._kept: list[Tensor] | None = None  # per image, the kept raster positions
-        self._encoded: BaseModelOutputWithPooling | None = None  # the kept features, until spliced
+        self._kept: list[Tensor] = []  # per image, the kept raster positions
+        self._video_kept: list[Tensor] = []  # per clip, the kept indices of its placeholder run
+        self._encoded: dict[str, BaseModelOutputWithPooling] | None = None  # kept features, until spliced
         self.time_vision(vision, lambda: self.inner.device)
         self.patch_prompt_surgery(model)
 
     # --- encoding and compression ----------------------------------------------------------------
     def encode(self, call: dict[str, Any]) -> tuple[Any, list[int]]:
-        if call.get("pixel_values_videos") is not None:
-            raise ValueError(
-                "a compressed Qwen2.5-VL compresses images; pass videos in a call without images, "
-                "or remove the compression (handle.remove()) for mixed image and video prompts"
-            )
-        grid_thw = call.get("image_grid_thw")
-        if grid_thw is None:
+        """Images and videos of the call, each compressed on its own budget (images: the method
+        on one view; clips: :func:`vtcompress.video.compress_clip`)."""
+        images, videos = call.get("pixel_values") is not None, call.get("pixel_values_videos") is not None
+        if images and call.get("image_grid_thw") is None:
             raise ValueError("Qwen2.5-VL needs image_grid_thw with pixel_values: pass the processor's output")
+        if images and "image" not in self.config.media:
+            raise ValueError(
+                f"method {self.config.method!r} compresses videos only and this call has images: "
+                "compress them in a call of their own with an image method (e.g. 'uniform')"
+            )
+        if videos:
+            check_video_call(call)
         if call.get("mm_token_type_ids") is None and call.get("position_ids") is None:
             raise ValueError(
                 "a compressed Qwen2.5-VL needs the processor's mm_token_type_ids (or 3-D position_ids) "
                 "to keep each kept token's rotary position"
             )
         self.begin()
+        self._encoded, self._kept, self._video_kept = {}, [], []
         try:
-            encoded = self.inner.get_image_features(call["pixel_values"], grid_thw, return_dict=True)
-            images = [
-                self._image_tokens(index, features, thw)
-                for index, (features, thw) in enumerate(zip(encoded.pooler_output, grid_thw.tolist()))
-            ]
-            # Images of one grid go through the method together (its batched path, where it has one).
-            results, seconds = self.compress_all(images)
-            self.stats.compress_seconds += seconds
-            kept_features, self._kept = [], []
-            for tokens, result in zip(images, results):
-                positions, kept = self._splice(tokens, result.views, seconds / len(images))
-                self._kept.append(positions)
-                kept_features.append(kept)
+            if images:
+                self._encoded["image"] = self._encode_images(call["pixel_values"], call["image_grid_thw"])
+            if videos:
+                self._encoded["video"], self._video_kept = encode_videos(
+                    self, self.inner, call, self.merge, self.patch_px
+                )
         finally:
             self.end()
-        self._encoded = BaseModelOutputWithPooling(pooler_output=tuple(kept_features))
-        return self._encoded, [len(p) for p in self._kept]
+        return self._encoded, [len(p) for p in self._kept + self._video_kept]
+
+    def _encode_images(self, pixel_values: Tensor, grid_thw: Tensor) -> BaseModelOutputWithPooling:
+        encoded = self.inner.get_image_features(pixel_values, grid_thw, return_dict=True)
+        images = [
+            self._image_tokens(index, features, thw)
+            for index, (features, thw) in enumerate(zip(encoded.pooler_output, grid_thw.tolist()))
+        ]
+        # Images of one grid go through the method together (its batched path, where it has one).
+        results, seconds = self.compress_all(images)
+        self.stats.compress_seconds += seconds
+        kept_features = []
+        for tokens, result in zip(images, results):
+            positions, kept = self._splice(tokens, result.views, seconds / len(images))
+            self._kept.append(positions)
+            kept_features.append(kept)
+        return BaseModelOutputWithPooling(pooler_output=tuple(kept_features))
 
     def _image_tokens(self, index: int, features: Tensor, thw: list[int]) -> ImageTokens:
         """One image ([rows * cols, D] merged tokens, raster order) as a method sees it."""
@@ -149,8 +173,23 @@ class Qwen2_5_VLHost(PlaceholderHost):
         )
         return positions, out.features.index_select(0, order.to(out.features.device))
 
-    def run_keep(self) -> list[Tensor] | None:
-        return self._kept
+    def cut_prompt(
+        self,
+        input_ids: Tensor,
+        mask: Tensor | None,
+        extras: dict[str, Tensor],
+        pad: int,
+        new_lengths: list[int],
+    ) -> ShortenedBatch:
+        """Cut each image's run of image placeholders and each clip's run of video placeholders
+        to the placeholders of its kept tokens."""
+        keep = torch.ones_like(input_ids, dtype=torch.bool)
+        media = [(self.image_token_id, "image", self._kept), (self.video_token_id, "video", self._video_kept)]
+        for token, kind, kept in media:
+            if kept:
+                old = [s.tokens_before for s in self.stats.images if s.media == kind]
+                keep &= placeholder_keep_mask(input_ids, token, old, [len(k) for k in kept], kept)
+        return cut_rows(input_ids, keep, mask, extras, pad)
 
     # --- positions -------------------------------------------------------------------------------
     def uncompressed_positions(self, call: dict[str, Any]) -> Tensor:
@@ -186,8 +225,10 @@ class Qwen2_5_VLHost(PlaceholderHost):
         if generating:  # generate's own layout: text positions of the sequence, then M-RoPE
             text = (mask.long().cumsum(-1) - 1).masked_fill(~mask, 0)
             kept = torch.cat([text[None].to(kept.dtype), kept], dim=0)
-        new = {k: v for k, v in call.items() if k not in ("pixel_values", "image_grid_thw")}
-        new["mm_encoder_outputs"], self._encoded = {"image": self._encoded}, None
+        new = {
+            k: v for k, v in drop_video_inputs(call).items() if k not in ("pixel_values", "image_grid_thw")
+        }
+        new["mm_encoder_outputs"], self._encoded = self._encoded, None
         new["position_ids"] = kept
         return new
 

@@ -113,14 +113,6 @@ def test_loader_builds_and_loads_the_tiny_model(model, tmp_path, monkeypatch):
 
 
 @torch.no_grad()
-def test_images_with_videos_are_refused(model):
-    call = inputs(500, 300)
-    vtc.compress(model, "uniform", ratio=0.5)
-    with pytest.raises(ValueError, match="videos"):
-        model(**call, pixel_values_videos=torch.zeros(1, 1176), video_grid_thw=torch.tensor([[2, 2, 2]]))
-
-
-@torch.no_grad()
 def test_missing_token_types_are_refused(model):
     call = inputs(500, 300)
     del call["mm_token_type_ids"]

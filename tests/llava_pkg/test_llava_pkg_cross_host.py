@@ -35,7 +35,7 @@ RATIOS = [1.0, 0.5, 0.25, 0.1]
 # attention differently (float32 rounding), so there they are only allclose.
 EXACT = tuple(int(x) for x in transformers.__version__.split(".")[:2]) >= (4, 38)
 # every method with its defaults, and the merging methods inside the CLIP tower
-VARIANTS = [(m, {}) for m in vtc.available_methods()] + [
+VARIANTS = [(m, {}) for m in vtc.available_methods("image")] + [
     (m, {"placement": "tower"}) for m in ("pitome", "tome")
 ]
 NAMES = [m + "".join(f"-{v}" for v in o.values()) for m, o in VARIANTS]

@@ -25,7 +25,7 @@ from vtcompress.tokens import keep_all  # noqa: E402
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore")
-METHODS = vtc.available_methods()
+METHODS = vtc.available_methods("image")
 RATIO = 0.3
 # (width, height), as PIL and the llava package give sizes
 SIZES = [(200, 150), (150, 200), (300, 90), (500, 333), (1000, 500), (3000, 4), (4, 3000)]

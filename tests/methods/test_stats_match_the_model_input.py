@@ -13,7 +13,7 @@ from tests.conftest import IMAGE_SIZES, inputs_for, make_image, prompt
 from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.integrations.llava_next.tiny import PINPOINTS
 
-ALL_METHODS = vtcompress.available_methods()
+ALL_METHODS = vtcompress.available_methods("image")
 SELECTION = ["globalcom2", "uniform", "random", "fastervlm", "tokencorr"]
 LETTERBOX = ["letterbox_wide", "letterbox_tall"]
 

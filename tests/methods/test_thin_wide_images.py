@@ -18,7 +18,7 @@ from vtcompress.registry import make_config
 from vtcompress.tokens import ImageTokens, LayerQK
 
 SIZES = {"3x3000": (3, 3000), "3000x3": (3000, 3), "10x2000": (10, 2000), "2000x10": (2000, 10)}  # (w, h)
-CONFIGS = {m: m for m in vtcompress.available_methods()}
+CONFIGS = {m: m for m in vtcompress.available_methods("image")}
 CONFIGS["globalcom2 paper"] = GlobalCom2Config.paper()
 
 

@@ -2,9 +2,12 @@
 
 from vtcompress.methods import (  # noqa: F401
     baselines,
+    evs,
     globalcom2,
     pitome,
     tokencorr,
     tokencorr_batch,
     tome,
+    vidcom2,
+    video_baselines,
 )
