@@ -18,6 +18,7 @@ class CompressedQwen2_5_VL(TransformersModel):
     """
 
     default_method, default_ratio = HOST.default_method, 0.25
+    family = HOST  # videos: HOST.video_inputs, HOST.video_frames
     default_pretrained = "Qwen/Qwen2.5-VL-7B-Instruct"
 
     @staticmethod
