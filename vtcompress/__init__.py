@@ -28,10 +28,13 @@ _EXPORTS = {
     "HostSpec": "vtcompress.hosts",
     "CompressionConfig": "vtcompress.config",
     "Layout": "vtcompress.layout",
+    "EVSConfig": "vtcompress.methods.evs",
     "FasterVLMConfig": "vtcompress.methods.baselines",
     "RandomConfig": "vtcompress.methods.baselines",
     "UniformConfig": "vtcompress.methods.baselines",
-    "EVSConfig": "vtcompress.methods.evs",
+    "DivPruneConfig": "vtcompress.methods.divprune",
+    "DownsampleConfig": "vtcompress.methods.downsample",
+    "VisionZipConfig": "vtcompress.methods.visionzip",
     "GlobalCom2Config": "vtcompress.methods.globalcom2",
     "PiToMeConfig": "vtcompress.methods.pitome",
     "TokenCorrConfig": "vtcompress.methods.tokencorr",
@@ -63,6 +66,8 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from vtcompress.hosts import HostSpec
     from vtcompress.layout import Layout
     from vtcompress.methods.baselines import FasterVLMConfig, RandomConfig, UniformConfig
+    from vtcompress.methods.divprune import DivPruneConfig
+    from vtcompress.methods.downsample import DownsampleConfig
     from vtcompress.methods.evs import EVSConfig
     from vtcompress.methods.globalcom2 import GlobalCom2Config
     from vtcompress.methods.pitome import PiToMeConfig
@@ -70,6 +75,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from vtcompress.methods.tome import ToMeConfig
     from vtcompress.methods.vidcom2 import VidCom2Config
     from vtcompress.methods.video_baselines import DyCokeTTMConfig, VisionZipVideoConfig
+    from vtcompress.methods.visionzip import VisionZipConfig
     from vtcompress.registry import available_methods, register_method
     from vtcompress.stats import CompressionStats, ImageStats, ViewStats
     from vtcompress.tokens import ImageTokens, ViewOutput
@@ -166,6 +172,8 @@ __all__ = [
     "CompressionConfig",
     "CompressionHandle",
     "CompressionStats",
+    "DivPruneConfig",
+    "DownsampleConfig",
     "DyCokeTTMConfig",
     "EVSConfig",
     "FasterVLMConfig",
@@ -183,6 +191,7 @@ __all__ = [
     "VidCom2Config",
     "VideoLayout",
     "ViewStats",
+    "VisionZipConfig",
     "VisionZipVideoConfig",
     "available_methods",
     "compress",

@@ -83,15 +83,13 @@ def register_batch(name: str) -> Callable[[Callable[..., Any]], Callable[..., An
 
 def available_methods(media: str | None = None) -> list[str]:
     """Names accepted by :func:`vtcompress.compress` and ``load_compressed_llava(method=...)``: the
-    declared methods (entry-point names, nothing imported) and those registered at run time.
-
-    With ``media`` ("image" or "video"), only the methods that compress it (image methods also
-    compress videos, frame by frame); this imports the methods to read their configs.
-    """
+    declared methods (entry-point names, nothing imported) and those registered at run time. With
+    ``media`` ("image" or "video"), only the methods that compress it (this imports them; image
+    methods also compress videos, frame by frame)."""
     names = sorted({*(ep.name for ep in entry_points(group=METHOD_ENTRY_POINTS)), *_METHODS})
-    if media is None or media == "video":
+    if media is None:
         return names
-    return [n for n in names if media in get_method(n).config_cls.media]
+    return [n for n in names if media == "video" or media in get_method(n).config_cls.media]
 
 
 def get_method(name: str) -> MethodSpec:

@@ -24,7 +24,12 @@ HOST = HostSpec(
     lmms_eval_model="vtcompress_docowl",
     lmms_eval_class=f"{_PKG}.eval_model:CompressedDocOwl",
     # No vision hidden states in the H-Reducer's token order: merging compares the merged tokens.
-    name_defaults={"pitome": {"metric": "projected"}, "tome": {"metric": "projected"}},
+    # A placeholder run per view needs a token in every view: divprune selects inside each view.
+    name_defaults={
+        "pitome": {"metric": "projected"},
+        "tome": {"metric": "projected"},
+        "divprune": {"scope": "view"},
+    },
     docs_page="hosts/docowl.md",
 )
 

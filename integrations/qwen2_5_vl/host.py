@@ -51,9 +51,9 @@ from vtcompress.tokens import ImageTokens
 
 MODEL_CLASSES = HOST.model_classes
 SERVED = (
-    "Qwen2.5-VL serves random, uniform, pitome and tome (metric='projected', what their names get "
-    "here), on images and frame by frame on videos, and the video methods (vidcom2, evs, ...) on "
-    "videos; see docs/hosts/qwen2-5-vl.md"
+    "Qwen2.5-VL serves random, uniform, divprune, downsample, pitome and tome (metric='projected', "
+    "what their names get here), on images and frame by frame on videos, and the video methods "
+    "(vidcom2, evs, ...) on videos; see docs/hosts/qwen2-5-vl.md"
 )
 
 

@@ -27,8 +27,15 @@ KEY = "vtcompress"
 HOST = "the vLLM LLaVA-NeXT host"
 PROVIDES = frozenset({CLS_ATTENTION, HIDDEN_STATES, GLOBAL_VIEW})
 OFF = {"method": "globalcom2", "ratio": 1.0}  # no "vtcompress" key: the stock model, exactly
-# Options whose values make the kept count depend on the image's content (field -> countable value).
-CONTENT_DEPENDENT = {"allocation": "exact", "placement": "projector"}
+# Options whose values make the kept count depend on the image's content, or differ from the
+# exact-budget rule that placeholder_count applies (field -> the value that follows the rule).
+CONTENT_DEPENDENT = {
+    "allocation": "exact",
+    "placement": "projector",
+    "dominant": None,
+    "contextual": None,
+    "cls_slot": "patch",
+}
 
 
 @dataclass(frozen=True)
@@ -110,8 +117,8 @@ def check_servable(config: CompressionConfig, geometry: VisionGeometry, where: s
         value = getattr(config, field, countable)
         if value != countable:
             raise ValueError(
-                f"invalid {where}: {field}={value!r} makes the token count depend on the image's content, "
-                f"and vLLM must know it before the model runs; use {field}={countable!r}"
+                f"invalid {where}: {field}={value!r} makes the token count other than floor(ratio * N) "
+                f"(docs/budget.md), which vLLM must know before the model runs; use {field}={countable!r}"
             )
     try:
         check_applicable(config, HOST, PROVIDES, geometry.score_layer, geometry.num_layers)

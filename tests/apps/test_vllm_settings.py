@@ -53,6 +53,9 @@ def test_no_server_entry_means_off():
         ({"allocation": "paper"}, "allocation"),
         ({"method": "tokencorr", "allocation": "adaptive"}, "allocation"),
         ({"method": "pitome", "placement": "tower"}, "placement"),
+        ({"method": "divprune", "allocation": "paper"}, "allocation"),
+        ({"method": "visionzip", "dominant": 54, "contextual": 10}, "dominant"),
+        ({"method": "visionzip", "cls_slot": "drop"}, "cls_slot"),
         ("0.5", "vtcompress"),
     ],
 )
@@ -61,6 +64,15 @@ def test_bad_request_values_name_the_field(request_options, field):
         settings.resolve(SERVER, request_options, GEOMETRY, where="mm_processor_kwargs.vtcompress")
     assert "mm_processor_kwargs.vtcompress" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("method", ["visionzip", "divprune", "downsample"])
+def test_the_pre_llm_baselines_follow_the_count_rule(method):
+    config = settings.resolve(SERVER, {"method": method, "ratio": 0.3}, GEOMETRY)
+    layout = GEOMETRY.layout(500, 1000)
+    assert settings.placeholder_count(config, layout) == int(0.3 * layout.num_tokens()) + layout.num_newlines(
+        "unpadded"
+    )
 
 
 def test_layers_beyond_the_built_tower_are_refused():

@@ -78,9 +78,13 @@ def _prompt(build: Callable[[torch.dtype], tuple[Any, Any]], family: str) -> Cal
 EVERY_METHOD = frozenset(vtc.available_methods("image"))
 VIDEO_ONLY = frozenset(vtc.available_methods()) - EVERY_METHOD
 # What a host without [CLS] attention or a thumbnail serves by name (the docs' methods x hosts table).
+# Both also take videos, so the video-only methods attach on them.
 SERVED = {
-    "llava_onevision": frozenset({"globalcom2", "pitome", "random", "tome", "uniform"}) | VIDEO_ONLY,
-    "qwen2_5_vl": frozenset({"pitome", "random", "tome", "uniform"}) | VIDEO_ONLY,
+    "llava_onevision": frozenset(
+        {"divprune", "downsample", "globalcom2", "pitome", "random", "tome", "uniform"}
+    )
+    | VIDEO_ONLY,
+    "qwen2_5_vl": frozenset({"divprune", "downsample", "pitome", "random", "tome", "uniform"}) | VIDEO_ONLY,
 }
 
 

@@ -82,7 +82,7 @@ def test_options_from_the_page_reach_the_method(engine):
 def test_served_methods_and_refusals(engine):
     from vtcompress.integrations.demo.engine import InputError
 
-    assert engine.served_methods() == ["pitome", "random", "tome", "uniform"]
+    assert engine.served_methods() == ["divprune", "downsample", "pitome", "random", "tome", "uniform"]
     with pytest.raises(InputError, match="cannot run on this model.*serves random, uniform"):
         engine.compare(make_image(300, 300), "What?", "globalcom2", 0.5)
     with pytest.raises(InputError, match="pitome has no option 'seed'"):

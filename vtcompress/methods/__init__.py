@@ -2,6 +2,8 @@
 
 from vtcompress.methods import (  # noqa: F401
     baselines,
+    divprune,
+    downsample,
     evs,
     globalcom2,
     pitome,
@@ -10,4 +12,5 @@ from vtcompress.methods import (  # noqa: F401
     tome,
     vidcom2,
     video_baselines,
+    visionzip,
 )
