@@ -52,3 +52,31 @@ def test_answers_match_the_pixels_of_the_right_frames(index, folder):
         left = [bool((np.abs(f[:, :10] - video.GREY).sum(-1) > 30).any()) for f in frames]
         entries = sum(1 for t, here in enumerate(left) if here and (t == 0 or not left[t - 1]))
         assert video.NUMBER_WORDS[entries] == sample.answer
+
+
+@pytest.mark.parametrize("index", [1, 4, 7])
+def test_vidcom2_gives_the_flashing_frame_the_largest_share(index, folder):
+    """The task separates methods by frames: on the tiny OneVision (random weights, so the features
+    only follow the pixels) VidCom²'s frame-adaptive budget favours the one frame that holds the
+    answer, where an even split (uniform) gives it no more than any other frame."""
+    import torch
+
+    import vtcompress as vtc
+    from tests.helpers.video_inputs import tiny_onevision
+    from vtcompress.integrations.llava_onevision.video_inputs import video_inputs
+
+    sample = video.video_sample(0, index)
+    assert sample.question_type == "flash_colour"
+    frames = _frames(sample, folder)
+    (when,) = [t for t, f in enumerate(frames) if (np.abs(f - video.GREY).sum(-1) > 30).any()]
+    model, processor = tiny_onevision()
+    clip = read_clip(sample.save(folder), video.FRAMES)
+    inputs = video_inputs(model.config, processor, clip.frames, sample.question, clip.seconds_between)
+    kept = {}
+    for method in ("vidcom2", "uniform"):
+        with vtc.compressed(model, method, ratio=0.25) as handle, torch.no_grad():
+            model(**inputs)
+            kept[method] = [view.kept for view in handle.last_stats.images[0].views]
+    others = kept["vidcom2"][:when] + kept["vidcom2"][when + 1 :]
+    assert kept["vidcom2"][when] > max(others)
+    assert kept["uniform"][when] == min(kept["uniform"])
