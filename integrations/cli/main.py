@@ -94,6 +94,7 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--frames",
         type=_positive_int,
+        metavar="N",
         default=None,
         help="frames sampled uniformly from the video (default: the model family's usual count, 32; "
         "every frame of a shorter clip)",
