@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vtcompress.config import TOWER_MERGE
+from vtcompress.config import TOWER_MERGE, CompressionConfig
 from vtcompress.merge import (
     MergeMode,
     MergePlan,
@@ -36,6 +36,7 @@ from vtcompress.merge import (
     merge_sizes,
     merge_tokens,
     proportional_attention_qkv,
+    tower_merging,
 )
 
 PlanFn = Callable[[Tensor, int, int], MergePlan]
@@ -163,7 +164,7 @@ class TowerMerge:
 
 def tower_merge_for(
     layers: Sequence[nn.Module],
-    config: Any,
+    config: CompressionConfig,
     score_layer: int,
     num_layers: int,
     enabled: Callable[[], bool],
@@ -171,13 +172,13 @@ def tower_merge_for(
     """A :class:`TowerMerge` for a merging method's config (``pitome`` / ``tome`` with
     ``placement="tower"``): merges after layers ``0 .. score_layer-1``.
 
-    ``config`` provides ``plan(metric, r, layer, num_layers, class_token)``,
-    ``tower_schedule(patches, merge_layers)``, ``merge`` and ``proportional_attention``
-    (:class:`vtcompress.methods.merging.TokenMergingConfig`). None when there is nothing to do:
-    the method does not merge in the tower, compression is off, or no layer precedes the score layer.
+    ``config`` is a :class:`vtcompress.merge.TowerMerging` (what this calls on it). None when there
+    is nothing to do: the method does not merge in the tower, compression is off, or no layer
+    precedes the score layer.
     """
     if TOWER_MERGE not in config.requirements(score_layer, num_layers) or config.is_off or score_layer < 1:
         return None
+    config = tower_merging(config)
 
     def plan(metric: Tensor, r: int, layer: int) -> MergePlan:
         return config.plan(metric, r, layer, num_layers, class_token=True)

@@ -28,10 +28,13 @@ from torch import Tensor, nn
 from vtcompress.api import CompressionHandle
 from vtcompress.batch import CompressedImage
 from vtcompress.config import CompressionConfig
-from vtcompress.pipeline import check_applicable, compress_image, compress_images
+from vtcompress.layout import Layout
+from vtcompress.packing import pack_images
+from vtcompress.pipeline import check_applicable, compress_image, compress_images, image_stats
 from vtcompress.registry import get_method
+from vtcompress.served import served_text
 from vtcompress.stats import CompressionStats
-from vtcompress.tokens import ImageTokens, ViewOutput
+from vtcompress.tokens import ImageTokens, ViewOutput, keep_all
 
 
 def score_layer_of(feature_layer: int, num_layers: int) -> int:
@@ -42,6 +45,22 @@ def score_layer_of(feature_layer: int, num_layers: int) -> int:
     last layer.
     """
     return min(feature_layer % (num_layers + 1), num_layers - 1)
+
+
+def check_served(host: Any, config: CompressionConfig, score_layer: int, num_layers: int) -> None:
+    """Raise ValueError when ``host`` (a host class or instance) lacks what ``config`` needs: one
+    line naming the method, the host, the gap, the option that does without it, the host's
+    :attr:`Host.refusal_note` and the methods it serves (:func:`vtcompress.served.served_text`)."""
+    cls = host if isinstance(host, type) else type(host)
+    try:
+        check_applicable(
+            config, f"{cls.__name__} ({host.model_names})", host.provides, score_layer, num_layers
+        )
+    except ValueError as err:
+        if "does not provide" not in str(err):
+            raise
+        note = f"{host.refusal_note}; " if host.refusal_note else ""
+        raise ValueError(f"{err}. {note}this host serves {served_text(host)}") from None
 
 
 def sync(device: torch.device) -> None:
@@ -63,6 +82,8 @@ class Host:
     # Method name -> the options it gets on this host unless the caller sets them: the settings
     # that do without a capability the host lacks (see vtcompress.api.host_config).
     name_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Why methods are refused here, in a few words ("SigLIP has no [CLS]"), for refusal messages.
+    refusal_note: ClassVar[str] = ""
 
     @staticmethod
     def supports(model: nn.Module) -> bool:
@@ -80,9 +101,7 @@ class Host:
         self.method = get_method(config.method)
         self.score_layer, self.num_layers = score_layer, num_layers
         self.off = config.is_off
-        check_applicable(
-            config, type(self).__name__ + f" ({self.model_names})", self.provides, score_layer, num_layers
-        )
+        check_served(self, config, score_layer, num_layers)
         # Off (ratio 1.0): the pipeline keeps every token, so nothing needs capturing.
         capture = (set(), set()) if self.off else config.capture_layers(score_layer, num_layers)
         self.qk_layers, self.hidden_layers = capture
@@ -208,3 +227,69 @@ class Host:
         results = compress_images(self.method, self.config, tokens)
         sync(device)
         return results, time.perf_counter() - start
+
+    # --- the compress -> pack -> record loop (a template: hosts override the hooks) -------------
+    def compress_and_pack(
+        self, images: list[ImageTokens], image_sizes: list[tuple[int, int]], newline: Tensor | None = None
+    ) -> list[Tensor]:
+        """Compress every image of a batch at once, pack each for the model and record its stats.
+
+        ``images`` in batch order (``image_sizes[i]``: image i's (height, width) for the stats;
+        ``newline``: the model's newline embedding, if it has one). Returns each image's token
+        sequence [T_i, D] as :meth:`pack` builds it. Hooks, in the order they run:
+        :meth:`passes_through` (images kept whole, uncompressed), :meth:`pack`,
+        :meth:`separators` (an uncompressed image's non-visual tokens) and :meth:`image_note`.
+        """
+        passthrough = [self.passes_through(t) for t in images]
+        compressed, seconds = self.compress_all([t for t, p in zip(images, passthrough) if not p])
+        done = iter(compressed)
+        results = [CompressedImage(t, keep_all(t)) if p else next(done) for t, p in zip(images, passthrough)]
+        packed = self.pack(results, passthrough, newline)
+        per_image = seconds / max(len(compressed), 1)
+        for idx, (tokens, result, seq, alone) in enumerate(zip(images, results, packed, passthrough)):
+            layout = tokens.layout
+            self.stats.images.append(
+                image_stats(
+                    layout,
+                    result,
+                    self.config,
+                    index=idx,
+                    image_size=image_sizes[idx],
+                    seconds=0.0 if alone else per_image,
+                    newlines_before=self.separators(layout),
+                    newlines_after=seq.shape[0] - result.num_kept,
+                    note=self.image_note(tokens, alone),
+                    passthrough=alone,
+                )
+            )
+        self.stats.compress_seconds += seconds
+        return packed
+
+    def passes_through(self, tokens: ImageTokens) -> bool:
+        """Whether an image skips the method and keeps every token (default: never)."""
+        return False
+
+    def pack(
+        self, results: list[CompressedImage], passthrough: list[bool], newline: Tensor | None
+    ) -> list[Tensor]:
+        """Each image's sequence [T_i, D] for the model. Default: :func:`vtcompress.packing.pack_images`
+        (kept tokens, newlines by the config's :attr:`~vtcompress.config.CompressionConfig.newline_policy`;
+        images that passed through with the stock "unpadded" newlines)."""
+        seqs = iter(
+            pack_images(
+                [r for r, p in zip(results, passthrough) if not p], newline, self.config.newline_policy
+            )
+        )
+        return [
+            pack_images([r], newline, "unpadded")[0] if p else next(seqs)
+            for r, p in zip(results, passthrough)
+        ]
+
+    def separators(self, layout: Layout) -> int:
+        """Tokens of an uncompressed image that are not visual tokens (they are never compressed
+        and ``ratio`` does not count them). Default: the stock newlines, ``layout.num_newlines()``."""
+        return layout.num_newlines("unpadded")
+
+    def image_note(self, tokens: ImageTokens, passthrough: bool) -> str:
+        """A note for an image's stats (default: says when it passed through)."""
+        return "single view: passed through uncompressed" if passthrough else ""

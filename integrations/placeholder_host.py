@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -22,6 +23,27 @@ from vtcompress.pipeline import restore_prompt, sample_stats
 from vtcompress.sequence import ShortenedBatch, shorten_placeholder_runs
 
 
+@dataclass
+class CallReads:
+    """What a wrapped call read back from the device, in one copy: per row its placeholder count
+    and real length, whether every row ends with a real token (left padding), and the values of
+    ``tensors`` (the call's :attr:`PlaceholderHost.read_keys`) as nested lists."""
+
+    placeholders: list[int]
+    lengths: list[int]
+    left: bool
+    tensors: list[Tensor]
+    values: list[list]
+
+
+def _nested(flat: list, shape: list[int]) -> list:
+    """``flat`` (row-major) as nested lists of ``shape``, as ``Tensor.tolist`` gives them."""
+    if len(shape) <= 1:
+        return list(flat)
+    step = len(flat) // shape[0] if shape[0] else 0
+    return [_nested(flat[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
+
+
 class PlaceholderHost(Host):
     """A :class:`Host` that patches ``forward`` / ``generate`` of the outer model.
 
@@ -30,12 +52,19 @@ class PlaceholderHost(Host):
     :meth:`patch_prompt_surgery` once their own hooks are in place. While a wrapped call runs,
     :meth:`encoded_for` returns what :meth:`encode` computed, so the stock code does not encode
     the same pixels twice.
+
+    Device -> host reads: a wrapped call reads, in ONE copy, what the surgery needs on the host
+    (each row's placeholder count and length, the padding side) and the small tensors named in
+    :attr:`read_keys` (image sizes); :meth:`host_list` then hands those out without another read.
+    Everything else (budgets, packing orders, new lengths) is known on the host.
     """
 
     image_token_id: int
     text_config: Any
     # Per-token [B, L, ...] tensors of a call that are cut with the prompt.
     cut_keys: ClassVar[tuple[str, ...]] = ("labels", "position_ids", "token_type_ids")
+    # Small integer tensors of a call the host needs as numbers, read with the call's one copy.
+    read_keys: ClassVar[tuple[str, ...]] = ("image_sizes",)
     # Call arguments that carry media to compress (a call with none of them runs untouched).
     media_keys: ClassVar[tuple[str, ...]] = ("pixel_values",)
 
@@ -56,13 +85,23 @@ class PlaceholderHost(Host):
         extras: dict[str, Tensor],
         pad: int,
         new_lengths: list[int],
+        read: CallReads,
     ) -> ShortenedBatch:
         """Cut every placeholder run of the call to its compressed length (default: one run of
         ``image_token_id`` per image of ``stats.images`` to ``new_lengths``, keeping its
-        :meth:`run_keep` placeholders)."""
+        :meth:`run_keep` placeholders; ``read``: what the call's one device read gave)."""
         old_lengths = [im.tokens_before + im.newlines_before for im in self.stats.images]
         return shorten_placeholder_runs(
-            input_ids, self.image_token_id, old_lengths, new_lengths, mask, extras, pad, self.run_keep()
+            input_ids,
+            self.image_token_id,
+            old_lengths,
+            new_lengths,
+            mask,
+            extras,
+            pad,
+            self.run_keep(),
+            placeholders=read.placeholders,
+            left=read.left,
         )
 
     def finish_call(
@@ -77,6 +116,7 @@ class PlaceholderHost(Host):
 
     def patch_prompt_surgery(self, model: nn.Module) -> None:
         self._pending: tuple[Tensor, Any] | None = None
+        self._read: CallReads | None = None
         self._prepared = False  # input_ids already shortened by our generate()
         self.patch(model, "forward", self._wrap_forward(model.forward))
         if hasattr(model, "generate"):
@@ -108,18 +148,44 @@ class PlaceholderHost(Host):
             return None
         return pending[1] if pending[0] is pixel_values else None
 
+    def host_list(self, tensor: Tensor) -> list:
+        """``tensor.tolist()``, without a device read when the wrapped call read it already."""
+        if self._read is not None and any(t is tensor for t in self._read.tensors):
+            return self._read.values[next(i for i, t in enumerate(self._read.tensors) if t is tensor)]
+        return tensor.tolist()
+
+    def _read_call(self, call: dict[str, Any]) -> CallReads:
+        """The one device -> host copy of a wrapped call (see the class docstring)."""
+        ids, mask = call["input_ids"], call.get("attention_mask")
+        rows = [(ids == self.image_token_id).sum(1)]
+        if mask is not None:
+            rows += [mask.sum(1), (mask[:, -1] != 0).long()]
+        tensors = [call[k] for k in self.read_keys if isinstance(call.get(k), Tensor)]
+        flat = torch.cat([t.reshape(-1).long().to(ids.device) for t in rows + tensors]).tolist()
+        b = ids.shape[0]
+        parts = [flat[i * b : (i + 1) * b] for i in range(len(rows))]
+        cursor = len(rows) * b
+        values = []
+        for t in tensors:
+            values.append(_nested(flat[cursor : cursor + t.numel()], list(t.shape)))
+            cursor += t.numel()
+        lengths = parts[1] if mask is not None else [ids.shape[1]] * b
+        left = all(parts[2]) if mask is not None else True
+        return CallReads(parts[0], lengths, left, tensors, values)
+
     def _shorten(
         self, call: dict[str, Any], new_lengths: list[int], generating: bool = False
     ) -> dict[str, Any]:
         """Cut placeholder runs to the compressed lengths; fills sample stats."""
         input_ids, mask = call["input_ids"], call.get("attention_mask")
+        read = self._read if self._read is not None else self._read_call(call)
         extras = {k: call[k] for k in self.cut_keys if isinstance(call.get(k), Tensor)}
         pad = self.text_config.pad_token_id
         if pad is None:
             pad = getattr(getattr(self.model, "generation_config", None), "pad_token_id", None) or 0
-        out = self.cut_prompt(input_ids, mask, extras, int(pad), new_lengths)
-        before = mask.sum(1).tolist() if mask is not None else [input_ids.shape[1]] * input_ids.shape[0]
-        self.stats.samples = sample_stats(self.text_config, before, out.attention_mask.sum(1).tolist())
+        out = self.cut_prompt(input_ids, mask, extras, int(pad), new_lengths, read)
+        after = [n - r for n, r in zip(read.lengths, out.removed)]
+        self.stats.samples = sample_stats(self.text_config, read.lengths, after)
         new = {**call, "input_ids": out.input_ids, "attention_mask": out.attention_mask, **out.extras}
         if isinstance(new.get("cache_position"), Tensor):
             new["cache_position"] = torch.arange(out.input_ids.shape[1], device=input_ids.device)
@@ -147,8 +213,12 @@ class PlaceholderHost(Host):
             }
             if self._prepared or not self._needs_compression(call):
                 return original(*args, **kwargs)
-            features, new_lengths = self.encode(call)
-            call = self._shorten(call, new_lengths)
+            self._read = self._read_call(call)
+            try:
+                features, new_lengths = self.encode(call)
+                call = self._shorten(call, new_lengths)
+            finally:
+                self._read = None
             self._pending = (call.get("pixel_values"), features)
             try:
                 return original(**call)
@@ -164,8 +234,12 @@ class PlaceholderHost(Host):
                 kwargs["input_ids"], args = args[0], args[1:]
             if not self._needs_compression(kwargs):
                 return original(*args, **kwargs)
-            features, new_lengths = self.encode(kwargs)
-            call = self._shorten(kwargs, new_lengths, generating=True)
+            self._read = self._read_call(kwargs)
+            try:
+                features, new_lengths = self.encode(kwargs)
+                call = self._shorten(kwargs, new_lengths, generating=True)
+            finally:
+                self._read = None
             self._pending, self._prepared = (call.get("pixel_values"), features), True
             try:
                 out = original(*args, **call)

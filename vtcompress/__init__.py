@@ -150,8 +150,10 @@ def _named_loaders() -> dict[str, Any]:
 
 
 def __getattr__(name: str) -> Any:
-    """The public names above, and ``vtcompress.load_compressed_llava`` and the other families'
-    named loaders, found in the declarations; each imported on first use."""
+    """The public names above, ``vtcompress.load_compressed_llava`` and the other families' named
+    loaders (found in the declarations), and ``vtc.<Method>Config`` for a method this module does not
+    list (a newer built-in or a third-party method of the ``vtcompress.methods`` group); each
+    imported on first use."""
     module = _EXPORTS.get(name)
     if module is not None:
         value = getattr(importlib.import_module(module), name)
@@ -161,6 +163,13 @@ def __getattr__(name: str) -> Any:
         spec = _named_loaders().get(name)
         if spec is not None:
             return spec.load("loader")
+    if name.endswith("Config") and not name.startswith("_"):
+        from vtcompress.registry import available_methods, get_method
+
+        for method in available_methods():
+            config_cls = get_method(method).config_cls
+            if config_cls.__name__ == name:
+                return config_cls
     raise AttributeError(f"module 'vtcompress' has no attribute {name!r}")
 
 

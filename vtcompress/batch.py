@@ -8,19 +8,18 @@ built only when someone asks for them (stats, a host that needs per-view counts)
 device -> host copy for the whole group.
 
 Everything that depends only on the layout and the options (valid masks, packing orders,
-newline slots) is worked out on the CPU once and cached per layout (:func:`packing_plan`).
+newline slots) is worked out on the CPU once and cached per layout (:mod:`vtcompress.packing`).
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from vtcompress.layout import GridLayout, Layout, NewlinePolicy
+from vtcompress.layout import Layout
 from vtcompress.tokens import ImageTokens, LayerQK, ViewOutput, select_views
 
 
@@ -191,88 +190,3 @@ def rank_mask(scores: Tensor, budgets: Tensor) -> Tensor:
     """
     order = scores.argsort(dim=-1, descending=True, stable=True)
     return order.argsort(dim=-1) < budgets.unsqueeze(-1)
-
-
-# --- packing --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PackingPlan:
-    """Order of a packed image sequence over its V*N token slots and newline slots.
-
-    perm: long [V*N + L], every slot sorted in packing order (thumbnail in raster order, then
-    the crops' full-grid raster order with each row's newline after it); slots >= V*N are
-    newlines. newlines: L, the number of newline slots.
-    """
-
-    perm: Tensor
-    newlines: int
-    device_copies: dict = field(default_factory=dict, compare=False, hash=False)
-
-
-@functools.lru_cache(maxsize=256)
-@torch.inference_mode(False)
-def packing_plan(layout: GridLayout, policy: NewlinePolicy, newline: bool) -> PackingPlan:
-    """The packing order of ``layout``, cached per layout: the global view, then the crops'
-    tokens row by row across the whole crop map, a newline token after each map row that
-    ``policy`` keeps (after a lone view: one, where ``newline``)."""
-    h, w = layout.view_grid
-    n, views = h * w, layout.num_views
-    pos = torch.arange(n)
-    if not layout.has_crops:
-        keys = [pos]
-        rows = torch.zeros(int(newline), dtype=torch.long)  # one newline after a single view
-        nl_keys = torch.full((len(rows),), n)
-    else:
-        width = layout.cols * w
-        keys = [pos] if layout.global_view else []
-        for crop in range(layout.num_crops):
-            row = (crop // layout.cols) * h + pos // w
-            col = (crop % layout.cols) * w + pos % w
-            keys.append(n + row * (width + 1) + col)
-        if not newline or policy == "none":
-            rows = torch.zeros(0, dtype=torch.long)
-        elif policy == "unpadded":
-            rows = torch.arange(*layout.valid_rows)
-        else:
-            rows = torch.arange(layout.rows * h)
-        nl_keys = n + rows * (width + 1) + width
-    order = torch.argsort(torch.cat([*keys, nl_keys]), stable=True)
-    assert len(order) == views * n + len(rows)
-    return PackingPlan(order, len(rows))
-
-
-def pack_selected(batch: SelectedBatch, newline: Tensor | None, policy: NewlinePolicy = "unpadded") -> Tensor:
-    """Packed sequences of a selected batch: [B, T, D], T = kept tokens + newlines.
-
-    The same sequence ``pack_views`` builds from the per-view outputs (thumbnail tokens in raster
-    order, then crop tokens in full-grid raster order, newlines per ``policy``), with a fixed
-    number of operations for the whole group and no read back to the host.
-    """
-    feats = batch.features
-    b, v, n, d = feats.shape
-    plan = packing_plan(batch.layout, policy, newline is not None)
-    slots = v * n
-    total = batch.total + plan.newlines
-    if batch.static:  # the kept slots are known on the host: one gather
-        key = ("static", id(batch.keep), feats.device)
-        if key not in plan.device_copies:
-            kept = torch.cat([batch.keep.reshape(-1), torch.ones(plan.newlines, dtype=torch.bool)])[plan.perm]
-            entry = plan.perm[kept]
-            plan.device_copies[key] = (
-                batch.keep,
-                entry.clamp_max(slots - 1).to(feats.device),
-                (entry >= slots).to(feats.device),
-            )
-        _, rows, is_newline = plan.device_copies[key]
-        out = feats.reshape(b, slots, d).index_select(1, rows)
-        is_newline = is_newline[:, None]
-    else:
-        perm = cached_on(plan.perm, feats.device, plan.device_copies)
-        kept = torch.nn.functional.pad(batch.keep.reshape(b, slots), (0, plan.newlines), value=True)[:, perm]
-        # Kept slots first (in packing order), dropped ones after: the first ``total`` are the sequence.
-        first = (~kept).argsort(dim=1, stable=True)[:, :total]
-        entry = perm[first]  # [B, T]
-        is_newline = (entry >= slots)[..., None]
-        out = feats.reshape(b, slots, d).gather(1, entry.clamp_max(slots - 1)[..., None].expand(b, total, d))
-    if newline is None or plan.newlines == 0:
-        return out
-    return torch.where(is_newline, newline.to(feats.dtype), out)

@@ -5,7 +5,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from vtcompress.budget import keep_count
+
+if TYPE_CHECKING:
+    from vtcompress.layout import Layout, NewlinePolicy
 
 from vtcompress import shadowing  # noqa: F401  (refuses a folder named vtcompress hiding the package)
 
@@ -84,6 +89,33 @@ class CompressionConfig:
         A method with an option that still compresses at ratio 1.0 overrides this.
         """
         return self.ratio >= 1.0
+
+    # --- how many tokens it keeps ------------------------------------------------------------------
+    def content_dependence(self) -> str:
+        """Empty when the number of tokens kept is a function of the layout and the options alone;
+        otherwise the option that makes it depend on the image's content, with the setting that
+        does not, e.g. ``"allocation='paper' (use allocation='exact')"``. Default: "" (the exact
+        budget rule); methods with content-dependent modes override it."""
+        return ""
+
+    def kept_count(self, layout: Layout) -> int | None:
+        """Visual tokens (separators such as newlines excluded) an image of ``layout`` keeps, known
+        before its pixels are seen; None when it depends on the content (see
+        :meth:`content_dependence`). Default: every token when off, else the exact budget rule
+        ``keep_count(layout.num_tokens(), ratio)`` (docs/budget.md). A method that keeps another
+        static count overrides this. Placeholder counts (vLLM) and hosts' floors ask it."""
+        if self.is_off:
+            return layout.num_tokens()
+        if self.content_dependence():
+            return None
+        return keep_count(layout.num_tokens(), self.ratio)
+
+    @property
+    def newline_policy(self) -> NewlinePolicy:
+        """How hosts that end token rows with a newline place them around kept tokens
+        (:data:`vtcompress.layout.NEWLINE_POLICIES`): the config's ``newline`` option where it has
+        one, "unpadded" (the stock packing) otherwise and whenever the config is off."""
+        return "unpadded" if self.is_off else getattr(self, "newline", "unpadded")
 
     def capture_layers(self, score_layer: int, num_layers: int) -> tuple[set[int], set[int]]:
         """Vision layers whose attention q/k, and hidden-state indices, the method needs.

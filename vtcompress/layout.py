@@ -119,6 +119,21 @@ class GridLayout:
         crops = [f"crop {r},{c}" for r in range(self.rows) for c in range(self.cols)]
         return ([self.global_name] if self.global_view else []) + crops
 
+    # Hosts that end token rows with a newline token (LLaVA-NeXT and its kin): how many there are.
+    single_view_newline: ClassVar[bool] = True  # a single-view image ends with one newline
+
+    def num_newlines(self, policy: NewlinePolicy = "unpadded") -> int:
+        """Newline tokens that packing (:mod:`vtcompress.packing`) adds with ``policy``: one after
+        each unpadded row of the crop grid ("unpadded", the stock packing), after each row of the
+        full grid ("padded"), none ("none"); a single-view image gets ``single_view_newline``."""
+        if not self.has_crops:
+            return int(self.single_view_newline)
+        if policy == "unpadded":
+            return self.unpadded_shape[0]
+        if policy == "padded":
+            return self.rows * self.view_grid[0]
+        return 0
+
 
 @dataclass(frozen=True)
 class UniformGridLayout(GridLayout):

@@ -39,7 +39,7 @@ import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -80,6 +80,46 @@ class MergePlan:
         """The plan that merges nothing."""
         idx = torch.arange(tokens, device=device).expand(batch, tokens)
         return cls(assign=idx, keep=idx)
+
+
+@runtime_checkable
+class TowerMerging(Protocol):
+    """What a config that requires ``TOWER_MERGE`` (:mod:`vtcompress.config`) gives the host that
+    merges inside its vision tower (``vtcompress.integrations.clip_merge``); the host owns the hooks,
+    the config every decision. :class:`vtcompress.methods.merging.TokenMergingConfig` implements it.
+
+    merge: how merged features combine ("weighted": size-weighted mean; "mean": plain mean).
+    proportional_attention: whether layers after the first merge add ``log(size)`` to key logits.
+    """
+
+    merge: MergeMode
+    proportional_attention: bool
+
+    def plan(self, metric: Tensor, r: int, layer: int, num_layers: int, class_token: bool) -> MergePlan:
+        """One merge step removing ``r`` tokens. metric: [B, 1+T, D] with ``class_token`` (the
+        [CLS] first, never merged) else [B, T, D]; ``layer``: the tower layer whose output merges,
+        of ``num_layers``."""
+        ...
+
+    def tower_schedule(self, patches: int, merge_layers: int) -> list[list[int]]:
+        """For a tower input of ``patches`` patch tokens, per merge layer (``merge_layers`` of them,
+        the layers before the score layer) the patch-token counts after each of its merge steps."""
+        ...
+
+
+def tower_merging(config: Any) -> TowerMerging:
+    """``config`` as a :class:`TowerMerging`; TypeError naming what it lacks otherwise."""
+    missing = [
+        name
+        for name in ("merge", "proportional_attention", "plan", "tower_schedule")
+        if not hasattr(config, name)
+    ]
+    if missing:
+        raise TypeError(
+            f"{type(config).__name__} requires in-tower merging but lacks {', '.join(missing)} of "
+            "vtcompress.merge.TowerMerging; implement them (see TokenMergingConfig)"
+        )
+    return config
 
 
 def _plan_from_groups(num_tokens: int, kept: Tensor, dst: Tensor, src: Tensor, src_to: Tensor) -> MergePlan:

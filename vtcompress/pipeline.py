@@ -13,9 +13,10 @@ import torch
 from torch import Tensor
 
 from vtcompress.batch import CompressedImage
-from vtcompress.config import CAPABILITIES, CompressionConfig
+from vtcompress.config import CAPABILITIES, TOWER_MERGE, CompressionConfig
 from vtcompress.flops import decoder_prefill_flops
 from vtcompress.layout import Layout
+from vtcompress.merge import tower_merging
 from vtcompress.registry import MethodSpec
 from vtcompress.stats import ImageStats, SampleStats, ViewStats
 from vtcompress.tokens import ImageTokens, ViewOutput, keep_all
@@ -33,11 +34,14 @@ def check_applicable(
     The message names the method, the host, what is missing and, where the method has one,
     the option that does without it.
     """
-    for need, fix in config.requirements(score_layer, num_layers).items():
+    needs = config.requirements(score_layer, num_layers)
+    for need, fix in needs.items():
         if need not in provides:
             what = CAPABILITIES.get(need, need)
             hint = f"; {fix}" if fix else ""
             raise ValueError(f"method {config.method!r} needs {what}, which {host} does not provide{hint}")
+    if TOWER_MERGE in needs:
+        tower_merging(config)  # the protocol the host calls
 
 
 def compress_image(method: MethodSpec, config: CompressionConfig, tokens: ImageTokens) -> list[ViewOutput]:

@@ -1,20 +1,28 @@
-"""Method registry: a new compression method is one file that calls :func:`register_method`.
+"""Method registry: a method is one module that calls :func:`register_method` when imported.
 
-Method names come from the ``vtcompress.methods`` entry points of the installed distributions
-(the built-in ones in vtcompress's own ``pyproject.toml``) without importing a method, so that a
-command line can list them without importing torch. The built-in methods register the first time
-a method is looked up (:func:`get_method` imports :mod:`vtcompress.methods`; another package's
-method, the module its entry point names).
+Methods are declared in the ``vtcompress.methods`` entry-point group of their distribution, the
+built-in ones in vtcompress's own ``pyproject.toml``, so an installed package adds a method
+without any edit here::
+
+    [project.entry-points."vtcompress.methods"]
+    mymethod = "my_package.my_method"   # method name = the module that registers it
+
+Discovery is lazy: :func:`available_methods` reads the names from the installed metadata
+without importing anything, and a method's module is imported the first time its name is
+looked up (:func:`get_method`). A module that fails to import, or does not register the name
+it is declared under, raises one line naming its package. Methods registered at run time
+(``register_method`` in a notebook or a test) join the declared ones. This module imports no
+method.
 """
 
 from __future__ import annotations
 
-import importlib
+import functools
+import importlib.metadata
 import re
 import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
-from importlib.metadata import entry_points
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from vtcompress import shadowing  # noqa: F401  (refuses a folder named vtcompress hiding the package)
@@ -22,6 +30,7 @@ from vtcompress.config import CompressionConfig
 
 METHOD_ENTRY_POINTS = "vtcompress.methods"
 _METHODS: dict[str, MethodSpec] = {}
+_LOADED: set[str] = set()  # declared names whose module was imported
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,9 @@ def register_batch(name: str) -> Callable[[Callable[..., Any]], Callable[..., An
     """Decorator registering ``fn`` as the batched path of the registered method ``name``."""
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
-        spec = get_method(name)
+        if name not in _METHODS:  # not get_method: registering must not scan the entry points
+            raise ValueError(f"register method {name!r} before its batched path")
+        spec = _METHODS[name]
         if spec.compress_batch is not None and spec.compress_batch is not fn:
             raise ValueError(f"method {name!r} already has a batched path")
         _METHODS[name] = replace(spec, compress_batch=fn)
@@ -81,22 +92,65 @@ def register_batch(name: str) -> Callable[[Callable[..., Any]], Callable[..., An
     return decorator
 
 
+@functools.lru_cache(maxsize=1)
+def declared_methods() -> dict[str, importlib.metadata.EntryPoint]:
+    """Method name -> its entry point, from the installed distributions' metadata (read once).
+
+    Raises ImportError naming both packages when two distributions declare one name.
+    """
+    found: dict[str, importlib.metadata.EntryPoint] = {}
+    for ep in importlib.metadata.entry_points(group=METHOD_ENTRY_POINTS):
+        other = found.get(ep.name)
+        if other is not None and other.value != ep.value:
+            raise ImportError(
+                f"method {ep.name!r} is declared by two packages ({_package(other)}: {other.value}; "
+                f"{_package(ep)}: {ep.value}); uninstall one of them"
+            )
+        found[ep.name] = ep
+    return found
+
+
+def _package(ep: importlib.metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return dist.name if dist is not None else "an unknown package"
+
+
+def _load(name: str) -> None:
+    """Import the module declared for method ``name`` (once); nothing when it is not declared."""
+    ep = declared_methods().get(name)
+    if ep is None or name in _LOADED:
+        return
+    _LOADED.add(name)
+    try:
+        ep.load()
+    except Exception as err:  # a broken third-party module: one line that names its package
+        _LOADED.discard(name)
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise ImportError(
+            f"method {name!r} of package {_package(ep)} failed to load ({ep.value}): "
+            f"{type(err).__name__}: {first}"
+        ) from None
+    if name not in _METHODS:
+        raise ImportError(
+            f"package {_package(ep)} declares method {name!r} ({ep.value}), but that module registers "
+            f"no method of that name; fix its vtcompress.methods entry point"
+        )
+
+
 def available_methods(media: str | None = None) -> list[str]:
-    """Names accepted by :func:`vtcompress.compress` and ``load_compressed_llava(method=...)``: the
-    declared methods (entry-point names, nothing imported) and those registered at run time. With
+    """Names accepted by :func:`vtcompress.compress` and ``load_compressed_llava(method=...)``:
+    the declared methods (entry points, not imported here) and those registered at run time. With
     ``media`` ("image" or "video"), only the methods that compress it (this imports them; image
     methods also compress videos, frame by frame)."""
-    names = sorted({*(ep.name for ep in entry_points(group=METHOD_ENTRY_POINTS)), *_METHODS})
+    names = sorted({*declared_methods(), *_METHODS})
     if media is None:
         return names
     return [n for n in names if media == "video" or media in get_method(n).config_cls.media]
 
 
 def get_method(name: str) -> MethodSpec:
-    importlib.import_module("vtcompress.methods")  # registers the built-in methods (imports torch)
-    if name not in _METHODS:  # another package's method: its declared module registers it
-        for ep in entry_points(group=METHOD_ENTRY_POINTS, name=name):
-            ep.load()
+    """The registered method ``name``, importing its declared module on first use."""
+    _load(name)
     if name not in _METHODS:
         raise ValueError(f"unknown method {name!r}; known methods: {', '.join(available_methods())}")
     return _METHODS[name]

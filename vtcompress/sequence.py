@@ -15,7 +15,8 @@ class ShortenedBatch:
     input_ids: [B, L'] with each image's run cut to its new length; attention_mask: [B, L'];
     extras: the same cut applied to every [B, L, ...] tensor given (labels, position_ids, ...);
     keep: bool [B, L] which original positions survive; left_padded: whether the rows were
-    re-padded on the left (as the input was).
+    re-padded on the left (as the input was); lengths: per row, the entries kept (host ints);
+    removed: per row, the placeholders cut (host ints).
     """
 
     input_ids: Tensor
@@ -23,6 +24,8 @@ class ShortenedBatch:
     extras: dict[str, Tensor]
     keep: Tensor
     left_padded: bool = False
+    lengths: list[int] | None = None
+    removed: list[int] | None = None
 
 
 _PAD_VALUES = {"labels": -100, "position_ids": 1}
@@ -61,6 +64,8 @@ def shorten_placeholder_runs(
     extras: dict[str, Tensor] | None = None,
     pad_token_id: int = 0,
     kept: list[Tensor] | None = None,
+    placeholders: list[int] | None = None,
+    left: bool | None = None,
 ) -> ShortenedBatch:
     """Cut image ``i``'s placeholder run from ``old_lengths[i]`` to ``new_lengths[i]`` tokens.
 
@@ -71,14 +76,22 @@ def shorten_placeholder_runs(
             token) is kept.
         extras: other [B, L, ...] tensors to cut alike. ``position_ids`` are renumbered so each
             row stays contiguous (a kept token moves down by the tokens removed before it).
-        kept: optional, per image, the ascending indices (0 .. old length - 1) of the run's
+        kept: optional, per image, the ascending indices (0 .. old length - 1, CPU) of the run's
             placeholders that stay, ``new_lengths[i]`` of them; default: the first
             ``new_lengths[i]`` (where the placeholders only count, not which ones stay).
+        placeholders / left: each row's placeholder count and the padding side, where the caller
+            has read them already (:class:`~vtcompress.integrations.placeholder_host.PlaceholderHost`
+            reads them with everything else it needs in one device -> host copy); read here otherwise.
     Returns:
-        ShortenedBatch, re-padded to the longest new row.
+        ShortenedBatch, re-padded to the longest new row. Given ``placeholders`` and ``left``,
+        nothing is read back from the device.
     """
-    keep = placeholder_keep_mask(input_ids, image_token_id, old_lengths, new_lengths, kept)
-    return cut_rows(input_ids, keep, attention_mask, extras, pad_token_id)
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    keep, removed = placeholder_keep_mask(
+        input_ids, image_token_id, old_lengths, new_lengths, kept, placeholders
+    )
+    return cut_rows(input_ids, keep, removed, attention_mask, extras, pad_token_id, left)
 
 
 def placeholder_keep_mask(
@@ -87,70 +100,96 @@ def placeholder_keep_mask(
     old_lengths: list[int],
     new_lengths: list[int],
     kept: list[Tensor] | None = None,
-) -> Tensor:
-    """bool [B, L]: which tokens stay when media ``i``'s run of ``token_id`` placeholders is cut from
-    ``old_lengths[i]`` to ``new_lengths[i]`` (arguments as :func:`shorten_placeholder_runs`'s);
-    every other token stays. Masks of several placeholder ids combine with ``&``."""
+    placeholders: list[int] | None = None,
+) -> tuple[Tensor, list[int]]:
+    """Which tokens stay when media ``i``'s run of ``token_id`` placeholders is cut from
+    ``old_lengths[i]`` to ``new_lengths[i]`` (arguments as :func:`shorten_placeholder_runs`'s):
+    bool [B, L] (every other token stays) and the tokens removed from each row. Masks of several
+    placeholder ids combine with ``&``, their removed counts add up (:func:`cut_rows`)."""
     B, L = input_ids.shape
     device = input_ids.device
     is_ph = input_ids == token_id
-    owners = assign_images_to_samples(is_ph.sum(1).tolist(), old_lengths)
-    keep = torch.ones(B, L, dtype=torch.bool, device=device)
+    if placeholders is None:
+        placeholders = is_ph.sum(1).tolist()
+    owners = assign_images_to_samples(placeholders, old_lengths)
+    # On the host: which of each row's placeholders (by rank in the row) stay.
+    stays = torch.ones(B, max(max(placeholders, default=0), 1), dtype=torch.bool)
+    removed = [0] * B
     for b, images in enumerate(owners):
-        pos = is_ph[b].nonzero().squeeze(1)
         start = 0
         for i in images:
-            run = pos[start : start + old_lengths[i]]
+            old, new = old_lengths[i], new_lengths[i]
             if kept is None:  # keep the first new_len placeholders of this image's run
-                keep[b, run[new_lengths[i] :]] = False
+                stays[b, start + new : start + old] = False
             else:
-                stay = kept[i].to(device=device, dtype=torch.long)
-                if stay.numel() != new_lengths[i]:
-                    raise ValueError(
-                        f"image {i}: {stay.numel()} kept indices for a new length of {new_lengths[i]}"
-                    )
-                keep[b, run] = False
-                keep[b, run[stay]] = True
-            start += old_lengths[i]
-    return keep
+                stay = kept[i].detach().cpu().long()  # a no-op for the CPU indices hosts pass
+                if stay.numel() != new:
+                    raise ValueError(f"image {i}: {stay.numel()} kept indices for a new length of {new}")
+                if stay.numel() and not (0 <= int(stay.min()) and int(stay.max()) < old):
+                    raise ValueError(f"image {i}: kept indices must lie in 0..{old - 1}")
+                stays[b, start : start + old] = False
+                stays[b, start + stay] = True
+            removed[b] += old - new
+            start += old
+    rank = (is_ph.long().cumsum(1) - 1).clamp_min(0)
+    return ~is_ph | stays.to(device).gather(1, rank), removed
 
 
 def cut_rows(
     input_ids: Tensor,
     keep: Tensor,
+    removed: list[int],
     attention_mask: Tensor | None = None,
     extras: dict[str, Tensor] | None = None,
     pad_token_id: int = 0,
+    left: bool | None = None,
 ) -> ShortenedBatch:
-    """Keep the tokens ``keep`` (bool [B, L]) marks, in ``input_ids``, the mask and ``extras``
-    (``position_ids`` renumbered so each row stays contiguous), re-padded on the input's side."""
+    """Keep the tokens ``keep`` (bool [B, L]) marks -- ``removed[b]`` fewer in row ``b`` -- in
+    ``input_ids``, the mask and ``extras`` (``position_ids`` renumbered so each row stays
+    contiguous), re-padded on the input's side (``left``; read from the mask when None)."""
+    L = input_ids.shape[1]
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
+    if left is None:
+        left = bool((attention_mask[:, -1] != 0).all())
     extras = dict(extras or {})
     if "position_ids" in extras:
         extras["position_ids"] = extras["position_ids"] - torch.cumsum(~keep, dim=1).to(
             extras["position_ids"].dtype
         )
+    lengths = [L - r for r in removed]
+    new_ids = compact_rows(input_ids, keep, left, pad_token_id, lengths)
+    new_mask = compact_rows(attention_mask, keep, left, 0, lengths)
+    new_extras = {k: compact_rows(v, keep, left, _PAD_VALUES.get(k, 0), lengths) for k, v in extras.items()}
+    return ShortenedBatch(new_ids, new_mask, new_extras, keep, left, lengths, removed)
 
-    left = bool((attention_mask[:, -1] != 0).all())
-    new_ids = compact_rows(input_ids, keep, left, pad_token_id)
-    new_mask = compact_rows(attention_mask, keep, left, 0)
-    new_extras = {k: compact_rows(v, keep, left, _PAD_VALUES.get(k, 0)) for k, v in extras.items()}
-    return ShortenedBatch(new_ids, new_mask, new_extras, keep, left)
 
-
-def compact_rows(values: Tensor, keep: Tensor, left: bool, fill: int | float = 0) -> Tensor:
+def compact_rows(
+    values: Tensor, keep: Tensor, left: bool, fill: int | float = 0, lengths: list[int] | None = None
+) -> Tensor:
     """Each row's kept entries, re-padded with ``fill`` to the longest row.
 
     Args:
         values: [B, L, ...]; keep: bool [B, L]; left: pad on the left (else on the right).
+        lengths: each row's kept count where the caller knows it (read from ``keep`` otherwise,
+            one device -> host copy).
     Returns:
         [B, L', ...] with L' the largest number of kept entries in a row.
     """
-    lengths = keep.sum(1).tolist()
+    if lengths is None:
+        lengths = keep.sum(1).tolist()
+    batch, length = keep.shape
     new_len = max(lengths, default=0)
-    out = values.new_full((values.shape[0], new_len, *values.shape[2:]), fill)
-    for b, n in enumerate(lengths):
-        dst = slice(new_len - n, new_len) if left else slice(0, n)
-        out[b, dst] = values[b, keep[b]]
-    return out
+    # Every kept entry's place in the flat [B * L'] output; dropped entries go to one extra slot.
+    place = keep.long().cumsum(1) - 1
+    if left:
+        shift = torch.tensor([new_len - n for n in lengths], device=keep.device)
+        place = place + shift[:, None]
+    rows = torch.arange(batch, device=keep.device)[:, None] * new_len
+    spare = batch * new_len
+    place = torch.where(keep, place + rows, spare)
+    rest = values.shape[2:]
+    out = values.new_full((spare + 1, *rest), fill)
+    index = place.reshape(-1, *([1] * len(rest))).expand(-1, *rest)
+    out.scatter_(0, index, values.reshape(-1, *rest))
+    return out[:spare].view(batch, new_len, *rest)

@@ -124,11 +124,12 @@ def frame_budgets(layout: VideoLayout, ratio: float) -> list[int]:
 def clip_kept_count(config: CompressionConfig, layout: VideoLayout) -> int | None:
     """Tokens a clip of ``layout`` keeps under ``config``, known before the model runs, or None
     where the count depends on the content (VidCom²'s paper allocation). A video method's config
-    says it (``clip_count``); image methods run frame by frame keep :func:`clip_keep_count`."""
+    says it (its ``kept_count`` of a clip layout); image methods run frame by frame keep
+    :func:`clip_keep_count`."""
     if config.is_off:
         return layout.num_tokens()
     if "video" in config.media:
-        return config.clip_count(layout)
+        return config.kept_count(layout)
     return clip_keep_count(layout.frames, layout.tokens_per_frame, config.ratio)
 
 

@@ -6,7 +6,7 @@
 
 For each method, a batch of images (thumbnail + crops, 24x24 tokens a view, projected features
 of width ``--width``, CLIP ViT-L [CLS] queries / keys of the layers the method asks for) goes
-through the method and :func:`vtcompress.integrations.llava_next.layout.pack_views`, exactly the work the LLaVA-NeXT
+through the method and :func:`vtcompress.packing.pack_views`, exactly the work the LLaVA-NeXT
 adapter times as compression. Printed per method (counts per image):
 
 * time per batch (median wall and process CPU time);
@@ -42,8 +42,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
 import vtcompress as vtc
-from vtcompress.integrations.llava_next.layout import AnyResLayout, pack_images, pack_views
+from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.kernels import force_reference
+from vtcompress.packing import pack_images, pack_views
 from vtcompress.pipeline import compress_images
 from vtcompress.registry import get_method, make_config
 from vtcompress.tokens import ImageTokens, LayerQK

@@ -39,7 +39,7 @@ from vtcompress.integrations.docowl import HOST
 from vtcompress.integrations.docowl.modeling import DocOwlForConditionalGeneration, VisualBatch
 from vtcompress.integrations.host import Host
 from vtcompress.layout import GridLayout
-from vtcompress.pipeline import image_stats, sample_stats
+from vtcompress.pipeline import sample_stats
 from vtcompress.tokens import ImageTokens, LayerQK
 
 
@@ -96,7 +96,11 @@ class DocOwlHost(Host):
         spec = model.config.vision_spec
         self.grid, self.group = spec.grid, model.model.vision2text.group
         per_view = self.grid * (self.grid // self.group)
-        if not self.off and config.ratio * per_view < 1:
+        # Every view keeps at least one token: an image of two views must keep two. (A count that
+        # depends on the content is checked per view when compressed.)
+        two_views = DocOwlLayout(1, 1, True, self.grid, self.grid // self.group)
+        kept = config.kept_count(two_views)
+        if kept is not None and kept < two_views.num_views:
             raise ValueError(
                 f"ratio {config.ratio} keeps less than one of a view's {per_view} tokens; use ratio >= 1/{per_view}"
             )
@@ -133,33 +137,34 @@ class DocOwlHost(Host):
                 images.append(
                     ImageTokens(feats[:, :-1], layout, qk, {}, idx, self.score_layer, self.num_layers)
                 )
-            # every image at once; the per-view outputs below need each view's count on the host
-            results, seconds = self.compress_all(images)
-            for idx, (result, (_, _, _, views)) in enumerate(zip(results, parts)):
-                layout, feats = result.layout, visual.features[views]
-                for v, o in enumerate(result.views):
-                    if o.num_kept < 1:
-                        raise RuntimeError(f"method {self.config.method!r} kept no token of view {v}")
-                    out.append(torch.cat([o.features, feats[v, -1:]], dim=0))  # + vit_eos
-                size = tuple(visual.image_sizes[idx].tolist()) if visual.image_sizes is not None else (0, 0)
-                self.stats.images.append(
-                    image_stats(
-                        layout,
-                        result,
-                        self.config,
-                        index=idx,
-                        image_size=size,
-                        seconds=seconds / len(results),
-                        # DocOwl has no newlines: these count the vit_eos tokens, one per view, always kept
-                        newlines_before=layout.num_views,
-                        newlines_after=layout.num_views,
-                        note="vit_eos (one per view, always kept) counted as newlines",
-                    )
-                )
-            self.stats.compress_seconds += seconds
+            sizes = visual.image_sizes.tolist() if visual.image_sizes is not None else [(0, 0)] * len(parts)
+            self._eos = [visual.features[views, -1] for _, _, _, views in parts]  # [V, H] per image
+            # every image at once; splitting the sequences needs each view's count on the host
+            for seq, counts in zip(self.compress_and_pack(images, [tuple(s) for s in sizes]), self._counts):
+                out.extend(seq.split(counts))
         finally:
+            self._eos = self._counts = []
             self.end()
         return out
+
+    def pack(self, results: list, passthrough: list[bool], newline: Tensor | None) -> list[Tensor]:
+        """Per image, each view's kept tokens followed by its ``vit_eos``, views in order."""
+        packed, self._counts = [], []
+        for result, eos in zip(results, self._eos):
+            parts = []
+            for v, o in enumerate(result.views):
+                if o.num_kept < 1:
+                    raise RuntimeError(f"method {self.config.method!r} kept no token of view {v}")
+                parts += [o.features, eos[v : v + 1]]
+            packed.append(torch.cat(parts, dim=0))
+            self._counts.append([o.num_kept + 1 for o in result.views])
+        return packed
+
+    def separators(self, layout: DocOwlLayout) -> int:
+        return layout.num_views  # DocOwl has no newlines: its vit_eos tokens, one per view, always kept
+
+    def image_note(self, tokens: ImageTokens, passthrough: bool) -> str:
+        return "vit_eos (one per view, always kept) counted as newlines"
 
     def record_lengths(self, before: Tensor, after: Tensor) -> None:
         """Called by the model with each sample's prompt length before / after shortening."""

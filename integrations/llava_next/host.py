@@ -7,8 +7,8 @@ What it installs (all undone by ``remove()``):
   when the method merges inside the tower: ``ImageTokens.sources`` then says which token holds
   each original patch;
 * ``pack_image_features`` on the inner ``LlavaNextModel``: where per-view projected features
-  exist; it runs the method on every image of the batch at once (``compress_images``) and packs
-  kept tokens (newlines per the method's policy);
+  exist; it runs :meth:`~vtcompress.integrations.host.Host.compress_and_pack` (every image of the
+  batch at once; kept tokens packed with newlines per the method's policy);
 * ``get_image_features`` (signature kept: generate() selects arguments by it): turns capture on,
   and returns the features already computed for the same pixels in this call;
 * ``forward`` and ``generate`` of the outer model: the prompt surgery of
@@ -23,15 +23,13 @@ import torch
 from torch import Tensor, nn
 
 from vtcompress.api import CompressionHandle
-from vtcompress.batch import CompressedImage
 from vtcompress.config import CLS_ATTENTION, GLOBAL_VIEW, HIDDEN_STATES, TOWER_MERGE, CompressionConfig
 from vtcompress.integrations.clip_merge import tower_merge_for
 from vtcompress.integrations.host import score_layer_of
 from vtcompress.integrations.llava_next import HOST
-from vtcompress.integrations.llava_next.layout import AnyResLayout, pack_images
+from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.integrations.placeholder_host import PlaceholderHost
-from vtcompress.pipeline import image_stats
-from vtcompress.tokens import ImageTokens, LayerQK, keep_all
+from vtcompress.tokens import ImageTokens, LayerQK
 
 MODEL_CLASSES = HOST.model_classes
 
@@ -90,52 +88,24 @@ class LlavaNextHost(PlaceholderHost):
                 self.inner, image_features, image_sizes, vision_feature_select_strategy, image_newline
             )
         mcfg = self.inner.config
-        policy = getattr(self.config, "newline", "unpadded")
-        images, sizes, offset = [], [], 0
+        sizes = [tuple(size) for size in self.host_list(image_sizes)]  # no read inside a wrapped call
+        images, offset = [], 0
         for idx, feats in enumerate(image_features):
             if self.tower is None and feats.shape[1] != self.side * self.side:
                 raise ValueError(f"expected {self.side**2} tokens per view, got {feats.shape[1]}")
-            size = tuple(int(x) for x in image_sizes[idx])
-            layout = AnyResLayout.for_config(mcfg, size)
+            layout = AnyResLayout.for_config(mcfg, sizes[idx])
             if feats.shape[0] == 1:
                 layout = AnyResLayout.single_view(self.side)
             images.append(self._image_tokens(idx, feats, layout, slice(offset, offset + feats.shape[0])))
-            sizes.append(size)
             offset += feats.shape[0]
-        # A single-view image has nothing to guide a budget across views: it passes through,
-        # unless the tower already merged it. Every other image is compressed in one call.
-        single = [not t.layout.has_crops and t.sources is None and not self.off for t in images]
-        results, seconds = self.compress_all([t for t, s in zip(images, single) if not s])
-        per_image = seconds / max(len(results), 1)
-        packed = pack_images(results, image_newline, "unpadded" if self.off else policy)
-        done = iter(zip(results, packed))
-        seqs = []
-        for idx, (tokens, alone) in enumerate(zip(images, single)):
-            if alone:
-                result = CompressedImage(tokens, keep_all(tokens))
-                seq = pack_images([result], image_newline, "unpadded")[0]
-            else:
-                result, seq = next(done)
-            seqs.append(seq)
-            layout = tokens.layout
-            self.stats.images.append(
-                image_stats(
-                    layout,
-                    result,
-                    self.config,
-                    index=idx,
-                    image_size=sizes[idx],
-                    seconds=0.0 if alone else per_image,
-                    newlines_before=layout.num_newlines("unpadded"),
-                    newlines_after=seq.shape[0] - result.num_kept,
-                    note="single view: passed through uncompressed" if alone else "",
-                    passthrough=alone,
-                )
-            )
-        self.stats.compress_seconds += seconds
-        packed = seqs
+        packed = self.compress_and_pack(images, sizes, image_newline)
         lens = torch.tensor([s.shape[0] for s in packed], dtype=torch.long, device=image_features[0].device)
         return packed, lens
+
+    def passes_through(self, tokens: ImageTokens) -> bool:
+        # A single-view image has nothing to guide a budget across views, unless the tower
+        # already merged it.
+        return not tokens.layout.has_crops and tokens.sources is None and not self.off
 
     # --- prompt surgery --------------------------------------------------------------------------
     def encode(self, call: dict[str, Any]) -> tuple[Any, list[int]]:

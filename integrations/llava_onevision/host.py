@@ -34,21 +34,15 @@ from transformers.models.llava_onevision.modeling_llava_onevision import unpad_i
 from vtcompress.api import CompressionHandle
 from vtcompress.config import GLOBAL_VIEW, VIDEO, CompressionConfig
 from vtcompress.integrations.host import score_layer_of
-from vtcompress.integrations.llava_next.layout import AnyResLayout, pack_views
+from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.integrations.llava_onevision import HOST
 from vtcompress.integrations.llava_onevision.layout import OneVisionLayout, tile_map
 from vtcompress.integrations.llava_onevision.video import encode_videos
-from vtcompress.integrations.placeholder_host import PlaceholderHost
-from vtcompress.pipeline import image_stats
+from vtcompress.integrations.placeholder_host import CallReads, PlaceholderHost
 from vtcompress.sequence import ShortenedBatch, cut_rows, placeholder_keep_mask
 from vtcompress.tokens import ImageTokens
 
 MODEL_CLASSES = HOST.model_classes
-SERVED = (
-    "SigLIP has no [CLS]: this host serves globalcom2 (score='mean_cos'), pitome and tome "
-    "(metric='projected'), uniform and random, on images and frame by frame on videos, and the "
-    "video methods (vidcom2, evs, ...) on videos"
-)
 
 
 class LlavaOnevisionHost(PlaceholderHost):
@@ -56,6 +50,7 @@ class LlavaOnevisionHost(PlaceholderHost):
     provides = frozenset({GLOBAL_VIEW, VIDEO})
     media_keys = ("pixel_values", "pixel_values_videos")
     name_defaults = HOST.name_defaults
+    refusal_note = "SigLIP has no [CLS]"
 
     @staticmethod
     def supports(model: nn.Module) -> bool:
@@ -74,12 +69,7 @@ class LlavaOnevisionHost(PlaceholderHost):
         num_layers = len(getattr(vision, "vision_model", vision).encoder.layers)
         layer = mcfg.vision_feature_layer if isinstance(mcfg.vision_feature_layer, int) else -1
         score_layer = score_layer_of(layer, num_layers)
-        try:
-            super().__init__(model, config, handle, score_layer, num_layers)
-        except ValueError as err:
-            if "does not provide" not in str(err):
-                raise
-            raise ValueError(f"{err}. {SERVED}") from None
+        super().__init__(model, config, handle, score_layer, num_layers)
         self.image_token_id, self.text_config = mcfg.image_token_id, mcfg.text_config
         self.video_token_id = mcfg.video_token_id
         self.time_vision(vision, lambda: self.inner.device)
@@ -137,47 +127,23 @@ class LlavaOnevisionHost(PlaceholderHost):
             return type(self.inner).pack_image_features(
                 self.inner, image_features, image_sizes, image_newline, aspect
             )
-        policy = getattr(self.config, "newline", "unpadded")
-        images, sizes = [], []
+        sizes = [tuple(size) for size in self.host_list(image_sizes)]  # no read inside a wrapped call
+        images = []
         for idx, feats in enumerate(image_features):
-            size = tuple(int(x) for x in image_sizes[idx])
-            layout, views = self._views(feats, size, aspect)
+            layout, views = self._views(feats, sizes[idx], aspect)
             images.append(
                 ImageTokens(
                     views, layout, index=idx, score_layer=self.score_layer, num_layers=self.num_layers
                 )
             )
-            sizes.append(size)
-        results, seconds = self.compress_all(images)  # the whole batch in one call
-        packed = []
-        for idx, result in enumerate(results):
-            layout, outs = result.layout, result.views
-            seq = pack_views(
-                layout,
-                [o.positions for o in outs],
-                [o.features for o in outs],
-                image_newline,
-                "unpadded" if self.off else policy,
-            )
-            packed.append(seq)
-            self.stats.images.append(
-                image_stats(
-                    layout,
-                    outs,
-                    self.config,
-                    index=idx,
-                    image_size=sizes[idx],
-                    seconds=seconds / len(results),
-                    newlines_before=layout.num_newlines("unpadded"),
-                    newlines_after=seq.shape[0] - result.num_kept,
-                    note="anyres_max shrank the crops: views are tiles of the shrunk map"
-                    if layout.resampled_from
-                    else "",
-                )
-            )
-        self.stats.compress_seconds += seconds
+        packed = self.compress_and_pack(images, sizes, image_newline)  # the whole batch in one call
         lens = torch.tensor([s.shape[0] for s in packed], dtype=torch.long, device=image_features[0].device)
         return packed, lens
+
+    def image_note(self, tokens: ImageTokens, passthrough: bool) -> str:
+        if tokens.layout.resampled_from:
+            return "anyres_max shrank the crops: views are tiles of the shrunk map"
+        return ""
 
     # --- prompt surgery --------------------------------------------------------------------------
     def encode(self, call: dict[str, Any]) -> tuple[Any, list[int]]:
@@ -224,13 +190,19 @@ class LlavaOnevisionHost(PlaceholderHost):
         extras: dict[str, Tensor],
         pad: int,
         new_lengths: list[int],
+        read: CallReads,
     ) -> ShortenedBatch:
-        """Cut each image's and each clip's placeholder run to its kept length (newlines included)."""
+        """Cut each image's and each clip's placeholder run to its kept length (newlines included;
+        a call with videos reads their counts per row)."""
         keep = torch.ones_like(input_ids, dtype=torch.bool)
-        for token, kind in ((self.image_token_id, "image"), (self.video_token_id, "video")):
+        removed = [0] * input_ids.shape[0]
+        media = [(self.image_token_id, "image", read.placeholders), (self.video_token_id, "video", None)]
+        for token, kind, counts in media:
             runs = [s for s in self.stats.images if s.media == kind]
             if runs:
                 old = [s.tokens_before + s.newlines_before for s in runs]
                 new = [s.tokens_after + s.newlines_after for s in runs]
-                keep &= placeholder_keep_mask(input_ids, token, old, new)
-        return cut_rows(input_ids, keep, mask, extras, pad)
+                mine, cut = placeholder_keep_mask(input_ids, token, old, new, None, counts)
+                keep &= mine
+                removed = [a + b for a, b in zip(removed, cut)]
+        return cut_rows(input_ids, keep, removed, mask, extras, pad, read.left)

@@ -9,7 +9,7 @@ Both ``forward`` and ``generate`` of those models build the multimodal sequence 
 1. the stock method runs with a full attention mask, ``labels`` = the prompt ids (so that its
    output marks every visual position with ``IGNORE_INDEX``) and truncation held off;
 2. each image's run of visual tokens is replaced by its compressed packing
-   (:func:`~vtcompress.integrations.llava_pkg.layout.pack_image`), text and caller labels kept;
+   (:func:`~vtcompress.packing.pack_views`), text and caller labels kept;
 3. rows are re-padded on ``config.tokenizer_padding_side`` (the side the stock code pads on),
    then truncated to ``config.tokenizer_model_max_length`` as the stock code does.
 
@@ -31,7 +31,8 @@ from vtcompress.config import CLS_ATTENTION, GLOBAL_VIEW, HIDDEN_STATES, TOWER_M
 from vtcompress.integrations.clip_merge import tower_merge_for
 from vtcompress.integrations.host import Host, score_layer_of
 from vtcompress.integrations.llava_pkg import HOST
-from vtcompress.integrations.llava_pkg.layout import LlavaPackageLayout, pack_image
+from vtcompress.integrations.llava_pkg.layout import LlavaPackageLayout
+from vtcompress.packing import pack_views
 from vtcompress.pipeline import image_stats, sample_stats
 from vtcompress.tokens import ImageTokens, LayerQK, ViewOutput, keep_all
 
@@ -164,7 +165,7 @@ class LlavaPackageHost(Host):
             view_policy = "unpadded" if single or self.off else policy
             seq = None
             if not self.off:
-                seq = pack_image(
+                seq = pack_views(
                     layout, [o.positions for o in outs], [o.features for o in outs], newline, view_policy
                 )
             kept = sum(o.num_kept for o in outs)

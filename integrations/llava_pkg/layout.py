@@ -22,10 +22,7 @@ import ast
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-from torch import Tensor
-
-from vtcompress.layout import GridLayout, NewlinePolicy
+from vtcompress.layout import GridLayout
 
 
 def parse_pinpoints(grid_pinpoints: str | list) -> list[tuple[int, int]]:
@@ -55,7 +52,8 @@ class LlavaPackageLayout(GridLayout):
     rows, cols: crop grid (0, 0 for a single-view image). side: tokens per view side (24 for
     CLIP ViT-L/14-336). valid_rows / valid_cols: the kept rectangle ``[start, stop)`` of the full
     crop grid. newline: whether a single-view image ends with one ``image_newline`` (anyres
-    models do, LLaVA-1.5 does not).
+    models do, LLaVA-1.5 does not). Kept tokens are packed by :mod:`vtcompress.packing`, as
+    the ``llava`` package packs them.
     """
 
     rows: int
@@ -95,52 +93,6 @@ class LlavaPackageLayout(GridLayout):
     def view_grid(self) -> tuple[int, int]:
         return (self.side, self.side)
 
-    def num_newlines(self, policy: NewlinePolicy = "unpadded") -> int:
-        """Newline tokens that packing adds with ``policy``."""
-        if not self.has_crops:
-            return int(self.newline)
-        if policy == "unpadded":
-            return self.unpadded_shape[0]
-        if policy == "padded":
-            return self.rows * self.side
-        return 0
-
-
-def pack_image(
-    layout: LlavaPackageLayout,
-    positions: list[Tensor],
-    features: list[Tensor],
-    newline: Tensor | None,
-    policy: NewlinePolicy = "unpadded",
-) -> Tensor:
-    """One image's token sequence from its per-view kept tokens.
-
-    Args:
-        positions: per view, long [k_v] positions in that view's ``side x side`` grid.
-        features: per view, [k_v, D].
-        newline: [D] ``image_newline`` (None: the model has none).
-    Returns:
-        [T, D]: view 0's tokens in the given order, then the crops' tokens in full-grid raster
-        order with a newline after each row that ``policy`` names ("unpadded": the kept rows;
-        "padded": every row of the full grid; "none"). Every token kept with "unpadded" gives the
-        ``llava`` package's own sequence.
-    """
-    base = features[0]
-    if not layout.has_crops:
-        if newline is None or not layout.newline:
-            return base
-        return torch.cat([base, newline[None].to(base)])
-    side, width = layout.side, layout.cols * layout.side
-    keys = []  # raster key in a grid one column wider (the newline column)
-    for v in range(1, len(positions)):
-        p = positions[v].detach().long().cpu()
-        crop_row, crop_col = divmod(v - 1, layout.cols)
-        keys.append((crop_row * side + p // side) * (width + 1) + crop_col * side + p % side)
-    table = list(features[1:])
-    if newline is not None and policy != "none":
-        lines = torch.arange(*layout.valid_rows) if policy == "unpadded" else torch.arange(layout.rows * side)
-        keys.append(lines * (width + 1) + width)
-        table.append(newline.to(base)[None].expand(len(lines), -1))
-    crops = torch.cat(table)
-    order = torch.argsort(torch.cat(keys), stable=True).to(crops.device)
-    return torch.cat([base, crops.index_select(0, order)])
+    @property
+    def single_view_newline(self) -> bool:
+        return self.newline

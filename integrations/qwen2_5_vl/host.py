@@ -41,20 +41,14 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from vtcompress.api import CompressionHandle
 from vtcompress.config import VIDEO, CompressionConfig
-from vtcompress.integrations.placeholder_host import PlaceholderHost
+from vtcompress.integrations.placeholder_host import CallReads, PlaceholderHost
 from vtcompress.integrations.qwen2_5_vl import HOST
 from vtcompress.integrations.qwen2_5_vl.layout import Qwen2_5_VLLayout
 from vtcompress.integrations.qwen2_5_vl.video import check_video_call, drop_video_inputs, encode_videos
-from vtcompress.pipeline import check_applicable, image_stats
 from vtcompress.sequence import ShortenedBatch, compact_rows, cut_rows, placeholder_keep_mask
 from vtcompress.tokens import ImageTokens
 
 MODEL_CLASSES = HOST.model_classes
-SERVED = (
-    "Qwen2.5-VL serves random, uniform, divprune, downsample, pitome and tome (metric='projected', "
-    "what their names get here), on images and frame by frame on videos, and the video methods "
-    "(vidcom2, evs, ...) on videos; see docs/hosts/qwen2-5-vl.md"
-)
 
 
 class Qwen2_5_VLHost(PlaceholderHost):
@@ -66,7 +60,9 @@ class Qwen2_5_VLHost(PlaceholderHost):
     name_defaults = HOST.name_defaults
     # position_ids are 3-D here ([3 or 4, B, L]): finish_call cuts them, keeping their values.
     cut_keys = ("labels", "token_type_ids", "mm_token_type_ids")
+    read_keys = ("image_grid_thw",)
     media_keys = ("pixel_values", "pixel_values_videos")
+    refusal_note = "Qwen2.5-VL has no [CLS] token and no thumbnail (docs/hosts/qwen2-5-vl.md)"
 
     @staticmethod
     def supports(model: nn.Module) -> bool:
@@ -76,7 +72,6 @@ class Qwen2_5_VLHost(PlaceholderHost):
         self.inner = model.model
         vision = self.inner.visual
         num_layers = len(vision.blocks)
-        check_served(config, num_layers)
         # The merger reads the last block's output: score_layer names that block.
         super().__init__(model, config, handle, num_layers - 1, num_layers)
         self.image_token_id = model.config.image_token_id
@@ -95,7 +90,8 @@ class Qwen2_5_VLHost(PlaceholderHost):
         """Images and videos of the call, each compressed on its own budget (images: the method
         on one view; clips: :func:`vtcompress.video.compress_clip`)."""
         images, videos = call.get("pixel_values") is not None, call.get("pixel_values_videos") is not None
-        if images and call.get("image_grid_thw") is None:
+        grid_thw = call.get("image_grid_thw")
+        if images and grid_thw is None:
             raise ValueError("Qwen2.5-VL needs image_grid_thw with pixel_values: pass the processor's output")
         if images and "image" not in self.config.media:
             raise ValueError(
@@ -113,7 +109,17 @@ class Qwen2_5_VLHost(PlaceholderHost):
         self._encoded, self._kept, self._video_kept = {}, [], []
         try:
             if images:
-                self._encoded["image"] = self._encode_images(call["pixel_values"], call["image_grid_thw"])
+                encoded = self.inner.get_image_features(call["pixel_values"], grid_thw, return_dict=True)
+                grids = self.host_list(grid_thw)  # no read inside a wrapped call
+                tokens = [
+                    self._image_tokens(index, features, thw)
+                    for index, (features, thw) in enumerate(zip(encoded.pooler_output, grids))
+                ]
+                px = self.patch_px * self.merge
+                sizes = [(t.layout.grid[0] * px, t.layout.grid[1] * px) for t in tokens]
+                # Images of one grid go through the method together (its batched path, where it has one).
+                kept_features = self.compress_and_pack(tokens, sizes)
+                self._encoded["image"] = BaseModelOutputWithPooling(pooler_output=tuple(kept_features))
             if videos:
                 self._encoded["video"], self._video_kept = encode_videos(
                     self, self.inner, call, self.merge, self.patch_px
@@ -121,22 +127,6 @@ class Qwen2_5_VLHost(PlaceholderHost):
         finally:
             self.end()
         return self._encoded, [len(p) for p in self._kept + self._video_kept]
-
-    def _encode_images(self, pixel_values: Tensor, grid_thw: Tensor) -> BaseModelOutputWithPooling:
-        encoded = self.inner.get_image_features(pixel_values, grid_thw, return_dict=True)
-        images = [
-            self._image_tokens(index, features, thw)
-            for index, (features, thw) in enumerate(zip(encoded.pooler_output, grid_thw.tolist()))
-        ]
-        # Images of one grid go through the method together (its batched path, where it has one).
-        results, seconds = self.compress_all(images)
-        self.stats.compress_seconds += seconds
-        kept_features = []
-        for tokens, result in zip(images, results):
-            positions, kept = self._splice(tokens, result.views, seconds / len(images))
-            self._kept.append(positions)
-            kept_features.append(kept)
-        return BaseModelOutputWithPooling(pooler_output=tuple(kept_features))
 
     def _image_tokens(self, index: int, features: Tensor, thw: list[int]) -> ImageTokens:
         """One image ([rows * cols, D] merged tokens, raster order) as a method sees it."""
@@ -147,31 +137,33 @@ class Qwen2_5_VLHost(PlaceholderHost):
             features[None], layout, index=index, score_layer=self.score_layer, num_layers=self.num_layers
         )
 
-    def _splice(self, tokens: ImageTokens, outs: list, seconds: float) -> tuple[Tensor, Tensor]:
-        """One image's kept raster positions (long CPU [k], ascending) and features [k, D]; its stats."""
-        index, layout = tokens.index, tokens.layout
-        out = outs[0]
-        positions = out.positions.detach().cpu().long()
-        order = torch.argsort(positions)
-        positions = positions[order]
-        if positions.numel() and (positions.diff() == 0).any():
-            raise RuntimeError(f"method {self.config.method!r} kept a token position twice in image {index}")
+    def pack(self, results: list, passthrough: list[bool], newline: Tensor | None) -> list[Tensor]:
+        """Per image its kept features [k, D] in raster order; :meth:`run_keep` gets their raster
+        positions (long CPU [k], ascending)."""
+        self._kept, packed = [], []
+        for result in results:
+            out = result.views[0]
+            positions = out.positions.detach().cpu().long()
+            order = torch.argsort(positions)
+            positions = positions[order]
+            if positions.numel() and (positions.diff() == 0).any():
+                raise RuntimeError(
+                    f"method {self.config.method!r} kept a token position twice in image {result.tokens.index}"
+                )
+            self._kept.append(positions)
+            packed.append(out.features.index_select(0, order.to(out.features.device)))
+        return packed
+
+    def separators(self, layout: Qwen2_5_VLLayout) -> int:
+        return 0  # no newlines, no separators
+
+    def image_note(self, tokens: ImageTokens, passthrough: bool) -> str:
         px = self.patch_px * self.merge
-        height, width = layout.grid[0] * px, layout.grid[1] * px
-        self.stats.images.append(
-            image_stats(
-                layout,
-                outs,
-                self.config,
-                index=index,
-                image_size=(height, width),
-                seconds=seconds,
-                newlines_before=0,
-                newlines_after=0,
-                note=f"the model saw the image resized to {width}x{height} px, one token per {px}x{px} px",
-            )
-        )
-        return positions, out.features.index_select(0, order.to(out.features.device))
+        height, width = tokens.layout.grid[0] * px, tokens.layout.grid[1] * px
+        return f"the model saw the image resized to {width}x{height} px, one token per {px}x{px} px"
+
+    def run_keep(self) -> list[Tensor] | None:
+        return self._kept
 
     def cut_prompt(
         self,
@@ -180,16 +172,23 @@ class Qwen2_5_VLHost(PlaceholderHost):
         extras: dict[str, Tensor],
         pad: int,
         new_lengths: list[int],
+        read: CallReads,
     ) -> ShortenedBatch:
         """Cut each image's run of image placeholders and each clip's run of video placeholders
-        to the placeholders of its kept tokens."""
+        to the placeholders of its kept tokens (a call with videos reads their counts per row)."""
         keep = torch.ones_like(input_ids, dtype=torch.bool)
-        media = [(self.image_token_id, "image", self._kept), (self.video_token_id, "video", self._video_kept)]
-        for token, kind, kept in media:
+        removed = [0] * input_ids.shape[0]
+        media = [
+            (self.image_token_id, "image", self._kept, read.placeholders),
+            (self.video_token_id, "video", self._video_kept, None),
+        ]
+        for token, kind, kept, counts in media:
             if kept:
                 old = [s.tokens_before for s in self.stats.images if s.media == kind]
-                keep &= placeholder_keep_mask(input_ids, token, old, [len(k) for k in kept], kept)
-        return cut_rows(input_ids, keep, mask, extras, pad)
+                mine, cut = placeholder_keep_mask(input_ids, token, old, [len(k) for k in kept], kept, counts)
+                keep &= mine
+                removed = [a + b for a, b in zip(removed, cut)]
+        return cut_rows(input_ids, keep, removed, mask, extras, pad, read.left)
 
     # --- positions -------------------------------------------------------------------------------
     def uncompressed_positions(self, call: dict[str, Any]) -> Tensor:
@@ -216,7 +215,9 @@ class Qwen2_5_VLHost(PlaceholderHost):
         self, call: dict[str, Any], original: dict[str, Any], cut: ShortenedBatch, generating: bool
     ) -> dict[str, Any]:
         positions = self.uncompressed_positions(original)
-        kept = compact_rows(positions.permute(1, 2, 0), cut.keep.to(positions.device), cut.left_padded, 0)
+        kept = compact_rows(
+            positions.permute(1, 2, 0), cut.keep.to(positions.device), cut.left_padded, 0, cut.lengths
+        )
         kept = kept.permute(2, 0, 1)  # [3, B, L']
         mask = cut.attention_mask.to(kept.device).bool()
         lengths = mask.sum(1, keepdim=True)
@@ -231,15 +232,3 @@ class Qwen2_5_VLHost(PlaceholderHost):
         new["mm_encoder_outputs"], self._encoded = self._encoded, None
         new["position_ids"] = kept
         return new
-
-
-def check_served(config: CompressionConfig, num_layers: int = 32) -> None:
-    """Raise ValueError when this host cannot serve ``config``, naming what is missing and what
-    it serves (``num_layers``: the vision tower's depth, 32 in the published checkpoints)."""
-    host = f"{Qwen2_5_VLHost.__name__} ({Qwen2_5_VLHost.model_names})"
-    try:
-        check_applicable(config, host, Qwen2_5_VLHost.provides, num_layers - 1, num_layers)
-    except ValueError as err:
-        if "does not provide" not in str(err):
-            raise
-        raise ValueError(f"{err}. {SERVED}") from None

@@ -65,14 +65,15 @@ def load_compressed_qwen2_5_vl(
     """
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from vtcompress.integrations.qwen2_5_vl.host import Qwen2_5_VLHost, check_served
+    from vtcompress.integrations.host import check_served
+    from vtcompress.integrations.qwen2_5_vl.host import Qwen2_5_VLHost
     from vtcompress.integrations.qwen2_5_vl.processing import load_processor
 
     # Fails before loading; a method name gets the host's defaults (metric="projected" for merging).
     config = host_config(Qwen2_5_VLHost, method, **explicit_options(ratio, method_options))
     # Refuse before loading. The tower depth is not known yet: 32, the published checkpoints'
     # (the capabilities this host lacks do not depend on it).
-    check_served(config)
+    check_served(Qwen2_5_VLHost, config, 31, 32)
     path = resolve_model_path(model)
     from vtcompress.integrations.tiny_models import loading_bars
 

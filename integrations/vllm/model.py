@@ -8,7 +8,7 @@
 * The model (``CompressedLlavaNextForConditionalGeneration``) runs vLLM's vision tower and
   projector, captures what the method scores with (inputs of vision layers; [CLS] query and
   keys), runs :func:`vtcompress.pipeline.compress_image` per image and packs the kept tokens
-  with :func:`~vtcompress.integrations.llava_next.layout.pack_views`. An image whose config is
+  with :func:`~vtcompress.packing.pack_views`. An image whose config is
   off (ratio 1.0) goes through vLLM's own packing, untouched.
 
 vLLM builds the vision tower only up to the feature layer; the layer after it (the one the
@@ -38,8 +38,8 @@ from vllm.multimodal.parse import ImageEmbeddingItems, ImageProcessorItems
 from vllm.multimodal.processing import PromptReplacement, PromptUpdate
 
 from vtcompress.config import CompressionConfig
-from vtcompress.integrations.llava_next.layout import pack_views
 from vtcompress.integrations.vllm import settings
+from vtcompress.packing import pack_views
 from vtcompress.pipeline import compress_image
 from vtcompress.registry import get_method
 from vtcompress.tokens import ImageTokens, LayerQK
@@ -273,9 +273,12 @@ class CompressedLlavaNextForConditionalGeneration(LlavaNextForConditionalGenerat
             self.geometry.num_layers,
         )
         outs = compress_image(get_method(config.method), config, tokens)
-        policy = getattr(config, "newline", "unpadded")
         seq = pack_views(
-            layout, [o.positions for o in outs], [o.features for o in outs], self.image_newline, policy
+            layout,
+            [o.positions for o in outs],
+            [o.features for o in outs],
+            self.image_newline,
+            config.newline_policy,
         )
         expected = settings.placeholder_count(config, layout)
         if seq.shape[0] != expected:

@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 
-from vtcompress.budget import keep_count
 from vtcompress.config import CLS_ATTENTION, GLOBAL_VIEW, HIDDEN_STATES, CompressionConfig
 from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.pipeline import check_applicable
@@ -27,15 +26,6 @@ KEY = "vtcompress"
 HOST = "the vLLM LLaVA-NeXT host"
 PROVIDES = frozenset({CLS_ATTENTION, HIDDEN_STATES, GLOBAL_VIEW})
 OFF = {"method": "globalcom2", "ratio": 1.0}  # no "vtcompress" key: the stock model, exactly
-# Options whose values make the kept count depend on the image's content, or differ from the
-# exact-budget rule that placeholder_count applies (field -> the value that follows the rule).
-CONTENT_DEPENDENT = {
-    "allocation": "exact",
-    "placement": "projector",
-    "dominant": None,
-    "contextual": None,
-    "cls_slot": "patch",
-}
 
 
 @dataclass(frozen=True)
@@ -113,13 +103,12 @@ def resolve(
 
 def check_servable(config: CompressionConfig, geometry: VisionGeometry, where: str = KEY) -> None:
     """Refuse a config whose count vLLM cannot know in advance, or whose layers vLLM lacks."""
-    for field, countable in CONTENT_DEPENDENT.items():
-        value = getattr(config, field, countable)
-        if value != countable:
-            raise ValueError(
-                f"invalid {where}: {field}={value!r} makes the token count other than floor(ratio * N) "
-                f"(docs/budget.md), which vLLM must know before the model runs; use {field}={countable!r}"
-            )
+    dependence = config.content_dependence()
+    if dependence:
+        raise ValueError(
+            f"invalid {where}: {config.method} with {dependence} keeps a number of tokens that depends on "
+            "the image's content, and vLLM must know it before the model runs"
+        )
     try:
         check_applicable(config, HOST, PROVIDES, geometry.score_layer, geometry.num_layers)
     except ValueError as err:
@@ -134,11 +123,14 @@ def check_servable(config: CompressionConfig, geometry: VisionGeometry, where: s
 
 
 def placeholder_count(config: CompressionConfig, layout: AnyResLayout) -> int:
-    """Tokens one image takes in the prompt: kept visual tokens plus newlines (docs/budget.md)."""
-    n = layout.num_tokens()
-    if config.is_off:
-        return n + layout.num_newlines("unpadded")
-    return keep_count(n, config.ratio) + layout.num_newlines(getattr(config, "newline", "unpadded"))
+    """Tokens one image takes in the prompt: the visual tokens the config keeps plus newlines
+    (docs/budget.md). Only configs whose count is known in advance get here (:func:`check_servable`)."""
+    kept = config.kept_count(layout)
+    if kept is None:
+        raise ValueError(
+            f"{config.method} with {config.content_dependence()}: the count depends on the content"
+        )
+    return kept + layout.num_newlines(config.newline_policy)
 
 
 def encode(config: CompressionConfig) -> torch.Tensor:

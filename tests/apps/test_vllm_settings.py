@@ -53,9 +53,6 @@ def test_no_server_entry_means_off():
         ({"allocation": "paper"}, "allocation"),
         ({"method": "tokencorr", "allocation": "adaptive"}, "allocation"),
         ({"method": "pitome", "placement": "tower"}, "placement"),
-        ({"method": "divprune", "allocation": "paper"}, "allocation"),
-        ({"method": "visionzip", "dominant": 54, "contextual": 10}, "dominant"),
-        ({"method": "visionzip", "cls_slot": "drop"}, "cls_slot"),
         ("0.5", "vtcompress"),
     ],
 )
@@ -72,6 +69,30 @@ def test_the_pre_llm_baselines_follow_the_count_rule(method):
     layout = GEOMETRY.layout(500, 1000)
     assert settings.placeholder_count(config, layout) == int(0.3 * layout.num_tokens()) + layout.num_newlines(
         "unpadded"
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        # int(round(0.3 * N)): the official DivPrune count
+        ({"method": "divprune", "allocation": "paper", "ratio": 0.3}, lambda n, views: int(round(0.3 * n))),
+        # 54 + 10 a view (the published split), whatever the ratio
+        ({"method": "visionzip", "dominant": 54, "contextual": 10}, lambda n, views: 64 * views),
+        # the official selection leaves the absent [CLS]'s slot empty: 53 + 10 a view
+        (
+            {"method": "visionzip", "dominant": 54, "contextual": 10, "cls_slot": "drop"},
+            lambda n, views: 63 * views,
+        ),
+    ],
+)
+def test_static_counts_other_than_the_budget_rule_are_served_with_their_own_count(options, expected):
+    config = settings.resolve(SERVER, options, GEOMETRY)
+    layout = GEOMETRY.layout(500, 1000)
+    newlines = layout.num_newlines("unpadded")
+    assert (
+        settings.placeholder_count(config, layout)
+        == expected(layout.num_tokens(), layout.num_views) + newlines
     )
 
 

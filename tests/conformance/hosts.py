@@ -1,8 +1,9 @@
 """Tiny offline models of every host, behind one interface the conformance suite runs on.
 
 Every declared family with a tiny model (``HostSpec.tiny_builder``) is a :class:`HostCase` of
-:data:`HOSTS`, built from its declaration; every registered method then runs through every case
-of ``test_conformance.py`` on it.
+:data:`HOSTS`, built from its declaration; every method it serves (computed from its host's
+``provides`` and the methods' ``requirements``: :mod:`vtcompress.served`) then runs through every
+case of ``test_conformance.py`` on it, and every other method must be refused.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any
 import torch
 from PIL import Image
 
-import vtcompress as vtc
 from tests.conftest import make_image
 from vtcompress.hosts import HostSpec, host_spec, host_specs
+from vtcompress.registry import available_methods
+from vtcompress.served import served_methods
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ class HostCase:
     build: Callable[[torch.dtype], tuple[Any, Any]]  # dtype -> (model, processor), cached
     prompt: Callable[[str, int], str]  # (question, images) -> prompt text
     image_token_id: Callable[[Any], int]
-    # The methods x hosts table of the docs (README, docs/index.md): what the host serves BY NAME.
+    # What the host serves BY NAME (vtcompress.served): its column of the docs' methods x hosts table.
     served: frozenset[str]
     # Images whose long side exceeds this many times the short side are refused by the host's
     # processor (Qwen2.5-VL: 200); None: every aspect ratio is served.
@@ -72,22 +74,6 @@ def _prompt(build: Callable[[torch.dtype], tuple[Any, Any]], family: str) -> Cal
     return prompt
 
 
-# Every registered image method: a new method joins the hosts that serve everything by registering.
-# Methods that compress videos only are refused by hosts without video inputs, and attach on those
-# with them (their images then are refused per call: tests/hosts/test_qwen2_5_vl_video.py).
-EVERY_METHOD = frozenset(vtc.available_methods("image"))
-VIDEO_ONLY = frozenset(vtc.available_methods()) - EVERY_METHOD
-# What a host without [CLS] attention or a thumbnail serves by name (the docs' methods x hosts table).
-# Both also take videos, so the video-only methods attach on them.
-SERVED = {
-    "llava_onevision": frozenset(
-        {"divprune", "downsample", "globalcom2", "pitome", "random", "tome", "uniform"}
-    )
-    | VIDEO_ONLY,
-    "qwen2_5_vl": frozenset({"divprune", "downsample", "pitome", "random", "tome", "uniform"}) | VIDEO_ONLY,
-}
-
-
 def _case(spec: HostSpec) -> HostCase:
     build = _builder(spec.name)
     return HostCase(
@@ -95,7 +81,7 @@ def _case(spec: HostSpec) -> HostCase:
         build,
         _prompt(build, spec.name),
         lambda model: model.config.image_token_id,
-        SERVED.get(spec.name, EVERY_METHOD),
+        frozenset(served_methods(spec.load("host"))),
         max_aspect_ratio=spec.max_aspect,
     )
 
@@ -104,7 +90,10 @@ def _case(spec: HostSpec) -> HostCase:
 HOSTS = [_case(spec) for spec in host_specs() if spec.tiny_builder is not None]
 
 
-SERVED_PAIRS = [(host, method) for host in HOSTS for method in sorted(host.served & EVERY_METHOD)]
+# The image behaviour tests run the image methods; the video-only methods (served where a host
+# takes videos) have their own suite: tests/conformance/test_video_conformance.py.
+IMAGE_METHODS = frozenset(available_methods("image"))
+SERVED_PAIRS = [(host, method) for host in HOSTS for method in sorted(host.served & IMAGE_METHODS)]
 """Every (host, method) a user can run by name on images: what the behaviour tests run on."""
 
 

@@ -3,8 +3,9 @@ import torch
 
 from tests.conftest import IMAGE_SIZES
 from vtcompress.budget import keep_count, split_budget
-from vtcompress.integrations.llava_next.layout import AnyResLayout, pack_views
+from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.integrations.llava_next.tiny import PINPOINTS, build_processor
+from vtcompress.packing import pack_views
 
 
 @pytest.mark.parametrize(

@@ -85,7 +85,8 @@ def test_refused_methods_say_why_and_what_is_served(model, method, options, hint
     before = config.to_dict()
     with pytest.raises(ValueError, match=hint) as err:
         vtc.compress(model, config)
-    assert "Qwen2_5_VL" in str(err.value) and "serves random, uniform" in str(err.value)
+    served = str(err.value).split("serves ", 1)[-1].split(", ")
+    assert "Qwen2_5_VL" in str(err.value) and {"random", "uniform"} <= set(served)
     assert vtc.get_handle(model) is None
     assert config.to_dict() == before
 

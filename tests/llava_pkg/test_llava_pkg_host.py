@@ -19,8 +19,9 @@ import vtcompress as vtc  # noqa: E402
 from tests.conftest import make_image  # noqa: E402
 from vtcompress.budget import keep_count  # noqa: E402
 from vtcompress.integrations.llava_pkg.host import IMAGE_TOKEN_INDEX, LlavaPackageHost  # noqa: E402
-from vtcompress.integrations.llava_pkg.layout import LlavaPackageLayout, pack_image  # noqa: E402
+from vtcompress.integrations.llava_pkg.layout import LlavaPackageLayout  # noqa: E402
 from vtcompress.integrations.llava_pkg.tiny import PINPOINTS  # noqa: E402
+from vtcompress.packing import pack_views  # noqa: E402
 from vtcompress.tokens import keep_all  # noqa: E402
 
 torch.set_num_threads(1)
@@ -235,7 +236,7 @@ def test_several_images_in_one_prompt(anyres, method):
 @torch.no_grad()
 @pytest.mark.parametrize("size", [(200, 150), (150, 200), (300, 90), (500, 333), (112, 112), (64, 64)])
 def test_keep_all_packing_is_the_stock_sequence(size):
-    """pack_image with every token kept rebuilds the llava package's own visual run exactly."""
+    """pack_views with every token kept rebuilds the llava package's own visual run exactly."""
     model = model_of(True)
     inputs = tiny_llava.inputs(True, [picture(*size)])
     ids = inputs["input_ids"]
@@ -249,7 +250,7 @@ def test_keep_all_packing_is_the_stock_sequence(size):
     from vtcompress.tokens import ImageTokens
 
     outs = keep_all(ImageTokens(features, layout))
-    packed = pack_image(
+    packed = pack_views(
         layout, [o.positions for o in outs], [o.features for o in outs], model.model.image_newline
     )
     assert torch.equal(packed, stock)

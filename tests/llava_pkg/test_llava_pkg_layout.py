@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vtcompress.integrations.llava_pkg.layout import LlavaPackageLayout, best_resolution, pack_image
+from vtcompress.integrations.llava_pkg.layout import LlavaPackageLayout, best_resolution
+from vtcompress.packing import pack_views
 
 TINY = [[112, 224], [224, 112], [224, 224], [336, 112], [112, 336]]
 LLAVA_16 = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
@@ -66,11 +67,11 @@ def test_pack_orders_crops_in_raster_order_with_newlines():
     thumb = torch.zeros(2, 1)
     crops = [torch.tensor([[10.0], [13.0]]), torch.tensor([[21.0], [22.0]])]
     positions = [torch.tensor([3, 0]), torch.tensor([0, 3]), torch.tensor([1, 2])]
-    out = pack_image(layout, positions, [thumb, *crops], torch.tensor([-1.0]))
+    out = pack_views(layout, positions, [thumb, *crops], torch.tensor([-1.0]))
     # thumbnail in the given order; full-grid row 0: crop 1 col 0 (10), crop 2 col 3 (21), newline;
     # row 1: crop 1 col 1 (13), crop 2 col 2 (22), newline
     assert out.flatten().tolist() == [0, 0, 10, 21, -1, 13, 22, -1]
-    none = pack_image(layout, positions, [thumb, *crops], torch.tensor([-1.0]), "none")
+    none = pack_views(layout, positions, [thumb, *crops], torch.tensor([-1.0]), "none")
     assert none.flatten().tolist() == [0, 0, 10, 21, 13, 22]
 
 

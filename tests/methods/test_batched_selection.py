@@ -7,9 +7,9 @@ import random
 import pytest
 import torch
 
-from vtcompress.batch import pack_selected
-from vtcompress.integrations.llava_next.layout import AnyResLayout, pack_views
+from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.layout import UniformGridLayout
+from vtcompress.packing import pack_selected, pack_views
 from vtcompress.pipeline import compress_image, compress_images
 from vtcompress.registry import get_method, make_config
 from vtcompress.tokens import ImageTokens, LayerQK

@@ -6,10 +6,10 @@ import random
 
 import torch
 
-from vtcompress.batch import pack_selected
 from vtcompress.budget import split_budget, split_budget_rows
-from vtcompress.integrations.llava_next.layout import AnyResLayout, pack_views
+from vtcompress.integrations.llava_next.layout import AnyResLayout
 from vtcompress.layout import UniformGridLayout
+from vtcompress.packing import pack_selected, pack_views
 from vtcompress.pipeline import compress_image, compress_images
 from vtcompress.registry import get_method, make_config
 from vtcompress.tokens import ImageTokens, LayerQK

@@ -9,7 +9,6 @@ import torch
 
 from tests.helpers.tokencorr import synthetic_tokens
 from vtcompress.budget import keep_count
-from vtcompress.integrations.llava_next.layout import pack_views
 from vtcompress.methods.tokencorr import (
     TokenCorrConfig,
     plan_views,
@@ -18,6 +17,7 @@ from vtcompress.methods.tokencorr import (
     view_valid_mask,
 )
 from vtcompress.methods.tokencorr_ops import cls_patch_probs, information_density, patch_keys, select_view
+from vtcompress.packing import pack_views
 from vtcompress.registry import get_method, make_config
 from vtcompress.tokens import keep_all
 

@@ -63,6 +63,10 @@ class DivPruneConfig(CompressionConfig):
         """The official count (``SUBSET_RATIO=0.098``: 56 of 576 tokens) and scope."""
         return cls(ratio=ratio, **{"allocation": "paper", "scope": "image", **overrides})
 
+    def kept_count(self, layout: Layout) -> int | None:
+        """The plan's total: ``floor(r N)``, or the official ``int(round(r N))`` in paper mode."""
+        return layout.num_tokens() if self.is_off else _plans(layout, self)["total"]
+
 
 def budget(n: int, config: DivPruneConfig) -> int:
     """Tokens kept of ``n``."""

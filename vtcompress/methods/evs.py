@@ -50,7 +50,9 @@ class EVSConfig(CompressionConfig):
     def validate(self) -> None:
         check_choice("count", self.count, COUNT_RULES)
 
-    def clip_count(self, layout: VideoLayout) -> int:
+    def kept_count(self, layout: VideoLayout) -> int:
+        if self.is_off:
+            return layout.num_tokens()
         return evs_keep_count(layout.frames, layout.tokens_per_frame, self.ratio, self.count)
 
 

@@ -93,6 +93,9 @@ class GlobalCom2Config(CompressionConfig):
         opts = dict(allocation="paper", thumbnail_order="score", newline="padded")
         return cls(ratio=ratio, **{**opts, **overrides})
 
+    def content_dependence(self) -> str:
+        return "allocation='paper' (use allocation='exact')" if self.allocation == "paper" else ""
+
     def capture_layers(self, score_layer: int, num_layers: int) -> tuple[set[int], set[int]]:
         return ({score_layer} if self.score == "cls" else set()), set()
 

@@ -101,6 +101,11 @@ class TokenMergingConfig(CompressionConfig):
             return set(), {score_layer}
         return set(), set()
 
+    def content_dependence(self) -> str:
+        # The tower merges whole views (letterbox padding included) by its own per-layer schedule:
+        # the count is not the exact budget rule of the unpadded layout.
+        return "placement='tower' (use placement='projector')" if self.placement == "tower" else ""
+
     def requirements(self, score_layer: int, num_layers: int) -> dict[str, str]:
         if self.placement == "tower":
             return {TOWER_MERGE: "use placement='projector'"}

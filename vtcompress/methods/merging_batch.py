@@ -4,7 +4,7 @@ Views with the same number of valid tokens and the same budget follow the same s
 (:func:`~vtcompress.methods.merging.merge_view`), so they are stacked into one batch of rows and
 merged by the same steps, each step one call for all of them. Merged tokens are written back at
 their representative positions (first source patch) into a [B, V, N, D] buffer with a keep mask,
-so packing is :func:`~vtcompress.batch.pack_selected`'s; the per-view outputs (positions, sizes,
+so packing is :func:`~vtcompress.packing.pack_selected`'s; the per-view outputs (positions, sizes,
 sources) are built from the merged rows by the per-image path's own bookkeeping when read.
 
 The tower placement keeps the per-image path (the tower has merged already; what is left is

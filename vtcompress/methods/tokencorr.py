@@ -233,6 +233,11 @@ class TokenCorrConfig(CompressionConfig):
         """True when nothing is dropped: ratio 1.0 without an explicit adaptive ``scale``."""
         return self.ratio >= 1.0 and (self.allocation == "exact" or self.scale is None)
 
+    def content_dependence(self) -> str:
+        if self.allocation != "exact":
+            return f"allocation={self.allocation!r} (use allocation='exact')"
+        return ""
+
     def resolve_layers(self, num_layers: int) -> tuple[int, int]:
         """Absolute (low, deep) layer indices for a tower of ``num_layers`` layers."""
         out = []

@@ -77,8 +77,13 @@ class VidCom2Config(CompressionConfig):
         check_choice("allocation", self.allocation, ("exact", "paper"))
         check_choice("count", self.count, COUNT_RULES)
 
-    def clip_count(self, layout: VideoLayout) -> int | None:
+    def content_dependence(self) -> str:
+        return "allocation='paper' (use allocation='exact')" if self.allocation == "paper" else ""
+
+    def kept_count(self, layout: VideoLayout) -> int | None:
         """Tokens a clip keeps (exact allocation); None: the paper allocation's depends on content."""
+        if self.is_off:
+            return layout.num_tokens()
         if self.allocation == "paper":
             return None
         return clip_keep_count(layout.frames, layout.tokens_per_frame, self.ratio, self.count)

@@ -50,7 +50,9 @@ class DyCokeTTMConfig(CompressionConfig):
     def validate(self) -> None:
         check_choice("unpaired", self.unpaired, ("drop", "prune"))
 
-    def clip_count(self, layout: VideoLayout) -> int:
+    def kept_count(self, layout: VideoLayout) -> int:
+        if self.is_off:
+            return layout.num_tokens()
         return dycoke_ttm_count(layout.frames, layout.tokens_per_frame, self.ratio, self.unpaired)
 
 
@@ -70,7 +72,9 @@ class VisionZipVideoConfig(CompressionConfig):
         if self.neighbors < 1:
             raise ValueError(f"neighbors must be a whole number >= 1, got {self.neighbors}")
 
-    def clip_count(self, layout: VideoLayout) -> int:
+    def kept_count(self, layout: VideoLayout) -> int:
+        if self.is_off:
+            return layout.num_tokens()
         return layout.frames * max(1, int(layout.tokens_per_frame * self.ratio))
 
 

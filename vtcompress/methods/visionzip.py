@@ -108,6 +108,11 @@ class VisionZipConfig(CompressionConfig):
     def is_off(self) -> bool:
         return self.ratio >= 1.0 and self.dominant is None
 
+    def kept_count(self, layout: Layout) -> int | None:
+        """Per view, dominant plus contextual tokens (:func:`view_splits`): ``floor(r N)`` by default,
+        the explicit split's count when ``dominant`` and ``contextual`` are set."""
+        return layout.num_tokens() if self.is_off else sum(d + c for d, c in view_splits(layout, self))
+
     def vision_layer(self, num_layers: int) -> int:
         if not -num_layers <= self.layer < num_layers:
             raise ValueError(f"layer {self.layer} is outside the vision tower's {num_layers} layers")
