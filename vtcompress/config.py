@@ -7,8 +7,6 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from vtcompress.budget import keep_count
-
 if TYPE_CHECKING:
     from vtcompress.layout import Layout, NewlinePolicy
 
@@ -108,6 +106,8 @@ class CompressionConfig:
             return layout.num_tokens()
         if self.content_dependence():
             return None
+        from vtcompress.budget import keep_count  # here: budget imports torch, configs must not (CLI --help)
+
         return keep_count(layout.num_tokens(), self.ratio)
 
     @property
