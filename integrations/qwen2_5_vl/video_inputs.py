@@ -2,7 +2,8 @@
 needs torchvision): the same tensors as ``Qwen2VLVideoProcessor`` at its defaults.
 
 Each frame is resized (bicubic) to the size ``smart_resize`` gives within the video pixel limits
-(``VIDEO_MIN_PIXELS``, ``VIDEO_MAX_PIXELS``: multiples of 28 px), rescaled and normalised with the
+(the checkpoint's video processor's where the processor has one, else ``VIDEO_MIN_PIXELS``,
+``VIDEO_MAX_PIXELS``: multiples of 28 px), rescaled and normalised with the
 image processor's mean and std; an odd frame count repeats the last frame (the temporal patch is 2
 frames). Frames are cut into ``C x 2 x 14 x 14`` patches in the 2x2-merge order of the image
 processor, which a still image goes through as two equal frames.
@@ -54,12 +55,20 @@ def clip_pixels(
     return patches.reshape(t * gh * gw, c * temporal * patch * patch), (t, gh, gw)
 
 
+def video_pixel_limits(processor: Any) -> tuple[int, int]:
+    """(min, max) pixels a frame is resized into: the checkpoint's video processor settings where
+    the processor has one (it is loaded only with torchvision), else the class defaults."""
+    size = getattr(getattr(processor, "video_processor", None), "size", None)
+    low, high = getattr(size, "shortest_edge", None), getattr(size, "longest_edge", None)
+    return (low or VIDEO_MIN_PIXELS, high or VIDEO_MAX_PIXELS)
+
+
 def video_inputs(
     model_config: Any, processor: Any, frames: list[Image.Image], question: str, seconds_between: float
 ) -> dict:
     """The model's inputs for one prompt: ``question`` about the clip ``frames`` (sampled
     ``seconds_between`` apart), in the processor's chat template."""
-    pixels, grid = clip_pixels(frames, processor.image_processor)
+    pixels, grid = clip_pixels(frames, processor.image_processor, *video_pixel_limits(processor))
     merge = processor.image_processor.merge_size
     run = VIDEO_TOKEN * (grid[0] * grid[1] * grid[2] // merge**2)
     text = chat_prompt(processor, question, 1).replace(IMAGE_TOKEN, run, 1)

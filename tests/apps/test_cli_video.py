@@ -169,3 +169,30 @@ def test_video_and_image_are_exclusive(capsys):
         main(["run", "--video", str(CLIP.path), "--image", str(example("scene").path)])
     assert exit_.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_qwen_frames_follow_the_checkpoints_video_pixel_limits():
+    """A processor that carries a video processor (loaded where torchvision is) sets the limits."""
+    from types import SimpleNamespace
+
+    from vtcompress.integrations.qwen2_5_vl.tiny import build_tiny_qwen2_5_vl
+    from vtcompress.integrations.qwen2_5_vl.video_inputs import (
+        VIDEO_MAX_PIXELS,
+        VIDEO_MIN_PIXELS,
+        video_inputs,
+        video_pixel_limits,
+    )
+
+    model, processor = build_tiny_qwen2_5_vl(seed=0)
+    assert video_pixel_limits(processor) == (VIDEO_MIN_PIXELS, VIDEO_MAX_PIXELS)
+    small = SimpleNamespace(
+        tokenizer=processor.tokenizer,
+        image_processor=processor.image_processor,
+        chat_template=processor.chat_template,
+        apply_chat_template=processor.apply_chat_template,
+        video_processor=SimpleNamespace(size=SimpleNamespace(shortest_edge=28 * 28, longest_edge=28 * 28 * 4)),
+    )
+    clip = read_clip(CLIP.path, 2)
+    inputs = video_inputs(model.config, small, clip.frames, "What?", clip.seconds_between)
+    t, h, w = inputs["video_grid_thw"][0].tolist()
+    assert t == 1 and h * w * 14 * 14 <= 28 * 28 * 4  # 128x96 px shrunk into 4 merged tokens' area
