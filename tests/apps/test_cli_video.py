@@ -190,7 +190,9 @@ def test_qwen_frames_follow_the_checkpoints_video_pixel_limits():
         image_processor=processor.image_processor,
         chat_template=processor.chat_template,
         apply_chat_template=processor.apply_chat_template,
-        video_processor=SimpleNamespace(size=SimpleNamespace(shortest_edge=28 * 28, longest_edge=28 * 28 * 4)),
+        video_processor=SimpleNamespace(
+            size=SimpleNamespace(shortest_edge=28 * 28, longest_edge=28 * 28 * 4)
+        ),
     )
     clip = read_clip(CLIP.path, 2)
     inputs = video_inputs(model.config, small, clip.frames, "What?", clip.seconds_between)
