@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 from vtcompress.hosts import host_specs, spec_for_tiny
 
 DEFAULT_TINY = "tiny"
+DEFAULT_VIDEO_TINY = "tiny-onevision"  # the default model of a video run (LLaVA-NeXT takes no videos)
 """The tiny model the apps load when no model is named."""
 
 

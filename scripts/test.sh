@@ -43,7 +43,8 @@ if [ "${VTCOMPRESS_SKIP_EVAL:-0}" != 1 ]; then
     bash .ci/eval-setup.sh .venv-eval
     OMP_NUM_THREADS=1 .venv-eval/bin/python -m pytest -q tests/apps/test_lmms_eval_cli.py \
         tests/apps/test_lmms_eval_offline_tasks.py tests/apps/test_lmms_eval_sweep.py tests/apps/test_lmms_eval_failures.py \
-        tests/apps/test_onevision_lmms_eval.py tests/apps/test_lmms_eval_qwen2_5_vl.py
+        tests/apps/test_onevision_lmms_eval.py tests/apps/test_lmms_eval_qwen2_5_vl.py tests/apps/test_lmms_eval_qwen3_vl.py \
+        tests/apps/test_lmms_eval_video.py
 fi
 # --- the original LLaVA codebase (llava package, transformers 4.x) ---------------------------------
 # Its own venv with lmms-eval (.ci/llava-setup.sh builds .venv-llava once: 9.5 minutes and 6.9 GB

@@ -65,6 +65,10 @@ class HostSpec:
         tiny_builder: ref to ``(seed=0) -> (model, processor)``, the tiny model in memory.
         prompt: ref to ``(processor, question, num_images=1) -> str``, the prompt around images.
         max_aspect: longest over shortest image side the processor accepts (None: any).
+        video_inputs: ref to ``(model_config, processor, frames: list[PIL.Image], question,
+            seconds_between) -> dict``, the model's inputs for one prompt about a clip (None: the
+            apps take no videos for this family).
+        video_frames: frames the apps sample from a video by default (the family's usual count).
         lmms_eval_model: the lmms-eval model id (``lmms-eval --model ID``).
         lmms_eval_class: ref to its lmms-eval model class.
         demo_views: ref to ``(engine, image, inputs) -> [(pixels [H, W, 3] uint8, (rows, cols),
@@ -91,6 +95,8 @@ class HostSpec:
     tiny_builder: str | None = None
     prompt: str = CHAT_PROMPT
     max_aspect: float | None = None
+    video_inputs: str | None = None
+    video_frames: int = 32
     lmms_eval_model: str | None = None
     lmms_eval_class: str | None = None
     demo_views: str | None = None

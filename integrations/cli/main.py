@@ -1,8 +1,9 @@
 """``vtcompress`` command line.
 
-``vtcompress run`` answers one question about one image with and without compression, and prints
-both answers, the visual tokens kept per view, timings and the analytic FLOPs. With no arguments
-it runs offline: a bundled example image and its question, on the built-in tiny model.
+``vtcompress run`` answers one question about one image or video with and without compression,
+and prints both answers, the visual tokens kept per view or frame, timings and the analytic FLOPs.
+With no arguments it runs offline: a bundled example image and its question, on the built-in tiny
+model (``--example clip``: a bundled video, on the tiny LLaVA-OneVision).
 ``vtcompress demo`` (the ``demo`` extra) serves the same comparison as a web page.
 
 Every usage error is one line on stderr naming the fix, with exit code 2.
@@ -15,7 +16,13 @@ import sys
 from typing import NoReturn
 
 import vtcompress
-from vtcompress.integrations.cli.usage import UsageError, check_device_name, choose_input
+from vtcompress.integrations.cli.usage import (
+    DEFAULT_VIDEO_METHOD,
+    UsageError,
+    check_device_name,
+    choose_input,
+    chosen_video,
+)
 from vtcompress.integrations.examples import DEFAULT_EXAMPLE, EXAMPLES
 
 DESCRIPTION = __doc__.split("\n\n")[1].replace("``", "")
@@ -61,7 +68,12 @@ def _ratio(text: str) -> float:
 
 
 def add_run_arguments(run: argparse.ArgumentParser) -> None:
-    from vtcompress.integrations.locate import DEFAULT_TINY, default_methods, loadable_families, tiny_names
+    from vtcompress.integrations.locate import (
+        DEFAULT_VIDEO_TINY,
+        default_methods,
+        loadable_families,
+        tiny_names,
+    )
     from vtcompress.registry import available_methods  # names only: no method (no torch) is imported
 
     examples = ", ".join(f"{e.name} ({e.description})" for e in EXAMPLES.values())
@@ -71,7 +83,21 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
         "--example",
         choices=list(EXAMPLES),
         metavar="NAME",
-        help=f"a bundled example image: {examples} (default: {DEFAULT_EXAMPLE})",
+        help=f"a bundled example: {examples} (default: {DEFAULT_EXAMPLE})",
+    )
+    source.add_argument(
+        "--video",
+        metavar="FILE",
+        help="path to a video file (MP4, WebM, ... need the video extra: pip install 'vtcompress[video]'; "
+        "GIFs do not); frames are sampled uniformly, see --frames",
+    )
+    run.add_argument(
+        "--frames",
+        type=_positive_int,
+        metavar="N",
+        default=None,
+        help="frames sampled uniformly from the video (default: the model family's usual count, 32; "
+        "every frame of a shorter clip)",
     )
     run.add_argument(
         "--question",
@@ -79,17 +105,18 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument(
         "--model",
-        default=DEFAULT_TINY,
+        default=None,
         help=f"{loadable_families()} hub id or local checkpoint directory, or a "
         "built-in tiny model with random weights (offline, meaningless answers, real token counts and "
-        f"timings): {tiny_names()}",
+        f"timings): {tiny_names()}; a video's default is {DEFAULT_VIDEO_TINY}",
     )
     run.add_argument(
         "--method",
         default=None,
         choices=available_methods(),
         metavar="METHOD",
-        help=f"compression method (the list is below; default: the model's own, {default_methods()})",
+        help=f"compression method (the list is below; default: the model's own, {default_methods()}; "
+        f"{DEFAULT_VIDEO_METHOD} on a video)",
     )
     run.add_argument(
         "--ratio",
@@ -120,8 +147,17 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from vtcompress.integrations.locate import DEFAULT_TINY, DEFAULT_VIDEO_TINY
+
     # What can be checked without torch is checked first: a bad command line is answered at once.
     check_device_name(args.device)
+    video = chosen_video(args)
+    if video is not None:
+        args.model = args.model or DEFAULT_VIDEO_TINY
+        from vtcompress.integrations.cli.video_run import run_video
+
+        return run_video(args, *video)
+    args.model = args.model or DEFAULT_TINY
     image, question, described = choose_input(args)
     from vtcompress.integrations.cli.quickrun import run
 
@@ -137,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser(
         "run",
-        help="answer a question about an image, compressed vs uncompressed (no arguments: an offline example)",
+        help="answer a question about an image or a video, compressed vs uncompressed (no arguments: an "
+        "offline example)",
         description=DESCRIPTION,
     )
     add_run_arguments(run)

@@ -185,6 +185,11 @@ def report(
     print(f"prompt length seen by the language model: {lengths[0]} -> {lengths[1]} tokens")
     if note:
         print(f"note: {note}")
+    report_timings(args, base, comp, flops, off)
+
+
+def report_timings(args, base: Measured, comp: Measured, flops: tuple[float, float], off: bool) -> None:
+    """The prefill timings of both variants, the analytic FLOPs, and what makes the timings noisy."""
     print()
     device = args.device_used
     threads = f", {torch.get_num_threads()} torch thread(s)" if device.type == "cpu" else ""

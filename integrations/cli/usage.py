@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 from typing import Any
 
 from vtcompress.integrations.examples import DEFAULT_EXAMPLE, example
 
 DEFAULT_QUESTION = "What is in the image?"
+DEFAULT_VIDEO_QUESTION = "What happens in the video?"
+DEFAULT_VIDEO_METHOD = "vidcom2"  # served by every family that takes videos
 # The devices `vtcompress run` supports; whether one is usable here is checked with torch later.
 _DEVICE = re.compile(r"(cpu|mps|cuda(:\d+)?)")
 
@@ -32,7 +35,33 @@ def image_flag(args: argparse.Namespace) -> str:
     """The flag and value that chose the image, for messages: ``--image PATH`` or ``--example NAME``."""
     if args.image is not None:
         return f"--image {args.image}"
+    if getattr(args, "video", None) is not None:
+        return f"--video {args.video}"
     return f"--example {args.example or DEFAULT_EXAMPLE}"
+
+
+def chosen_video(args: argparse.Namespace) -> tuple[Path, str, str] | None:
+    """``(path, question, description)`` when --video or a bundled clip (--example clip) is
+    chosen, else None (an image run). The file is decoded later, with the model's frame count."""
+    if args.question is not None and not args.question.strip():
+        raise UsageError("--question is empty: ask something about the video, or leave it out")
+    if args.video is not None:
+        path = Path(args.video)
+        if not path.is_file():
+            raise UsageError(
+                f"--video {args.video}: no such file; give an MP4, WebM, MKV, AVI, MOV or GIF file"
+            )
+        path, question, described = path, DEFAULT_VIDEO_QUESTION, str(args.video)
+    elif args.example is not None and example(args.example).media == "video":
+        ex = example(args.example)
+        path, question, described = ex.path, ex.question, f"bundled example {ex.name!r}: {ex.description}"
+    else:
+        if args.frames is not None:
+            raise UsageError(f"--frames {args.frames}: frames are sampled from a video; give --video FILE")
+        return None
+    if args.question is not None:
+        question = args.question.strip()
+    return path, question, described
 
 
 def choose_input(args: argparse.Namespace) -> tuple[Any, str, str]:

@@ -5,6 +5,10 @@ crops, letterboxed top and bottom), a 360x720 document page (a receipt: two crop
 other) and a 960x320 bar chart (three crops side by side). The PNGs are drawn by the project with
 Pillow (``vtcompress.integrations.demo.examples``) and saved here by ``scripts/make_examples.py``,
 so ``vtcompress run`` works with no image of your own and no download.
+
+The clip (``clip.gif``, 16 frames of 128x96 px, drawn by ``scripts/make_video_example.py``) is a
+white ball crossing a background that turns from red to green to blue: ``vtcompress run --example
+clip`` shows a video run.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ class BundledExample:
     name: str
     question: str
     description: str
+    media: str = "image"  # or "video"
 
     @property
     def path(self) -> Path:
-        """The PNG inside the installed package."""
-        return Path(str(resources.files(__name__).joinpath(f"{self.name}.png")))
+        """The file inside the installed package (a PNG, or a GIF for a video)."""
+        suffix = "gif" if self.media == "video" else "png"
+        return Path(str(resources.files(__name__).joinpath(f"{self.name}.{suffix}")))
 
 
 EXAMPLES = {
@@ -32,6 +38,12 @@ EXAMPLES = {
         BundledExample("scene", "What colour is the sun?", "a house, a tree and a red sun (640x480)"),
         BundledExample("receipt", "What is the total on the receipt?", "a shop receipt (360x720)"),
         BundledExample("bar_chart", "Which bar is the tallest?", "five labelled bars (960x320)"),
+        BundledExample(
+            "clip",
+            "What colour is the background in the middle of the clip?",
+            "a video: a ball crossing a red, then green, then blue background (16 frames, 128x96)",
+            media="video",
+        ),
     )
 }
 DEFAULT_EXAMPLE = "scene"

@@ -20,6 +20,7 @@ class CompressedLlavaOnevision(TransformersModel):
     """
 
     default_method, default_ratio = HOST.default_method, 0.25
+    family = HOST  # videos: HOST.video_inputs, HOST.video_frames
     default_pretrained = "llava-hf/llava-onevision-qwen2-7b-ov-hf"
 
     @staticmethod

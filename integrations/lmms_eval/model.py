@@ -15,7 +15,14 @@ model_args (``--model_args k=v,k=v``):
     on_error     ``skip`` (default): a sample the model cannot process (an odd image, out of memory)
                  gets an empty answer and a record with its error, and the run goes on; ``raise``:
                  the run stops at the first such sample
+    max_frames_num  frames sampled uniformly from a video (OneVision, Qwen2.5-VL; default: the
+                 family's declared ``video_frames``, 32)
     any other key (e.g. ``allocation=paper``) is an option of the method's config.
+
+Videos: a request whose visual is a file path (lmms-eval's video tasks) is a video sample on a
+family that declares ``video_inputs`` (OneVision, Qwen2.5-VL): its frames are sampled uniformly
+and its inputs built without the video processor (:mod:`vtcompress.integrations.video_frames`).
+Video requests run one per ``generate`` call; their records say ``media: video`` and the frames.
 
 Failures cannot pass unseen: lmms-eval exits 0 whatever happened, so at the end of an
 ``lmms-eval`` run this model says how many samples failed and exits with code 1 if any did
@@ -30,6 +37,7 @@ the requests (lmms-eval shards them by rank) and its own device.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +66,7 @@ from vtcompress.integrations.lmms_eval.records import (
     prompt_fields,
     sample_record,
 )
+from vtcompress.integrations.video_frames import Clip, read_clip
 
 
 @dataclass
@@ -112,6 +121,8 @@ class CompressedModel(lmms):
     is_simple = True
     default_method = "globalcom2"
     default_ratio = 0.25
+    family = None  # the family's HostSpec: where videos are served (video_inputs), if at all
+    max_frames_num: int | None = None
 
     def __init__(
         self,
@@ -206,10 +217,29 @@ class CompressedModel(lmms):
         flat = []
         for v in visuals or []:
             flat.extend(v if isinstance(v, (list, tuple)) else [v])
+        if any(isinstance(v, (str, os.PathLike)) for v in flat):
+            return [self._clip(flat)]
         for v in flat:
             if not hasattr(v, "convert"):
                 raise ValueError(f"{self.__class__.__name__} takes images only, got {type(v).__name__}")
         return [to_rgb(v) for v in flat]
+
+    def _clip(self, visuals: list) -> Clip:
+        """The one video of a request, its frames sampled uniformly."""
+        spec = self.family
+        if spec is None or spec.video_inputs is None:
+            raise ValueError(f"{self.__class__.__name__} takes images only, got a video path")
+        if len(visuals) != 1:
+            raise ValueError(f"one video per request is served, got {len(visuals)} visuals")
+        return read_clip(visuals[0], self.max_frames_num or spec.video_frames)
+
+    def _video_inputs(self, context: str, clip: Clip) -> dict[str, Any]:
+        """The model's inputs for ``context`` about ``clip`` (the family's ``video_inputs``)."""
+        build = self.family.load("video_inputs")
+        inputs = build(self._model.config, self.processor, clip.frames, context, clip.seconds_between)
+        inputs = {k: v.to(self._device) for k, v in inputs.items()}
+        inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self._model.dtype)
+        return inputs
 
     # --- records ----------------------------------------------------------------------------
     def _records(
@@ -221,6 +251,8 @@ class CompressedModel(lmms):
     ) -> list[dict[str, Any]]:
         stats = self.handle.last_stats
         compressed = stats is not None and sum(images_per_sample) > 0
+        if stats is None and "pixel_values_videos" in inputs:
+            raise RuntimeError(f"{self.method} at ratio {self.ratio} reported no statistics for a video")
         if compressed:
             entries = [image_entry(im) for im in stats.images]
         else:
@@ -262,9 +294,15 @@ class CompressedModel(lmms):
 
     def _generate_batch(self, requests: list[Instance]) -> list[GenerationResult]:
         visuals = [self._visuals(r) for r in requests]
+        clips = [v[0] for v in visuals if v and isinstance(v[0], Clip)]
+        if clips and len(requests) > 1:  # a video runs alone
+            return [result for r in requests for result in self._generate_batch([r])]
         gen, until = self._generation_kwargs(requests[0].args[1])
-        prompts = [self._prompt(r.args[0], len(v)) for r, v in zip(requests, visuals)]
-        inputs = self._inputs(prompts, [im for v in visuals for im in v])
+        if clips:
+            inputs = self._video_inputs(requests[0].args[0], clips[0])
+        else:
+            prompts = [self._prompt(r.args[0], len(v)) for r, v in zip(requests, visuals)]
+            inputs = self._inputs(prompts, [im for v in visuals for im in v])
         clock = _FirstLogitsClock(self._device)
         self.handle.last_stats = None  # set again by this call only if it compresses
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
@@ -292,6 +330,8 @@ class CompressedModel(lmms):
             generate_seconds=end - start,
         )
         records = self._records(inputs, [len(v) for v in visuals], output_tokens, timing)
+        if clips:
+            records[0]["frame_indices"] = clips[0].indices
         results = []
         for text, record in zip(texts, records):
             counts = CompressionTokenCounts(
@@ -368,10 +408,13 @@ class CompressedModel(lmms):
         context, target, _, doc_id, task, split = request.args[:6]
         continuation = target if isinstance(target, str) else target(self.task_dict[task][split][doc_id])
         images = self._visuals(request)
-        prompt = self._prompt(context, len(images))
-        n_prompt = self._inputs([prompt], images)["input_ids"].shape[1]
-        inputs = self._inputs([prompt + continuation], images)
-        n_cont = inputs["input_ids"].shape[1] - n_prompt
+        if images and isinstance(images[0], Clip):
+            inputs, n_cont = self._video_with_continuation(context, images[0], continuation)
+        else:
+            prompt = self._prompt(context, len(images))
+            n_prompt = self._inputs([prompt], images)["input_ids"].shape[1]
+            inputs = self._inputs([prompt + continuation], images)
+            n_cont = inputs["input_ids"].shape[1] - n_prompt
         if n_cont <= 0:
             raise ValueError(f"continuation {continuation!r} adds no token to the prompt")
         with torch.inference_mode():
@@ -382,6 +425,17 @@ class CompressedModel(lmms):
         total = logprobs.gather(1, cont_ids[:, None]).sum().item()
         greedy = bool((logprobs.argmax(-1) == cont_ids).all())
         return total, greedy
+
+    def _video_with_continuation(self, context: str, clip: Clip, continuation: str) -> tuple[dict, int]:
+        """A video prompt's inputs with ``continuation``'s tokens appended, and their count."""
+        inputs = self._video_inputs(context, clip)
+        ids = self.tokenizer(continuation, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        ids = ids.to(self._device)
+        inputs["input_ids"] = torch.cat([inputs["input_ids"], ids], 1)
+        inputs["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(ids)], 1)
+        if "mm_token_type_ids" in inputs:  # text: type 0
+            inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(ids)], 1)
+        return inputs, ids.shape[1]
 
     def generate_until_multi_round(self, requests) -> list[str]:
         raise NotImplementedError(f"{self.__class__.__name__} does not support multi-round generation")
@@ -401,9 +455,14 @@ class TransformersModel(CompressedModel):
         pretrained: str | None = None,
         device_map: str | None = None,
         chat_template: str | None = None,
+        max_frames_num: int | str | None = None,
         **kwargs: Any,
     ) -> None:
         self.device_map, self.chat_template = device_map, chat_template
+        if max_frames_num is not None:
+            self.max_frames_num = int(max_frames_num)
+            if self.max_frames_num < 1:
+                raise ValueError(f"max_frames_num must be a positive integer, got {max_frames_num!r}")
         super().__init__(pretrained or self.default_pretrained, **kwargs)
 
     @staticmethod

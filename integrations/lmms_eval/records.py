@@ -33,8 +33,12 @@ class BatchTiming:
 
 
 def image_entry(stats: ImageStats) -> dict[str, Any]:
-    """One image as the adapter measured it."""
+    """One image (or one video clip: ``media`` "video", ``time_steps`` and ``views_kept`` per time step:
+    a frame, or a temporal patch of 2 frames on Qwen2.5-VL)
+    as the host measured it."""
+    video = {"media": "video", "time_steps": len(stats.views)} if stats.media == "video" else {}
     return {
+        **video,
         "image_size": list(stats.image_size),
         "grid": list(stats.grid),
         "tokens_before": stats.tokens_before,

@@ -15,7 +15,8 @@ class CompressedQwen2_5_VL(MRopeModel):
     (``image_size`` in the records is the processor's resized size).
     """
 
-    default_method = HOST.default_method
+    default_method, default_ratio = HOST.default_method, 0.25
+    family = HOST  # videos: HOST.video_inputs, HOST.video_frames
     default_pretrained = "Qwen/Qwen2.5-VL-7B-Instruct"
 
     @staticmethod

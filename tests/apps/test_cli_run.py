@@ -82,7 +82,8 @@ def test_bundled_examples_ship_and_load():
     from vtcompress.integrations.demo.examples import DRAWINGS
     from vtcompress.integrations.inputs import open_image
 
-    assert set(EXAMPLES) == {"scene", "receipt", "bar_chart"}
+    assert {n for n, e in EXAMPLES.items() if e.media == "image"} == {"scene", "receipt", "bar_chart"}
+    assert EXAMPLES["clip"].media == "video"  # tests/apps/test_cli_video.py
     grids = set()
     for name, draw in DRAWINGS.items():
         image = open_image(example(name).path)

@@ -52,7 +52,7 @@ def test_registered_through_the_entry_point():
 def test_refused_method_names_the_served_ones(tiny):
     from vtcompress.integrations.qwen2_5_vl.eval_model import CompressedQwen2_5_VL
 
-    with pytest.raises(ValueError, match="serves random, uniform"):
+    with pytest.raises(ValueError, match="serves .*random, uniform"):
         CompressedQwen2_5_VL(pretrained=str(tiny[1]), method="globalcom2", ratio=0.5)
 
 

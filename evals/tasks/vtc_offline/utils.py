@@ -27,6 +27,16 @@ def _load_synthetic():
 synthetic = _load_synthetic()
 
 
+def _load_video_synthetic():
+    name = "vtc_offline_video_synthetic"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("video_synthetic.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 def build_docs(spec_rows):
     """Replace the spec rows ``{kind, count, seed}`` (a ``datasets.Dataset``) by the samples
     they describe, as a ``datasets.Dataset`` with an Image column."""
@@ -53,6 +63,26 @@ def build_docs(spec_rows):
 
 def doc_to_visual(doc: dict) -> list:
     return [doc["image"].convert("RGB")]
+
+
+def build_video_docs(spec_rows):
+    """The video task's spec rows ``{count, seed}`` -> its samples (clips written as GIFs once,
+    ``video`` their paths), as a ``datasets.Dataset``."""
+    import datasets
+
+    video = _load_video_synthetic()
+    folder = video.default_folder()
+    records = [
+        sample.record(folder)
+        for row in spec_rows
+        for sample in video.generate(int(row["count"]), int(row["seed"]))
+    ]
+    return datasets.Dataset.from_list(records)
+
+
+def doc_to_visual_video(doc: dict) -> list:
+    """A video task's visual: the clip's path (lmms-eval's convention for videos)."""
+    return [doc["video"]]
 
 
 def doc_to_text(doc: dict, lmms_eval_specific_kwargs: dict | None = None) -> str:

@@ -1,0 +1,85 @@
+"""Qwen2.5-VL model inputs for a clip, built from its frames without the video processor (which
+needs torchvision): the same tensors as ``Qwen2VLVideoProcessor`` at its defaults.
+
+Each frame is resized (bicubic) to the size ``smart_resize`` gives within the video pixel limits
+(the checkpoint's video processor's where the processor has one, else ``VIDEO_MIN_PIXELS``,
+``VIDEO_MAX_PIXELS``: multiples of 28 px), rescaled and normalised with the
+image processor's mean and std; an odd frame count repeats the last frame (the temporal patch is 2
+frames). Frames are cut into ``C x 2 x 14 x 14`` patches in the 2x2-merge order of the image
+processor, which a still image goes through as two equal frames.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+from vtcompress.integrations.prompt import chat_prompt
+from vtcompress.integrations.qwen2_5_vl.prompt import IMAGE_TOKEN
+from vtcompress.integrations.qwen2_5_vl.tiny import VIDEO_TOKEN
+
+# Qwen2VLVideoProcessor's default size (shortest_edge / longest_edge are pixel counts).
+VIDEO_MIN_PIXELS = 128 * 28 * 28
+VIDEO_MAX_PIXELS = 768 * 28 * 28
+
+
+def clip_pixels(
+    frames: list[Image.Image],
+    image_processor: Any,
+    min_pixels: int = VIDEO_MIN_PIXELS,
+    max_pixels: int = VIDEO_MAX_PIXELS,
+) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """``(pixel_values_videos [t * h * w, C * 2 * 14 * 14], (t, h, w))`` for one clip; ``(t, h, w)``
+    is its ``video_grid_thw`` row (temporal patches, 14-px patch rows and columns)."""
+    patch, merge = image_processor.patch_size, image_processor.merge_size
+    temporal = image_processor.temporal_patch_size
+    width, height = frames[0].size
+    h, w = smart_resize(height, width, factor=patch * merge, min_pixels=min_pixels, max_pixels=max_pixels)
+    mean = np.asarray(image_processor.image_mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(image_processor.image_std, dtype=np.float32)[:, None, None]
+    arrays = []
+    for frame in frames:
+        resized = np.asarray(frame.convert("RGB").resize((w, h), Image.Resampling.BICUBIC), dtype=np.float32)
+        arrays.append((resized.transpose(2, 0, 1) * image_processor.rescale_factor - mean) / std)
+    while len(arrays) % temporal:
+        arrays.append(arrays[-1])
+    stack = torch.from_numpy(np.stack(arrays))  # [T, C, H, W]
+    t, c = stack.shape[0] // temporal, stack.shape[1]
+    gh, gw = h // patch, w // patch
+    patches = stack.reshape(t, temporal, c, gh // merge, merge, patch, gw // merge, merge, patch)
+    patches = patches.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    return patches.reshape(t * gh * gw, c * temporal * patch * patch), (t, gh, gw)
+
+
+def video_pixel_limits(processor: Any) -> tuple[int, int]:
+    """(min, max) pixels a frame is resized into: the checkpoint's video processor settings where
+    the processor has one (it is loaded only with torchvision), else the class defaults."""
+    size = getattr(getattr(processor, "video_processor", None), "size", None)
+    low, high = getattr(size, "shortest_edge", None), getattr(size, "longest_edge", None)
+    return (low or VIDEO_MIN_PIXELS, high or VIDEO_MAX_PIXELS)
+
+
+def video_inputs(
+    model_config: Any, processor: Any, frames: list[Image.Image], question: str, seconds_between: float
+) -> dict:
+    """The model's inputs for one prompt: ``question`` about the clip ``frames`` (sampled
+    ``seconds_between`` apart), in the processor's chat template."""
+    pixels, grid = clip_pixels(frames, processor.image_processor, *video_pixel_limits(processor))
+    merge = processor.image_processor.merge_size
+    run = VIDEO_TOKEN * (grid[0] * grid[1] * grid[2] // merge**2)
+    text = chat_prompt(processor, question, 1).replace(IMAGE_TOKEN, run, 1)
+    enc = processor.tokenizer([text], return_tensors="pt")
+    video_id = model_config.video_token_id
+    temporal = processor.image_processor.temporal_patch_size
+    return dict(
+        input_ids=enc["input_ids"],
+        attention_mask=enc["attention_mask"],
+        mm_token_type_ids=(enc["input_ids"] == video_id).long() * 2,
+        pixel_values_videos=pixels,
+        video_grid_thw=torch.tensor([grid]),
+        second_per_grid_ts=torch.tensor([temporal * seconds_between]),
+    )
