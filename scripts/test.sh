@@ -3,8 +3,8 @@
 # the whole test suite. Extra pytest arguments are passed through: bash scripts/test.sh -k globalcom2
 #
 # - torch: the CPU build 2.13.0 (any torch >= 2.4 works; this one installs without CUDA libraries).
-# - extras dev (pytest, ruff, playwright, mkdocs), demo (gradio), kernels (triton: its kernels are
-#   tested on the CPU in Triton's interpreter).
+# - extras dev (pytest, ruff, playwright, mkdocs), demo (gradio), video (PyAV: the video CLI's MP4
+#   decoding test), kernels (triton: its kernels are tested on the CPU in Triton's interpreter).
 # - The documentation (mkdocs.yml, docs/) is built with --strict into a temporary folder, so a
 #   broken link or a page missing from the nav fails the run.
 # - Debian's chromium for the demo's browser test, installed when running as root with apt-get;
@@ -22,7 +22,7 @@ PY=${PYTHON:-python3}
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[dev,demo,kernels]"
+python -m pip install -q -e ".[dev,demo,kernels,video]"
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
         || echo "note: could not install chromium; the browser test will skip"
