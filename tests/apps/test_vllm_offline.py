@@ -128,8 +128,13 @@ def test_server_setting_applies_without_request_options(compressed, reference):
 
 
 def test_repeated_images_hit_the_same_result(compressed):
+    # The same tokens, prompt length and first log-probability (the prefill, a prefix-cache hit);
+    # later decode steps run in another batch than the first request's, and vLLM's CPU kernels are
+    # not batch-invariant in the last bits, so those log-probabilities agree to LOGPROB_ATOL.
     for got, first in zip(compressed["repeats"], compressed["compressed"][:3]):
-        assert got == first
+        assert got["tokens"] == first["tokens"] and got["prompt_len"] == first["prompt_len"]
+        assert got["logprobs"][0] == first["logprobs"][0]
+        assert got["logprobs"] == pytest.approx(first["logprobs"], abs=LOGPROB_ATOL)
 
 
 def test_the_comparison_can_tell_methods_apart(compressed):
