@@ -11,6 +11,8 @@ patch, ``<x.x seconds><|vision_start|>`` + h*w/4 video placeholders + ``<|vision
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 import torch
 
@@ -18,7 +20,10 @@ import vtcompress as vtc
 from tests.conftest import make_image, tiny_qwen3_vl, uncompressed
 from tests.helpers.video_inputs import qwen3_clip_text
 from tests.helpers.video_inputs import qwen3_video_inputs as video_inputs
+from vtcompress.config import CompressionConfig
 from vtcompress.methods.vidcom2 import vidcom2_keep
+from vtcompress.registry import _METHODS, register_method
+from vtcompress.tokens import ViewOutput
 
 torch.set_num_threads(1)
 VIDEO_METHODS = ["vidcom2", "evs", "dycoke_ttm", "visionzip_video"]
@@ -151,6 +156,40 @@ def test_kept_tokens_keep_their_positions_features_and_deepstack(model, method):
             torch.testing.assert_close(layer, want_ds, rtol=1e-6, atol=1e-6)
 
 
+@dataclass
+class BackwardsConfig(CompressionConfig):
+    """A test video method: per frame the odd positions, listed last first."""
+
+    media = ("video",)
+
+
+def backwards(clip, config) -> list[ViewOutput]:
+    p = clip.features.shape[1]
+    kept = torch.arange(p - 1, 0, -2)  # descending
+    return [ViewOutput(positions=kept, features=frame[kept]) for frame in clip.features]
+
+
+@torch.no_grad()
+def test_a_method_that_lists_kept_tokens_out_of_order_is_spliced_in_placeholder_order(model):
+    call = video_inputs([(3, 4, 6)])
+    features, deepstack = stock_video_features(model, call)
+    register_method("_backwards", BackwardsConfig)(backwards)
+    try:
+        vtc.compress(model, BackwardsConfig(ratio=0.5))
+        with Spy(model) as spy:
+            model(**call)
+    finally:
+        vtc.get_handle(model).remove()
+        _METHODS.pop("_backwards", None)
+    (got,) = spy.lm
+    kept = [t * 6 + i for t in range(3) for i in (1, 3, 5)]
+    torch.testing.assert_close(
+        got["inputs_embeds"][0, got["visual_pos_masks"][0]], features[0][kept], rtol=0, atol=0
+    )
+    for layer, stock in zip(got["deepstack_visual_embeds"], deepstack, strict=True):
+        torch.testing.assert_close(layer, stock[0][kept], rtol=0, atol=0)
+
+
 @torch.no_grad()
 def test_vidcom2_runs_on_temporal_patches_as_the_official_hook(model):
     """T = temporal patches, tokens per frame = h * w / 4, the merged tokens of the clip: the kept
@@ -248,9 +287,9 @@ def test_every_generation_mode(model, mode):
         assert torch.equal(out, step["input_ids"])
 
 
-def image_and_video_inputs(grid, width=500, height=300):
-    """One prompt: an image (expanded by the processor), then a clip's timestamped runs spliced in
-    after it (the processor refuses video placeholders without its video processor)."""
+def image_and_video_inputs(grid, width=500, height=300, video_first=False):
+    """One prompt: an image (expanded by the processor) and a clip's timestamped runs spliced in
+    after it, or before it (the processor refuses video placeholders without its video processor)."""
     from vtcompress.integrations.qwen3_vl.prompt import prompt
 
     m, processor = tiny_qwen3_vl()
@@ -258,8 +297,10 @@ def image_and_video_inputs(grid, width=500, height=300):
         processor(images=[make_image(width, height)], text=[prompt("What changes?")], return_tensors="pt")
     )
     clip = processor.tokenizer([qwen3_clip_text(grid)], return_tensors="pt")["input_ids"][0]
-    end = processor.tokenizer.convert_tokens_to_ids("<|vision_end|>")
-    at = int((call["input_ids"][0] == end).nonzero()[0]) + 1
+    if video_first:
+        at = int((call["input_ids"][0] == m.config.vision_start_token_id).nonzero()[0])
+    else:
+        at = int((call["input_ids"][0] == m.config.vision_end_token_id).nonzero()[0]) + 1
     for key, insert in (
         ("input_ids", clip),
         ("attention_mask", torch.ones_like(clip)),
@@ -276,9 +317,12 @@ def image_and_video_inputs(grid, width=500, height=300):
 
 
 @torch.no_grad()
-def test_image_and_video_in_one_prompt_each_get_their_own_budget_and_deepstack(model):
+@pytest.mark.parametrize("video_first", [False, True], ids=["image-then-video", "video-then-image"])
+def test_image_and_video_in_one_prompt_each_get_their_own_budget_positions_and_deepstack(model, video_first):
     grid = (4, 4, 6)
-    call = image_and_video_inputs(grid)  # image 500x300: 144 tokens (9 x 16); clip: 24
+    call = image_and_video_inputs(
+        grid, video_first=video_first
+    )  # image 500x300: 144 tokens (9 x 16); clip: 24
     stock = model(**call).logits
     image_out = model.model.get_image_features(call["pixel_values"], call["image_grid_thw"], return_dict=True)
     _, video_deepstack = stock_video_features(model, call)
@@ -289,12 +333,25 @@ def test_image_and_video_in_one_prompt_each_get_their_own_budget_and_deepstack(m
     assert (image.media, image.tokens_before, image.tokens_after) == ("image", 144, 43)
     assert (clip.media, clip.tokens_before, clip.tokens_after) == ("video", 24, 7)
     assert logits.shape[1] == call["input_ids"].shape[1] - (144 - 43) - (24 - 7)
-    # The stock code joins both media's DeepStack features in placeholder order: image first.
+    # The stock code joins both media's DeepStack features in placeholder order.
     (got,) = spy.lm
     image_kept = [r * 16 + c for r, c in image.views[0].positions]
     for layer, img, vid in zip(got["deepstack_visual_embeds"], image_out.deepstack_features, video_deepstack):
-        want = torch.cat([img[0][image_kept], vid[0][kept_ranks(clip)]])
-        torch.testing.assert_close(layer, want, rtol=0, atol=0)
+        parts = [img[0][image_kept], vid[0][kept_ranks(clip)]]
+        torch.testing.assert_close(layer, torch.cat(parts[::-1] if video_first else parts), rtol=0, atol=0)
+    # Every kept token and all text keep the uncompressed prompt's positions.
+    ids = call["input_ids"][0]
+    media = {model.config.image_token_id: [(9, 16)], model.config.video_token_id: [(2, 3)] * 4}
+    want = torch.tensor(reference_positions(ids.tolist(), media))
+    stays = torch.ones_like(ids, dtype=torch.bool)
+    for token, kept in (
+        (model.config.image_token_id, image_kept),
+        (model.config.video_token_id, kept_ranks(clip)),
+    ):
+        at = (ids == token).nonzero()[:, 0]
+        stays[at] = False
+        stays[at[kept]] = True
+    assert got["position_ids"][-3:, 0].T.tolist() == want[stays].tolist()
     with vtc.compressed(model, "uniform", ratio=1.0):
         assert torch.equal(model(**call).logits, stock)
     handle.remove()
