@@ -64,7 +64,7 @@ if [ "${VTCOMPRESS_SKIP_EVAL:-0}" != 1 ]; then
     bash .ci/eval-setup.sh .venv-eval
     OMP_NUM_THREADS=1 .venv-eval/bin/python -m pytest -q tests/apps/test_lmms_eval_cli.py \
         tests/apps/test_lmms_eval_offline_tasks.py tests/apps/test_lmms_eval_sweep.py tests/apps/test_lmms_eval_failures.py \
-        tests/apps/test_onevision_lmms_eval.py tests/apps/test_lmms_eval_qwen2_5_vl.py tests/apps/test_lmms_eval_qwen3_vl.py \
+        tests/apps/test_onevision_lmms_eval.py tests/apps/test_lmms_eval_mrope_families.py \
         tests/apps/test_lmms_eval_video.py
     drop_env .venv-eval
 fi
