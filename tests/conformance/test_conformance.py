@@ -217,6 +217,41 @@ def test_mixed_size_batch_equals_one_by_one(host, method):
     handle.remove()
 
 
+def right_padded(call: dict) -> dict:
+    """A left-padded processor batch padded on the right instead: every per-token [B, L] tensor's
+    rows shifted so the real tokens come first and the padding last."""
+    mask, shape = call["attention_mask"], call["input_ids"].shape
+    pads = (mask == 0).sum(1).tolist()
+    assert (mask[:, -1] == 1).all(), "the processor's batch is left padded"
+
+    def shift(t: torch.Tensor) -> torch.Tensor:
+        return torch.stack([row.roll(-p, 0) for row, p in zip(t, pads)])
+
+    return {k: shift(v) if torch.is_tensor(v) and v.shape[:2] == shape else v for k, v in call.items()}
+
+
+@torch.no_grad()
+def test_a_right_padded_batch_stays_right_padded(host):
+    """Exact at ratio 1.0, and when compressed each row's real tokens come first, as long as the
+    row alone (the batch as long as its longest row) and with its logits."""
+    model = model_of(host)
+    images = [picture(672, 672), picture(1000, 500, seed=1)]
+    questions = ["What?", "Where is the red square in this picture?"]
+    call = right_padded(host.inputs(images, questions))
+    stock = model(**call).logits
+    with vtc.compressed(model, config(host, "uniform", 1.0)):
+        assert torch.equal(model(**call).logits, stock)
+    handle = vtc.compress(model, config(host, "uniform"))
+    out = model(**call).logits
+    lengths = [s.length_after for s in handle.last_stats.samples]
+    assert out.shape[1] == max(lengths) and lengths[0] != lengths[1]
+    for i, image in enumerate(images):
+        alone = model(**host.inputs([image], [questions[i]])).logits[0]
+        assert alone.shape[0] == lengths[i]
+        torch.testing.assert_close(out[i, : lengths[i]], alone, atol=2e-4, rtol=1e-4)
+    handle.remove()
+
+
 @torch.no_grad()
 def test_labels_are_cut_with_the_prompt(host, method):
     model, handle = attach(host, method)
