@@ -21,6 +21,7 @@ from tests.conformance.hosts import (
     pair_id,
     picture,
 )
+from tests.helpers.padding import right_padded
 from vtcompress.budget import keep_count
 
 torch.set_num_threads(1)
@@ -215,19 +216,6 @@ def test_mixed_size_batch_equals_one_by_one(host, method):
         alone = handle.last_stats.images[0]
         assert [v.positions for v in alone.views] == [v.positions for v in batch_stats.images[i].views]
     handle.remove()
-
-
-def right_padded(call: dict) -> dict:
-    """A left-padded processor batch padded on the right instead: every per-token [B, L] tensor's
-    rows shifted so the real tokens come first and the padding last."""
-    mask, shape = call["attention_mask"], call["input_ids"].shape
-    pads = (mask == 0).sum(1).tolist()
-    assert (mask[:, -1] == 1).all(), "the processor's batch is left padded"
-
-    def shift(t: torch.Tensor) -> torch.Tensor:
-        return torch.stack([row.roll(-p, 0) for row, p in zip(t, pads)])
-
-    return {k: shift(v) if torch.is_tensor(v) and v.shape[:2] == shape else v for k, v in call.items()}
 
 
 @torch.no_grad()
