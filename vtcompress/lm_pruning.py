@@ -44,6 +44,9 @@ class LMStageInputs:
     every token under ``layer``'s input norm, q/k projections and RoPE at the current positions
     (softmax per head over the valid keys, then the mean over heads); ``post_rope_keys(layer,
     hidden)`` -> [B, H_kv, L, D_h]; ``final_norm(hidden)`` -> [B, L, d]: the model's last norm.
+    ``keep_per_row``, ``candidates_per_row``, ``text_per_row``: ``counts``, ``candidates.sum(1)``
+    and ``text.sum(1)`` as Python ints, known on the host: a method that needs sizes reads these
+    instead of the device (on a GPU each read is a synchronisation).
     """
 
     candidates: Tensor
@@ -55,6 +58,9 @@ class LMStageInputs:
     last_attention: Callable[[int, Tensor], Tensor]
     post_rope_keys: Callable[[int, Tensor], Tensor]
     final_norm: Callable[[Tensor], Tensor]
+    keep_per_row: list[int]
+    candidates_per_row: list[int]
+    text_per_row: list[int]
 
 
 @dataclass
@@ -144,6 +150,12 @@ def top_by_score(scores: Tensor, candidates: Tensor, counts: Tensor) -> Tensor:
     return (ranks < counts[:, None]) & candidates
 
 
+def first_positions(mask: Tensor, n: int) -> Tensor:
+    """Per row, the positions of the first ``n`` True entries in ascending order (rows with fewer
+    continue with False positions): bool [B, L] -> long [B, n]. No device read."""
+    return torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)[:, :n]
+
+
 def dart_keep(
     normed: Tensor,
     key_norms: Tensor,
@@ -153,7 +165,7 @@ def dart_keep(
     image_pivots: list[int],
     text_pivots: list[int],
 ) -> Tensor:
-    """DART's duplication-aware selection, row by row (its greedy loop is sequential).
+    """DART's duplication-aware selection.
 
     ``normed``: [B, L, d] hidden states after the final norm; ``key_norms``: [B, L] pivot
     scores; ``candidates``: bool [B, L] image tokens; ``text``: bool [B, L] text tokens that may
@@ -163,22 +175,41 @@ def dart_keep(
     lower index first); the image pivots are kept.
     Each pivot then adds the not-yet-kept candidates *least* cosine-similar to it (ties: lower
     index first). Returns bool [B, L].
+
+    The greedy loop is sequential over pivots; the rows run together (pivot ``j`` of every row at
+    once), every size taken from the host lists, so nothing is read back from the device.
     """
-    keep = torch.zeros_like(candidates)
+    b, _, d = normed.shape
+    device = candidates.device
     unit = torch.nn.functional.normalize(normed.float(), dim=-1)
-    for b in range(candidates.shape[0]):
-        pivots = []
-        for pool, n in ((candidates[b], image_pivots[b]), (text[b], text_pivots[b])):
-            top = top_by_score(key_norms[b : b + 1], pool[None], torch.tensor([n], device=pool.device))[0]
-            pivots.append(top.nonzero().squeeze(1))
-        keep[b, pivots[0]] = True
-        for pivot, n in zip(torch.cat(pivots).tolist(), per_pivot[b]):
-            free = (candidates[b] & ~keep[b]).nonzero().squeeze(1)
-            if n <= 0 or free.numel() == 0:
-                continue
-            sim = unit[b, free] @ unit[b, pivot]
-            order = torch.sort(sim, stable=True).indices[:n]
-            keep[b, free[order]] = True
+    image_top = top_by_score(key_norms, candidates, torch.tensor(image_pivots, device=device))
+    text_top = top_by_score(key_norms, text, torch.tensor(text_pivots, device=device))
+    most_image = max(image_pivots, default=0)
+    positions = torch.cat(
+        [first_positions(image_top, most_image), first_positions(text_top, max(text_pivots, default=0))],
+        dim=1,
+    )
+    # Column in ``positions`` of row b's pivot j: its image pivots, then its text pivots.
+    pivot_count = max((pi + pt for pi, pt in zip(image_pivots, text_pivots)), default=0)
+    columns = [
+        [j if j < pi else most_image + j - pi if j < pi + pt else 0 for j in range(pivot_count)]
+        for pi, pt in zip(image_pivots, text_pivots)
+    ]
+    keep = image_top.clone()
+    if pivot_count == 0:
+        return keep
+    pivots = positions.gather(1, torch.tensor(columns, device=device))
+    for j in range(pivot_count):
+        adds = [row[j] if j < len(row) else 0 for row in per_pivot]
+        most = max(adds)
+        if most <= 0:
+            continue
+        pivot = unit.gather(1, pivots[:, j, None, None].expand(b, 1, d))  # [B, 1, d]
+        free = candidates & ~keep
+        sim = (unit @ pivot.transpose(1, 2))[..., 0].masked_fill(~free, float("inf"))
+        order = torch.sort(sim, dim=1, stable=True).indices[:, :most]
+        wanted = torch.arange(most, device=device) < torch.tensor(adds, device=device)[:, None]
+        keep.scatter_(1, order, keep.gather(1, order) | (wanted & free.gather(1, order)))
     return keep
 
 

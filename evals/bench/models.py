@@ -215,10 +215,11 @@ def load_checkpoint(
     """A real LLaVA-NeXT checkpoint (hub id or local directory; "tiny" for the offline tiny model)."""
     from transformers import AutoProcessor, LlavaNextForConditionalGeneration
 
-    from vtcompress.integrations.llava_next.loader import resolve_model_path
+    from vtcompress.integrations.llava_next import HOST
+    from vtcompress.integrations.loading import resolve_model_path
     from vtcompress.integrations.tiny_models import is_random_tiny
 
-    path = resolve_model_path(path_or_id)
+    path = resolve_model_path(HOST, path_or_id)
     kwargs: dict[str, Any] = {"dtype": dtype}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation

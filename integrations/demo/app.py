@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,8 @@ except ImportError as err:  # pragma: no cover - exercised by the CLI's message
 
 from vtcompress.integrations.demo.engine import Comparison, DemoEngine, InputError, format_flops
 from vtcompress.integrations.demo.examples import write_examples
+from vtcompress.integrations.demo.video import video_markdown
+from vtcompress.integrations.examples import example
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +130,79 @@ def make_handler(engine: DemoEngine):
     return compare
 
 
+def make_video_handler(engine: DemoEngine):
+    """The video tab's event function: (video, question, method, ratio, options) -> (message,
+    answer with compression, answer without, token counts per frame). Never raises."""
+
+    def compare_video(video: Any, question: str, method: str, ratio: float, options: str = ""):
+        try:
+            c = engine.compare_video(video, question, method, ratio, options)
+        except InputError as err:
+            return f"**Problem:** {err}", "", "", ""
+        except Exception as err:  # a page must answer, whatever broke; the log keeps the traceback
+            log.exception("demo video request failed")
+            return f"**Problem:** something went wrong: {type(err).__name__}: {err}", "", "", ""
+        return "**Done.**", c.compressed.answer, c.uncompressed.answer, video_markdown(c)
+
+    return compare_video
+
+
+def _video_tab(engine: DemoEngine, concurrency: int, examples_dir: Path) -> None:
+    """The video tab: a video file (or the bundled clip), a question, method and ratio; the two
+    answers and the clip's tokens per frame before and after."""
+    from vtcompress.integrations.cli.usage import DEFAULT_VIDEO_METHOD, DEFAULT_VIDEO_QUESTION
+
+    methods = engine.served_video_methods()
+    default = DEFAULT_VIDEO_METHOD if DEFAULT_VIDEO_METHOD in methods else methods[0]
+    clip = example("clip")
+    clip_path = examples_dir / clip.path.name
+    shutil.copyfile(clip.path, clip_path)
+    with gr.Row():
+        with gr.Column(scale=2):
+            video = gr.File(
+                label="Video (MP4, WebM, MKV, AVI, MOV or GIF)",
+                file_types=[".mp4", ".webm", ".mkv", ".avi", ".mov", ".gif"],
+                type="filepath",
+                elem_id="video",
+            )
+            question = gr.Textbox(
+                value=DEFAULT_VIDEO_QUESTION, label="Question", lines=2, elem_id="video-question"
+            )
+            with gr.Row():
+                method = gr.Dropdown(methods, value=default, label="Method", elem_id="video-method")
+                ratio = gr.Slider(
+                    *RATIO_RANGE,
+                    value=DEFAULT_RATIO,
+                    step=0.05,
+                    label="Ratio (kept tokens)",
+                    elem_id="video-ratio",
+                )
+            options = gr.Textbox(
+                value="",
+                label="Method options (optional)",
+                placeholder="KEY=VALUE, comma-separated, e.g. allocation=paper",
+                elem_id="video-options",
+            )
+            submit = gr.Button("Compare", variant="primary", elem_id="video-submit")
+            gr.Examples(
+                [[str(clip_path), clip.question, default, DEFAULT_RATIO]],
+                inputs=[video, question, method, ratio],
+            )
+        with gr.Column(scale=3):
+            message = gr.Markdown(label="Message", show_label=False, elem_id="video-message")
+            with gr.Row():
+                answer_c = gr.Textbox(
+                    label="Answer with compression", lines=3, elem_id="video-answer-compressed"
+                )
+                answer_u = gr.Textbox(
+                    label="Answer without compression", lines=3, elem_id="video-answer-full"
+                )
+            stats = gr.Markdown(label="Tokens per frame", show_label=False, elem_id="video-stats")
+    handler = make_video_handler(engine)
+    inputs, outputs = [video, question, method, ratio, options], [message, answer_c, answer_u, stats]
+    submit.click(handler, inputs, outputs, api_name="compare_video", concurrency_limit=concurrency)
+
+
 def _header(engine: DemoEngine) -> str:
     lines = [
         "# vtcompress: what does visual-token compression keep?",
@@ -136,6 +213,12 @@ def _header(engine: DemoEngine) -> str:
         "",
         f"Model: **{engine.name}** on {engine.model.device}.",
     ]
+    if engine.takes_video:
+        lines[2:2] = [
+            "",
+            "The **Video** tab does the same for a clip (a video file, or the example clip): the two "
+            "answers and the clip's visual tokens per frame before and after.",
+        ]
     if engine.random_weights:
         lines += [
             "",
@@ -159,50 +242,63 @@ def build_app(engine: DemoEngine, concurrency: int = 4, examples_dir: str | Path
     # delete_cache: overlay PNGs of past requests are removed after an hour (long-running servers).
     with gr.Blocks(title="vtcompress demo", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
         gr.Markdown(_header(engine), elem_id="header")
-        with gr.Row():
-            with gr.Column(scale=2):
-                image = tolerant_image(
-                    type="filepath",
-                    image_mode=None,
-                    label="Image",
-                    sources=["upload", "clipboard"],
-                    elem_id="image",
-                )
-                question = gr.Textbox(label="Question", lines=2, elem_id="question")
-                with gr.Row():
-                    method = gr.Dropdown(methods, value=default, label="Method", elem_id="method")
-                    ratio = gr.Slider(
-                        *RATIO_RANGE,
-                        value=DEFAULT_RATIO,
-                        step=0.05,
-                        label="Ratio (kept tokens)",
-                        elem_id="ratio",
+        video = engine.takes_video  # a family with video inputs gets a video tab
+        with gr.Tabs() if video else nullcontext():
+            with gr.Tab("Image") if video else nullcontext(), gr.Row():
+                with gr.Column(scale=2):
+                    image = tolerant_image(
+                        type="filepath",
+                        image_mode=None,
+                        label="Image",
+                        sources=["upload", "clipboard"],
+                        elem_id="image",
                     )
-                options = gr.Textbox(
-                    value="",  # API callers may leave it out
-                    label="Method options (optional)",
-                    placeholder="KEY=VALUE, comma-separated, e.g. allocation=paper",
-                    info="Options of the method's config (see the methods pages); the model's own "
-                    "defaults fill in the rest.",
-                    elem_id="options",
-                )
-                submit = gr.Button("Compare", variant="primary", elem_id="submit")
-                gr.Examples(
-                    [[path, q, default, DEFAULT_RATIO] for path, q in examples],
-                    inputs=[image, question, method, ratio],
-                )
-            with gr.Column(scale=3):
-                message = gr.Markdown(label="Message", show_label=False, elem_id="message")
-                with gr.Row():
-                    answer_c = gr.Textbox(
-                        label="Answer with compression", lines=3, elem_id="answer-compressed"
+                    question = gr.Textbox(label="Question", lines=2, elem_id="question")
+                    with gr.Row():
+                        method = gr.Dropdown(methods, value=default, label="Method", elem_id="method")
+                        ratio = gr.Slider(
+                            *RATIO_RANGE,
+                            value=DEFAULT_RATIO,
+                            step=0.05,
+                            label="Ratio (kept tokens)",
+                            elem_id="ratio",
+                        )
+                    options = gr.Textbox(
+                        value="",  # API callers may leave it out
+                        label="Method options (optional)",
+                        placeholder="KEY=VALUE, comma-separated, e.g. allocation=paper",
+                        info="Options of the method's config (see the methods pages); the model's own "
+                        "defaults fill in the rest.",
+                        elem_id="options",
                     )
-                    answer_u = gr.Textbox(label="Answer without compression", lines=3, elem_id="answer-full")
-                stats = gr.Markdown(label="Token counts, times and FLOPs", show_label=False, elem_id="stats")
-                gallery = gr.Gallery(
-                    label="Kept tokens per view", columns=3, height="auto", format="png", elem_id="overlays"
-                )
-                legend = gr.Markdown(label="Overlay legend", show_label=False, elem_id="legend")
+                    submit = gr.Button("Compare", variant="primary", elem_id="submit")
+                    gr.Examples(
+                        [[path, q, default, DEFAULT_RATIO] for path, q in examples],
+                        inputs=[image, question, method, ratio],
+                    )
+                with gr.Column(scale=3):
+                    message = gr.Markdown(label="Message", show_label=False, elem_id="message")
+                    with gr.Row():
+                        answer_c = gr.Textbox(
+                            label="Answer with compression", lines=3, elem_id="answer-compressed"
+                        )
+                        answer_u = gr.Textbox(
+                            label="Answer without compression", lines=3, elem_id="answer-full"
+                        )
+                    stats = gr.Markdown(
+                        label="Token counts, times and FLOPs", show_label=False, elem_id="stats"
+                    )
+                    gallery = gr.Gallery(
+                        label="Kept tokens per view",
+                        columns=3,
+                        height="auto",
+                        format="png",
+                        elem_id="overlays",
+                    )
+                    legend = gr.Markdown(label="Overlay legend", show_label=False, elem_id="legend")
+            if video:
+                with gr.Tab("Video"):
+                    _video_tab(engine, concurrency, examples_dir)
         outputs = [message, answer_c, answer_u, stats, gallery, legend]
         inputs = [image, question, method, ratio, options]
         submit.click(handler, inputs, outputs, api_name="compare", concurrency_limit=concurrency)

@@ -27,6 +27,7 @@ from vtcompress.api import compress, compressed, config_for, get_handle
 from vtcompress.config import CompressionConfig
 from vtcompress.hosts import HostSpec, host_specs, spec_for_model_type
 from vtcompress.integrations.demo import overlay
+from vtcompress.integrations.demo.video import VideoComparison, compare_video
 from vtcompress.integrations.inputs import ImageLimits, to_rgb
 from vtcompress.registry import available_methods, parse_options
 from vtcompress.stats import CompressionStats, ImageStats
@@ -254,9 +255,12 @@ class DemoEngine:
     def served_methods(self) -> list[str]:
         """The registered image methods this model's host serves by name (public ones: a name
         starting with "_" is private)."""
+        return self._served(available_methods("image"))
+
+    def _served(self, methods: list[str]) -> list[str]:
         served = []
         with self.lock:
-            for method in available_methods("image"):
+            for method in methods:
                 if method.startswith("_"):
                     continue
                 try:
@@ -265,6 +269,19 @@ class DemoEngine:
                     continue
                 served.append(method)
         return served
+
+    @property
+    def takes_video(self) -> bool:
+        """Whether this model's family declares video inputs (the demo's video tab)."""
+        return self.spec.video_inputs is not None
+
+    def served_video_methods(self) -> list[str]:
+        """What the video tab offers: the video methods this model's host serves, then the image
+        methods (run frame by frame); empty when the family takes no videos."""
+        if not self.takes_video:
+            return []
+        video = sorted(set(available_methods()) - set(available_methods("image")))
+        return self._served(video) + self.served_methods()
 
     # --- running ------------------------------------------------------------------------------
     def prompt(self, question: str) -> str:
@@ -312,6 +329,19 @@ class DemoEngine:
                 small = self._generate(inputs)
                 stats = handle.last_stats
         return self._comparison(image, inputs, config, full, small, stats)
+
+    def compare_video(
+        self,
+        video: str | os.PathLike | None,
+        question: str | None,
+        method: str,
+        ratio: Any,
+        options: str | dict[str, Any] | None = None,
+        frames: int | None = None,
+    ) -> VideoComparison:
+        """Answer ``question`` about a video file without and with compression (see
+        :func:`vtcompress.integrations.demo.video.compare_video`)."""
+        return compare_video(self, video, question, method, ratio, options, frames)
 
     # --- presentation -------------------------------------------------------------------------
     def _pictures(self, image: Image.Image, inputs: Any) -> list[tuple[np.ndarray, tuple[int, int], Any]]:

@@ -5,23 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from vtcompress.api import compress, host_config
 from vtcompress.config import CompressionConfig
 from vtcompress.integrations.llava_next import HOST
-from vtcompress.registry import explicit_options
+from vtcompress.integrations.loading import hub_kwargs, load_and_compress
 
 DEFAULT_MODEL = "llava-hf/llava-v1.6-vicuna-7b-hf"
 DEFAULT_METHOD = HOST.default_method
-TINY = "tiny"
-
-
-def resolve_model_path(model: str | os.PathLike) -> str:
-    """``"tiny"`` -> the offline tiny model (built and cached on first use); else unchanged."""
-    if str(model) == TINY:
-        from vtcompress.integrations.llava_next.tiny import tiny_checkpoint
-
-        return tiny_checkpoint()
-    return str(model)
 
 
 def load_llava_next(path: str | os.PathLike, **from_pretrained_kwargs: Any):
@@ -29,8 +18,7 @@ def load_llava_next(path: str | os.PathLike, **from_pretrained_kwargs: Any):
     from transformers import AutoProcessor, LlavaNextForConditionalGeneration
 
     model = LlavaNextForConditionalGeneration.from_pretrained(path, **from_pretrained_kwargs)
-    hub = {k: v for k, v in from_pretrained_kwargs.items() if k in ("local_files_only", "revision", "token")}
-    return model.eval(), AutoProcessor.from_pretrained(path, **hub)
+    return model.eval(), AutoProcessor.from_pretrained(path, **hub_kwargs(from_pretrained_kwargs))
 
 
 def load_compressed_llava(
@@ -55,22 +43,4 @@ def load_compressed_llava(
     Returns:
         ``(model, processor)``; ``vtcompress.get_handle(model)`` is the compression handle.
     """
-    from transformers import AutoProcessor, LlavaNextForConditionalGeneration
-
-    from vtcompress.integrations.llava_next.host import LlavaNextHost
-    from vtcompress.integrations.tiny_models import loading_bars
-
-    config = host_config(LlavaNextHost, method, **explicit_options(ratio, method_options))  # before loading
-    path = resolve_model_path(model)
-    try:
-        with loading_bars(path):
-            llava = LlavaNextForConditionalGeneration.from_pretrained(path, **from_pretrained_kwargs)
-    except OSError as err:
-        raise OSError(
-            f"could not load LLaVA-NeXT weights from {path!r}: {err}\n"
-            "Give a local directory or a hub id reachable from here, or model='tiny' for the offline tiny model."
-        ) from err
-    processor = AutoProcessor.from_pretrained(path)
-    llava.eval()
-    compress(llava, config)
-    return llava, processor
+    return load_and_compress(HOST, model, method, ratio, method_options, from_pretrained_kwargs)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from vtcompress.api import compress, host_config
+from vtcompress.api import host_config
 from vtcompress.config import CompressionConfig
 from vtcompress.integrations.llava_onevision import HOST
+from vtcompress.integrations.loading import hub_kwargs, load_and_compress
 from vtcompress.registry import explicit_options
 
 DEFAULT_MODEL = "llava-hf/llava-onevision-qwen2-7b-ov-hf"
 DEFAULT_METHOD = HOST.default_method  # with score="mean_cos", this host's default for the name
-TINY = "tiny"
 
 
 def onevision_config(
@@ -23,15 +23,6 @@ def onevision_config(
     from vtcompress.integrations.llava_onevision.host import LlavaOnevisionHost
 
     return host_config(LlavaOnevisionHost, method, **explicit_options(ratio, method_options))
-
-
-def resolve_model_path(model: str | os.PathLike) -> str:
-    """``"tiny"`` -> the offline tiny model (built and cached on first use); else unchanged."""
-    if str(model) == TINY:
-        from vtcompress.integrations.llava_onevision.tiny import tiny_checkpoint
-
-        return tiny_checkpoint()
-    return str(model)
 
 
 def load_compressed_onevision(
@@ -59,17 +50,7 @@ def load_compressed_onevision(
         ``(model, processor)``; ``vtcompress.get_handle(model)`` is the compression handle. Without
         torchvision the processor is image-only (see :mod:`.processing`).
     """
-    config = onevision_config(method, ratio, method_options)  # fails before loading
-    path = resolve_model_path(model)
-    try:
-        onevision, processor = load_onevision(path, **from_pretrained_kwargs)
-    except OSError as err:
-        raise OSError(
-            f"could not load LLaVA-OneVision weights from {path!r}: {err}\n"
-            "Give a local directory or a hub id reachable from here, or model='tiny' for the offline tiny model."
-        ) from err
-    compress(onevision, config)
-    return onevision, processor
+    return load_and_compress(HOST, model, method, ratio, method_options, from_pretrained_kwargs)
 
 
 def load_onevision(path: str | os.PathLike, **from_pretrained_kwargs: Any):
@@ -82,5 +63,4 @@ def load_onevision(path: str | os.PathLike, **from_pretrained_kwargs: Any):
 
     with loading_bars(path):
         model = LlavaOnevisionForConditionalGeneration.from_pretrained(path, **from_pretrained_kwargs)
-    hub = {k: v for k, v in from_pretrained_kwargs.items() if k in ("local_files_only", "revision", "token")}
-    return model.eval(), load_processor(path, **hub)
+    return model.eval(), load_processor(path, **hub_kwargs(from_pretrained_kwargs))

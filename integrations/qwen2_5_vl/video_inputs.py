@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
+from vtcompress.integrations.mrope_video import frame_patches
 from vtcompress.integrations.prompt import chat_prompt
 from vtcompress.integrations.qwen2_5_vl.prompt import IMAGE_TOKEN
 from vtcompress.integrations.qwen2_5_vl.tiny import VIDEO_TOKEN
@@ -35,24 +35,10 @@ def clip_pixels(
 ) -> tuple[torch.Tensor, tuple[int, int, int]]:
     """``(pixel_values_videos [t * h * w, C * 2 * 14 * 14], (t, h, w))`` for one clip; ``(t, h, w)``
     is its ``video_grid_thw`` row (temporal patches, 14-px patch rows and columns)."""
-    patch, merge = image_processor.patch_size, image_processor.merge_size
-    temporal = image_processor.temporal_patch_size
+    factor = image_processor.patch_size * image_processor.merge_size
     width, height = frames[0].size
-    h, w = smart_resize(height, width, factor=patch * merge, min_pixels=min_pixels, max_pixels=max_pixels)
-    mean = np.asarray(image_processor.image_mean, dtype=np.float32)[:, None, None]
-    std = np.asarray(image_processor.image_std, dtype=np.float32)[:, None, None]
-    arrays = []
-    for frame in frames:
-        resized = np.asarray(frame.convert("RGB").resize((w, h), Image.Resampling.BICUBIC), dtype=np.float32)
-        arrays.append((resized.transpose(2, 0, 1) * image_processor.rescale_factor - mean) / std)
-    while len(arrays) % temporal:
-        arrays.append(arrays[-1])
-    stack = torch.from_numpy(np.stack(arrays))  # [T, C, H, W]
-    t, c = stack.shape[0] // temporal, stack.shape[1]
-    gh, gw = h // patch, w // patch
-    patches = stack.reshape(t, temporal, c, gh // merge, merge, patch, gw // merge, merge, patch)
-    patches = patches.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
-    return patches.reshape(t * gh * gw, c * temporal * patch * patch), (t, gh, gw)
+    h, w = smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+    return frame_patches(frames, image_processor, h, w)
 
 
 def video_pixel_limits(processor: Any) -> tuple[int, int]:

@@ -13,10 +13,12 @@ class CompressedQwen3VL(MRopeModel):
     ``pretrained``: a checkpoint (``Qwen/Qwen3-VL-8B-Instruct``...), a local folder, or ``tiny``.
     Methods: those the Qwen3-VL host serves (docs/hosts/qwen3-vl.md), e.g. ``method=tome`` (its
     name gets ``metric=projected`` here). Tokens are the merged visual tokens of each image
-    (``image_size`` in the records is the processor's resized size).
+    (``image_size`` in the records is the processor's resized size). A video (a file path) is
+    sampled to ``max_frames_num`` frames and compressed per clip (docs/video.md).
     """
 
     default_method = HOST.default_method
+    family = HOST  # videos: HOST.video_inputs, HOST.video_frames
     default_pretrained = HOST.hub_example
 
     @staticmethod

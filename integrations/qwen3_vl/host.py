@@ -12,6 +12,12 @@ shapes, one that cuts them differently adds features to the wrong tokens.
 
 A merged token (pitome, tome) stands for several patches: its DeepStack features are the mean of
 its source patches' features, as its main features are their (size-weighted) mean.
+
+Videos (``VIDEO``): each clip is one :class:`~vtcompress.video.VideoLayout` of temporal patches,
+compressed by a video method or by an image method frame by frame, its DeepStack features cut
+with the same kept indices (:mod:`.video`: the timestamps between a clip's frame runs stay).
+Images and clips of one prompt each get their own budget; the stock model joins their DeepStack
+features in placeholder order. A video-only method refuses a call with images.
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ import torch
 from torch import Tensor
 from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
 
+from vtcompress.config import VIDEO
 from vtcompress.integrations.mrope_host import MRopeHost
 from vtcompress.integrations.qwen3_vl import HOST
 from vtcompress.integrations.qwen3_vl.layout import Qwen3VLLayout
+from vtcompress.integrations.qwen3_vl.video import encode_videos
 from vtcompress.tokens import ViewOutput
 
 MODEL_CLASSES = HOST.model_classes
@@ -49,15 +57,21 @@ class Qwen3VLHost(MRopeHost):
     model_names = "Qwen3VLForConditionalGeneration"
     model_classes = MODEL_CLASSES
     layout = Qwen3VLLayout
-    # Images only. Not IN_LM: DeepStack adds features at the visual positions after the first
-    # decoder layers, positions the stock model fixes before a stage could drop tokens. Not
-    # VIDEO: a call with images and videos is refused, one with videos only runs uncompressed.
-    provides = frozenset()
+    # Not IN_LM: DeepStack adds features at the visual positions after the first decoder layers,
+    # positions the stock model fixes before a stage could drop tokens.
+    provides = frozenset({VIDEO})
+    media_keys = ("pixel_values", "pixel_values_videos")
+    read_keys = ("image_grid_thw", "video_grid_thw")
     name_defaults = HOST.name_defaults
     refusal_note = (
         f"{HOST.display_name} has no [CLS] token and no thumbnail, and its DeepStack layers keep "
         f"the in-language-model methods out (docs/{HOST.docs_page})"
     )
+
+    def encode_videos(
+        self, call: dict[str, Any]
+    ) -> tuple[BaseModelOutputWithDeepstackFeatures, list[Tensor]]:
+        return encode_videos(self, self.inner, call, self.merge, self.patch_px, cut_like)
 
     def kept_output(self, encoded: Any, kept: list[ViewOutput]) -> BaseModelOutputWithDeepstackFeatures:
         """The kept main features and, cut the same way, every layer's DeepStack features."""

@@ -5,23 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from vtcompress.api import compress, host_config
 from vtcompress.config import CompressionConfig
+from vtcompress.integrations.loading import hub_kwargs, load_and_compress
 from vtcompress.integrations.qwen3_vl import HOST
-from vtcompress.registry import explicit_options
 
 DEFAULT_MODEL = HOST.hub_example
 DEFAULT_METHOD = HOST.default_method
-TINY = "tiny"
-
-
-def resolve_model_path(model: str | os.PathLike) -> str:
-    """``"tiny"`` -> the offline tiny model (built and cached on first use); else unchanged."""
-    if str(model) == TINY:
-        from vtcompress.integrations.qwen3_vl.tiny import tiny_checkpoint
-
-        return tiny_checkpoint()
-    return str(model)
 
 
 def load_qwen3_vl(path: str | os.PathLike, **from_pretrained_kwargs: Any):
@@ -32,8 +21,7 @@ def load_qwen3_vl(path: str | os.PathLike, **from_pretrained_kwargs: Any):
     from vtcompress.integrations.qwen3_vl.processing import load_processor
 
     model = Qwen3VLForConditionalGeneration.from_pretrained(path, **from_pretrained_kwargs)
-    hub = {k: v for k, v in from_pretrained_kwargs.items() if k in ("local_files_only", "revision", "token")}
-    return model.eval(), load_processor(path, **hub)
+    return model.eval(), load_processor(path, **hub_kwargs(from_pretrained_kwargs))
 
 
 def load_compressed_qwen3_vl(
@@ -62,25 +50,6 @@ def load_compressed_qwen3_vl(
         ``(model, processor)``; ``vtcompress.get_handle(model)`` is the compression handle. Without
         torchvision the processor handles images only.
     """
-    from transformers import Qwen3VLForConditionalGeneration
-
-    from vtcompress.integrations.host import check_served
-    from vtcompress.integrations.qwen3_vl.host import Qwen3VLHost
-    from vtcompress.integrations.qwen3_vl.processing import load_processor
-
-    config = host_config(Qwen3VLHost, method, **explicit_options(ratio, method_options))
-    # Refuse before loading. The tower depth is not known yet: 27, the published checkpoints'
-    # (the capabilities this host lacks do not depend on it).
-    check_served(Qwen3VLHost, config, 26, 27)
-    path = resolve_model_path(model)
-    try:
-        qwen = Qwen3VLForConditionalGeneration.from_pretrained(path, **from_pretrained_kwargs)
-    except OSError as err:
-        raise OSError(
-            f"could not load Qwen3-VL weights from {path!r}: {err}\n"
-            "Give a local directory or a hub id reachable from here, or model='tiny' for the offline tiny model."
-        ) from err
-    processor = load_processor(path)
-    qwen.eval()
-    compress(qwen, config)
-    return qwen, processor
+    return load_and_compress(
+        HOST, model, method, ratio, method_options, from_pretrained_kwargs, tower_depth=27
+    )

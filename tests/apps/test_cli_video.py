@@ -198,3 +198,55 @@ def test_qwen_frames_follow_the_checkpoints_video_pixel_limits():
     inputs = video_inputs(model.config, small, clip.frames, "What?", clip.seconds_between)
     t, h, w = inputs["video_grid_thw"][0].tolist()
     assert t == 1 and h * w * 14 * 14 <= 28 * 28 * 4  # 128x96 px shrunk into 4 merged tokens' area
+
+
+def test_qwen3_frames_are_patched_like_the_image_processor():
+    """A still image is two equal frames to the image processor: the same patches, same order
+    (the clip's pixel limits count both frames)."""
+    from tests.conftest import tiny_qwen3_vl
+    from vtcompress.integrations.qwen3_vl.video_inputs import clip_pixels
+
+    _, processor = tiny_qwen3_vl()
+    ip = processor.image_processor
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 420, 3), dtype=np.uint8))
+    ref = ip(images=[image], return_tensors="pt")
+    limits = 2 * ip.size.shortest_edge, 2 * ip.size.longest_edge
+    pixels, grid = clip_pixels([image, image], ip, *limits)
+    assert grid == tuple(ref["image_grid_thw"][0].tolist())
+    torch.testing.assert_close(pixels, ref["pixel_values"], atol=1e-5, rtol=0)
+
+
+def test_qwen3_inputs_give_every_time_step_its_timestamp_and_run():
+    """5 frames 0.5 s apart: 3 temporal patches (the last repeats frame 4) at 0.25, 1.25 and 2.0 s
+    (each the mean of its two frames' times), each its own run of video placeholders."""
+    from tests.conftest import tiny_qwen3_vl
+    from vtcompress.integrations.qwen3_vl.video_inputs import video_inputs
+
+    model, processor = tiny_qwen3_vl()
+    clip = read_clip(CLIP.path, 5)
+    inputs = video_inputs(model.config, processor, clip.frames, "Which colour?", 0.5)
+    t, h, w = inputs["video_grid_thw"][0].tolist()
+    # 5 x 128x96 px is under the clip minimum of 128 * 32^2 px: scaled by sqrt(131072 / (5 * 96 *
+    # 128)) = 1.46 and rounded up to 32 px, 192x160 px: 10 x 12 patches, 5 x 6 merged tokens.
+    assert (t, h, w) == (3, 10, 12)
+    run = "<|vision_start|>" + "<|video_pad|>" * 30 + "<|vision_end|>"
+    text = processor.tokenizer.decode(inputs["input_ids"][0])
+    assert f"<0.2 seconds>{run}<1.2 seconds>{run}<2.0 seconds>{run}Which colour?" in text
+    assert text.count("<|vision_start|>") == 3 and "<|image_pad|>" not in text
+    assert torch.equal(inputs["mm_token_type_ids"], (inputs["input_ids"] == model.config.video_token_id) * 2)
+    steps = inputs["pixel_values_videos"].reshape(t, h * w, 3, 2, 16, 16)
+    torch.testing.assert_close(steps[2, :, :, 0], steps[2, :, :, 1])  # frame 5 = frame 4 repeated
+    assert not torch.equal(steps[1, :, :, 0], steps[1, :, :, 1])
+
+
+def test_run_video_on_qwen3_counts_time_steps(capsys):
+    """6 frames of 128x96 px: the clip is upscaled to Qwen3-VL's video minimum of 128 * 32^2 px
+    over all frames, 192x128 px, 6 x 4 merged tokens per time step; vidcom2's exact allocation
+    keeps floor(0.25 * 72) = 18."""
+    assert main(["run", "--video", str(CLIP.path), "--model", "tiny-qwen3-vl", "--frames", "6", *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "the model sees 3 time steps of 2 frames" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith("  frame ")]
+    assert [int(r[2]) for r in rows] == [24, 24, 24]
+    assert sum(int(r[4]) for r in rows) == 18
+    assert "visual tokens, vidcom2 at ratio 0.25: 72 -> 18" in out

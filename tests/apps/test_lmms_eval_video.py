@@ -1,4 +1,4 @@
-"""The video path of the lmms-eval models (OneVision, Qwen2.5-VL) on the offline video task, and
+"""The video path of the lmms-eval models (OneVision, Qwen2.5-VL, Qwen3-VL) on the offline video task, and
 the video inputs built without the video processor checked against it (eval env only: the video
 processors need torchvision)."""
 
@@ -68,6 +68,44 @@ def test_qwen_video_pixels_match_the_video_processor():
     assert diff.mean() < 1e-5 and diff.max() < 0.05
 
 
+def test_qwen3_video_inputs_equal_the_processor_with_its_video_processor():
+    """The prompt (a timestamp and a run per time step) token for token, the grid exactly, and
+    the pixels within resize rounding (PIL vs torchvision bicubic), with the file's frame indices
+    and frame rate as the video metadata."""
+    from transformers import Qwen3VLProcessor
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+    from transformers.video_utils import VideoMetadata
+
+    from tests.conftest import tiny_qwen3_vl
+    from vtcompress.integrations.prompt import chat_prompt
+    from vtcompress.integrations.qwen3_vl.prompt import IMAGE_PROMPT, VIDEO_TOKEN
+    from vtcompress.integrations.qwen3_vl.video_inputs import video_inputs
+
+    model, processor = tiny_qwen3_vl()
+    ip = processor.image_processor
+    clip = read_clip(example("clip").path, FRAMES)
+    ours = video_inputs(model.config, processor, clip.frames, "What happens?", clip.seconds_between)
+    video = Qwen3VLVideoProcessor(image_mean=ip.image_mean, image_std=ip.image_std)
+    stock = Qwen3VLProcessor(image_processor=ip, tokenizer=processor.tokenizer, video_processor=video)
+    text = chat_prompt(processor, "What happens?", 1).replace(IMAGE_PROMPT, VIDEO_TOKEN)
+    metadata = VideoMetadata(total_num_frames=clip.total, fps=clip.fps, frames_indices=clip.indices)
+    ref = stock(
+        text=[text],
+        videos=[_frames_array(clip)],
+        video_metadata=[metadata],
+        do_sample_frames=False,
+        cap_pixels_per_frame=False,
+        return_tensors="pt",
+    )
+    assert torch.equal(ours["video_grid_thw"], ref["video_grid_thw"])
+    assert torch.equal(ours["input_ids"], ref["input_ids"])
+    assert torch.equal(
+        ours["mm_token_type_ids"], ref["mm_token_type_ids"].to(ours["mm_token_type_ids"].dtype)
+    )
+    diff = (ours["pixel_values_videos"] - ref["pixel_values_videos"]).abs()
+    assert diff.mean() < 1e-2 and diff.max() < 0.2
+
+
 def _video_requests(count: int, folder):
     from lmms_eval.api.instance import Instance
 
@@ -85,14 +123,17 @@ def _video_requests(count: int, folder):
     return {"t": {"test": docs}}, requests
 
 
-@pytest.fixture(scope="module", params=["llava_onevision", "qwen2_5_vl"])
+@pytest.fixture(scope="module", params=["llava_onevision", "qwen2_5_vl", "qwen3_vl"])
 def family(request, workspace):
     if request.param == "llava_onevision":
         from vtcompress.integrations.llava_onevision.eval_model import CompressedLlavaOnevision as cls
         from vtcompress.integrations.llava_onevision.tiny import save_tiny_onevision as save
-    else:
+    elif request.param == "qwen2_5_vl":
         from vtcompress.integrations.qwen2_5_vl.eval_model import CompressedQwen2_5_VL as cls
         from vtcompress.integrations.qwen2_5_vl.tiny import save_tiny_qwen2_5_vl as save
+    else:
+        from vtcompress.integrations.qwen3_vl.eval_model import CompressedQwen3VL as cls
+        from vtcompress.integrations.qwen3_vl.tiny import save_tiny_qwen3_vl as save
     path = save(workspace / request.param)
     return request.param, cls, path
 

@@ -1,5 +1,6 @@
 """Every video method (and image methods frame by frame) on every video host: the behaviour a user
-relies on for clips. Hosts are the tiny offline Qwen2.5-VL and LLaVA-OneVision; a new video method
+relies on for clips. Hosts are the tiny offline Qwen2.5-VL, Qwen3-VL and LLaVA-OneVision (every
+declared family with ``video_inputs`` must be here: see the last test); a new video method
 joins by registering (``media = ("video",)``).
 """
 
@@ -12,13 +13,15 @@ import pytest
 import torch
 
 import vtcompress as vtc
-from tests.conftest import tiny_qwen2_5_vl, uncompressed
+from tests.conftest import tiny_qwen2_5_vl, tiny_qwen3_vl, uncompressed
 from tests.helpers.video_inputs import (
     onevision_pixels,
     onevision_video_inputs,
+    qwen3_video_inputs,
     qwen_video_inputs,
     tiny_onevision,
 )
+from vtcompress.hosts import host_specs
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -47,6 +50,12 @@ HOSTS = [
         lambda: tiny_qwen2_5_vl()[0],
         lambda: qwen_video_inputs(QWEN_GRIDS, QUESTIONS),
         lambda b: qwen_video_inputs([QWEN_GRIDS[b]], [QUESTIONS[b]], seeds=[b]),
+    ),
+    VideoHost(
+        "qwen3_vl",
+        lambda: tiny_qwen3_vl()[0],
+        lambda: qwen3_video_inputs(QWEN_GRIDS, QUESTIONS),
+        lambda b: qwen3_video_inputs([QWEN_GRIDS[b]], [QUESTIONS[b]], seeds=[b]),
     ),
     VideoHost(
         "llava_onevision",
@@ -112,8 +121,13 @@ def test_batch_equals_one_by_one_and_greedy_equals_a_forward_loop(host, method):
 @pytest.mark.parametrize("method", VIDEO_ONLY)
 @pytest.mark.parametrize(
     "mode",
-    [dict(do_sample=True, top_k=5), dict(num_beams=2, num_return_sequences=2, do_sample=False)],
-    ids=["sampling", "beams-returns"],
+    [
+        dict(do_sample=True, top_k=5),
+        dict(do_sample=True, top_k=5, num_return_sequences=2),
+        dict(num_beams=2, do_sample=False),
+        dict(num_beams=2, num_return_sequences=2, do_sample=False),
+    ],
+    ids=["sampling", "sampling-returns", "beams", "beams-returns"],
 )
 def test_sampling_and_beams_return_the_callers_prompt(host, method, mode):
     case, model = host
@@ -124,3 +138,7 @@ def test_sampling_and_beams_return_the_callers_prompt(host, method, mode):
     n = mode.get("num_return_sequences", 1)
     assert out.shape == (2 * n, call["input_ids"].shape[1] + 2)
     assert torch.equal(out[:, : call["input_ids"].shape[1]], call["input_ids"].repeat_interleave(n, 0))
+
+
+def test_every_family_that_declares_videos_runs_here():
+    assert {h.name for h in HOSTS} == {s.name for s in host_specs() if s.video_inputs is not None}

@@ -1,4 +1,4 @@
-"""Video inputs for the tiny Qwen2.5-VL and LLaVA-OneVision, built without the video processors
+"""Video inputs for the tiny Qwen2.5-VL, Qwen3-VL and LLaVA-OneVision, built without the video processors
 (they need torchvision): the tensors the processor would give and the prompt's placeholder run."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import functools
 
 import torch
 
-from tests.conftest import tiny_qwen2_5_vl
+from tests.conftest import tiny_qwen2_5_vl, tiny_qwen3_vl
 
 QWEN_PATCH_VALUES = 3 * 2 * 14 * 14  # channels x temporal patch x 14 x 14 px
 ONEVISION_PER_FRAME = 196  # 384 px, 14 px patches: 27 x 27 pooled 2x2 to 14 x 14
@@ -51,6 +51,40 @@ def qwen_video_inputs(grids, questions=None, seconds=None, seeds=None) -> dict:
         pixel_values_videos=torch.cat([qwen_clip_pixels(g, s) for g, s in zip(grids, seeds)]),
         video_grid_thw=torch.tensor(grids),
         second_per_grid_ts=torch.tensor(seconds or [1.0] * len(grids)),
+    )
+
+
+# --- Qwen3-VL ---------------------------------------------------------------------------------------
+QWEN3_PATCH_VALUES = 3 * 2 * 16 * 16
+
+
+def qwen3_clip_text(grid, seconds: float = 1.0) -> str:
+    """A clip's prompt text as Qwen3VLProcessor writes it: per temporal patch j its timestamp (the
+    mean of its two frames' times, frames ``seconds`` apart) and its own run of h*w/4 video
+    placeholders between the vision markers."""
+    t, h, w = grid
+    run = "<|vision_start|>" + "<|video_pad|>" * (h * w // 4) + "<|vision_end|>"
+    return "".join(f"<{(2 * j + 0.5) * seconds:.1f} seconds>" + run for j in range(t))
+
+
+def qwen3_video_inputs(grids, questions=None, seeds=None, seconds=1.0) -> dict:
+    """One clip per prompt, left padded (Qwen3-VL has no second_per_grid_ts: time is in the text)."""
+    model, processor = tiny_qwen3_vl()
+    questions = questions or ["What happens?"] * len(grids)
+    texts = [f"USER: {qwen3_clip_text(g, seconds)}{q}\nASSISTANT:" for g, q in zip(grids, questions)]
+    enc = left_padded(processor.tokenizer, texts)
+    ids = enc["input_ids"]
+    seeds = seeds or list(range(len(grids)))
+    pixels = [
+        torch.randn(t * h * w, QWEN3_PATCH_VALUES, generator=torch.Generator().manual_seed(s))
+        for (t, h, w), s in zip(grids, seeds)
+    ]
+    return dict(
+        input_ids=ids,
+        attention_mask=enc["attention_mask"],
+        mm_token_type_ids=(ids == model.config.video_token_id).long() * 2,
+        pixel_values_videos=torch.cat(pixels),
+        video_grid_thw=torch.tensor(grids),
     )
 
 

@@ -87,8 +87,6 @@ def batch(tiny):
     return dict(processor(images=images, text=texts, return_tensors="pt", padding=True))
 
 
-# The in-LM placement (fastv, dart, pyramiddrop) reads per row and per stage inside the language
-# model; the bound below is the one every method before the language model keeps.
 PRE_LM = [m for m in vtc.available_methods("image") if m not in TINY_STAGES]
 
 
@@ -116,3 +114,16 @@ def test_the_counter_sees_each_kind_of_read():
         with Reads(counter), counter:
             read()
         assert counter.total == 1
+
+
+# The in-LM placement (fastv, dart, pyramiddrop) reads once more inside the language model: each
+# row's image and text token counts, which every stage then takes from the host (stage sizes,
+# DART's pivots, the masked slots), and once for the stats: at batch 8 as at batch 1.
+@pytest.mark.parametrize("method, options", TINY_STAGES.items(), ids=list(TINY_STAGES))
+def test_a_forward_pruned_inside_the_language_model_reads_three_times(tiny, batch, method, options):
+    model, _ = tiny
+    uncompressed = count_reads(model, batch).total
+    with vtc.compressed(model, method, ratio=0.25, **options):
+        compressed = count_reads(model, batch)
+    assert sum(compressed.ours.values()) <= 3, compressed.ours
+    assert compressed.total - uncompressed <= 3, (compressed.total, uncompressed, compressed.ours)

@@ -1,4 +1,5 @@
-"""Qwen3-VL host: token counts from the image size, refusals, loader, videos, bad input."""
+"""Qwen3-VL host: token counts from the image size, refusals, loader, bad input (videos:
+test_qwen3_vl_video.py)."""
 
 from __future__ import annotations
 
@@ -80,8 +81,6 @@ REFUSALS = [
     # DeepStack adds features at the visual positions after the first decoder layers: no IN_LM.
     ("fastv", {}, "inside the language model"),
     ("pyramiddrop", {}, "inside the language model"),
-    # Clips are not compressed here: no VIDEO.
-    ("vidcom2", {}, "video inputs"),
 ]
 
 
@@ -93,8 +92,9 @@ def test_refused_methods_say_why_and_what_is_served(model, method, options, hint
         vtc.compress(model, config)
     message = str(err.value)
     served = message.split("this host serves ", 1)[-1].split(", ")
-    assert "Qwen3VL" in message and "qwen3-vl.md" in message and {"random", "uniform"} <= set(served)
-    assert not {"fastv", "vidcom2", "globalcom2"} & set(served)
+    assert "Qwen3VL" in message and "qwen3-vl.md" in message
+    assert {"random", "uniform", "vidcom2", "evs"} <= set(served)
+    assert not {"fastv", "globalcom2"} & set(served)
     assert vtc.get_handle(model) is None
     assert config.to_dict() == before
 
@@ -137,47 +137,6 @@ def test_loader_builds_and_loads_the_tiny_model(model, tiny, tmp_path, monkeypat
     assert set(again) == set(call) and all(torch.equal(again[k], call[k]) for k in call)
     assert vtc.compress(model, "tome", ratio=0.5).config == handle.config
     assert torch.equal(loaded(**call).logits, model(**call).logits)
-
-
-def video_call(model, tiny):
-    """A prompt with one two-frame 64 x 64 px video (one temporal patch, 2 x 2 merged tokens),
-    built by hand: the image-only processor has no video processor."""
-    tok = tiny[1].tokenizer
-    grid = torch.tensor([[1, 4, 4]])
-    video = "<|vision_start|>" + "<|video_pad|>" * 4 + "<|vision_end|>"
-    ids = tok(["USER: " + video + "What happens?\nASSISTANT:"], return_tensors="pt")["input_ids"]
-    types = (ids == model.config.video_token_id).long() * 2
-    pixels = torch.randn(16, 3 * 2 * 16 * 16, generator=torch.Generator().manual_seed(0))
-    return dict(
-        input_ids=ids,
-        attention_mask=torch.ones_like(ids),
-        mm_token_type_ids=types,
-        pixel_values_videos=pixels,
-        video_grid_thw=grid,
-    )
-
-
-@torch.no_grad()
-def test_images_with_videos_are_refused(model, tiny):
-    call = {**inputs(tiny[1], 500, 300)}
-    video = video_call(model, tiny)
-    call["pixel_values_videos"], call["video_grid_thw"] = (
-        video["pixel_values_videos"],
-        video["video_grid_thw"],
-    )
-    vtc.compress(model, "uniform", ratio=0.5)
-    with pytest.raises(ValueError, match="videos"):
-        model(**call)
-
-
-@torch.no_grad()
-def test_a_video_alone_runs_uncompressed(model, tiny):
-    """Videos are not compressed: a call without images runs the stock model, and says so in no stats."""
-    call = video_call(model, tiny)
-    stock = model(**call).logits
-    handle = vtc.compress(model, "uniform", ratio=0.5)
-    assert torch.equal(model(**call).logits, stock)
-    assert handle.last_stats is None
 
 
 @torch.no_grad()

@@ -103,3 +103,42 @@ def test_the_exported_configs_carry_the_papers_settings():
     assert (dart.layer, dart.image_pivots, dart.text_pivots, dart.budget) == (2, 4, 4, "exact")
     assert vtc.PyramidDropConfig.method == "pyramiddrop"
     assert vtc.PyramidDropConfig().stages() == [(8, 0.5), (16, 0.25), (24, 0.125)]
+
+
+def _dart_one_row(normed, norms, image, text, shares, image_pivots, text_pivots):
+    """DART's greedy loop written out for one row, a pivot and a token at a time."""
+    unit = torch.nn.functional.normalize(normed.float(), dim=-1)
+    by_norm = sorted(range(len(norms)), key=lambda i: (-float(norms[i]), i))
+    image_p = sorted([i for i in by_norm if image[i]][:image_pivots])
+    text_p = sorted([i for i in by_norm if text[i]][:text_pivots])
+    keep = set(image_p)
+    for pivot, n in zip(image_p + text_p, shares):
+        free = [i for i in range(len(norms)) if image[i] and i not in keep]
+        free.sort(key=lambda i: (float(unit[i] @ unit[pivot]), i))
+        keep.update(free[: max(n, 0)])
+    return sorted(keep)
+
+
+def test_dart_rows_of_a_batch_each_keep_what_they_keep_alone():
+    """Rows with different numbers of candidates, text tokens, pivots and shares run together and
+    each keeps what the one-row loop keeps (a batched loop that mixed rows' pivots would not)."""
+    gen = torch.Generator().manual_seed(3)
+    b, n, d = 4, 24, 6
+    normed = torch.randn(b, n, d, generator=gen)
+    norms = torch.rand(b, n, generator=gen)
+    image = torch.zeros(b, n, dtype=torch.bool)
+    text = torch.zeros(b, n, dtype=torch.bool)
+    spans = [(2, 18), (0, 10), (5, 21), (1, 3)]  # image tokens [a, c), text after them
+    for row, (a, c) in enumerate(spans):
+        image[row, a:c] = True
+        text[row, c:] = True
+    image_pivots, text_pivots = [2, 1, 3, 1], [2, 0, 1, 2]
+    counts = [9, 4, 12, 2]
+    shares = [dart_shares(k, pi, pi + pt) for k, pi, pt in zip(counts, image_pivots, text_pivots)]
+    keep = dart_keep(normed, norms, image, text, shares, image_pivots, text_pivots)
+    for row in range(b):
+        expected = _dart_one_row(
+            normed[row], norms[row], image[row], text[row], shares[row], image_pivots[row], text_pivots[row]
+        )
+        assert keep[row].nonzero()[:, 0].tolist() == expected, row
+        assert len(expected) == counts[row]

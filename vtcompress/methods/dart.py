@@ -79,7 +79,7 @@ class DARTConfig(LMPruningConfig):
         normed = inputs.final_norm(inputs.hidden)
         image_pivots, text_pivots, shares = [], [], []
         for count, n_image, n_text in zip(
-            inputs.counts.tolist(), inputs.candidates.sum(1).tolist(), inputs.text.sum(1).tolist()
+            inputs.keep_per_row, inputs.candidates_per_row, inputs.text_per_row
         ):
             pi = min(self.image_pivots, n_image, count)
             pt = min(self.text_pivots, n_text)
