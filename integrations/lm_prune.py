@@ -19,8 +19,9 @@ Batches: every row keeps its own tokens. Rows whose images differ in size drop d
 numbers of tokens; the rows that drop more keep their first surplus dropped tokens as masked
 slots (never attended to, like padding), so tensors stay rectangular and each row's attention
 equals its attention alone. Scores that use the prompt's last token use each row's last real
-token, so right-padded batches are scored as their rows alone. Beams and ``num_return_sequences`` copy a prompt's rows before the
-prefill, so every copy keeps the same tokens and reordering beams keeps the masks valid.
+token, so right-padded batches are scored as their rows alone. Beams and
+``num_return_sequences`` copy a prompt's rows before the prefill, so every copy keeps the same
+tokens and reordering beams keeps the masks valid.
 """
 
 from __future__ import annotations

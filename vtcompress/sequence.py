@@ -16,7 +16,8 @@ class ShortenedBatch:
     extras: the same cut applied to every [B, L, ...] tensor given (labels, position_ids, ...);
     keep: bool [B, L] which original positions survive (the input's padding does not: each row
     is re-padded); left_padded: whether the rows were re-padded on the left (as the input was);
-    lengths: per row, the entries kept (host ints); removed: per row, the placeholders cut (host ints).
+    lengths: per row, the entries kept (host ints); removed: per row, the placeholders cut (host
+    ints).
     """
 
     input_ids: Tensor
@@ -80,8 +81,9 @@ def shorten_placeholder_runs(
             placeholders that stay, ``new_lengths[i]`` of them; default: the first
             ``new_lengths[i]`` (where the placeholders only count, not which ones stay).
         placeholders / left / padding: each row's placeholder count, the padding side and each
-            row's padding entries, where the caller has read them already (:class:`~vtcompress.integrations.placeholder_host.PlaceholderHost`
-            reads them with everything else it needs in one device -> host copy); read here otherwise.
+            row's padding entries, where the caller has read them already
+            (:class:`~vtcompress.integrations.placeholder_host.PlaceholderHost` reads them with
+            everything else it needs in one device -> host copy); read here otherwise.
     Returns:
         ShortenedBatch, re-padded to the longest new row. Given ``placeholders``, ``left`` and
         ``padding``, nothing is read back from the device.
@@ -153,7 +155,8 @@ def padding_side(leading: list[int], trailing: list[int]) -> bool:
 
 def row_padding(attention_mask: Tensor) -> tuple[Tensor, Tensor]:
     """Per row of ``attention_mask`` [B, L]: the count of padding entries before its first real
-    token and after its last (long [B] each, on the mask's device; a row of padding counts L in both)."""
+    token and after its last (long [B] each, on the mask's device; a row of padding counts L in
+    both)."""
     real = attention_mask != 0
     leading = (real.long().cumsum(1) == 0).sum(1)
     trailing = (real.flip(1).long().cumsum(1) == 0).sum(1)

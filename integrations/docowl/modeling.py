@@ -323,8 +323,9 @@ class DocOwlForConditionalGeneration(DocOwlPreTrainedModel, GenerationMixin):
         Each view owns ``config.tokens_per_view`` consecutive image positions of ``input_ids``
         (in order: sample by sample, view by view). Its features replace them; when a compressor
         keeps k_v tokens of a view, its run is shortened to k_v and the batch is re-padded on the
-        input's side (:func:`~vtcompress.sequence.padding_side`). Returns inputs_embeds [B, L, H], attention_mask [B, L], modality_indicators [B, L]
-        and labels (image positions -100) when given.
+        input's side (:func:`~vtcompress.sequence.padding_side`). Returns inputs_embeds [B, L, H],
+        attention_mask [B, L], modality_indicators [B, L] and labels (image positions -100) when
+        given.
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
