@@ -18,8 +18,10 @@ What :class:`LMPruner` installs (all removable through the host):
 Batches: every row keeps its own tokens. Rows whose images differ in size drop different
 numbers of tokens; the rows that drop more keep their first surplus dropped tokens as masked
 slots (never attended to, like padding), so tensors stay rectangular and each row's attention
-equals its attention alone. Beams and ``num_return_sequences`` copy a prompt's rows before the
-prefill, so every copy keeps the same tokens and reordering beams keeps the masks valid.
+equals its attention alone. Scores that use the prompt's last token use each row's last real
+token, so right-padded batches are scored as their rows alone. Beams and
+``num_return_sequences`` copy a prompt's rows before the prefill, so every copy keeps the same
+tokens and reordering beams keeps the masks valid.
 """
 
 from __future__ import annotations
@@ -328,9 +330,13 @@ class LMPruner:
         cos, sin = (t.expand(b, *t.shape[1:]) for t in self._state.pe)
         keys = apply_rope(keys, cos, sin)
         q = None
-        if query:
-            q = attn.q_proj(x[:, -1:]).view(b, 1, -1, head_dim).transpose(1, 2)
-            q = apply_rope(q, cos[:, -1:], sin[:, -1:])[:, :, 0]
+        if query:  # each row's last real token: the last position only where no row is right padded
+            valid = self._state.valid
+            where = torch.arange(n, device=valid.device).expand_as(valid)
+            last = torch.where(valid, where, -1).amax(1).clamp_min(0).to(x.device)
+            rows = torch.arange(b, device=x.device)
+            q = attn.q_proj(x[rows, last][:, None]).view(b, 1, -1, head_dim).transpose(1, 2)
+            q = apply_rope(q, cos[rows, last][:, None], sin[rows, last][:, None])[:, :, 0]
         return q, keys, attn
 
     def _last_attention(self, layer: int, hidden: Tensor) -> Tensor:

@@ -257,7 +257,7 @@ class MRopeHost(PlaceholderHost):
                 mine, cut = placeholder_keep_mask(input_ids, token, old, [len(k) for k in kept], kept, counts)
                 keep &= mine
                 removed = [a + b for a, b in zip(removed, cut)]
-        return cut_rows(input_ids, keep, removed, mask, extras, pad, read.left)
+        return cut_rows(input_ids, keep, removed, mask, extras, pad, read.left, read.padding)
 
     # --- positions -------------------------------------------------------------------------------
     def uncompressed_positions(self, call: dict[str, Any]) -> Tensor:

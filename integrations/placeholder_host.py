@@ -20,18 +20,20 @@ from torch import Tensor, nn
 
 from vtcompress.integrations.host import Host
 from vtcompress.pipeline import restore_prompt, sample_stats
-from vtcompress.sequence import ShortenedBatch, shorten_placeholder_runs
+from vtcompress.sequence import ShortenedBatch, padding_side, row_padding, shorten_placeholder_runs
 
 
 @dataclass
 class CallReads:
     """What a wrapped call read back from the device, in one copy: per row its placeholder count
-    and real length, whether every row ends with a real token (left padding), and the values of
-    ``tensors`` (the call's :attr:`PlaceholderHost.read_keys`) as nested lists."""
+    and real length, the padding side (:func:`~vtcompress.sequence.padding_side`), per row its
+    padding entries on that side, and the values of ``tensors`` (the call's
+    :attr:`PlaceholderHost.read_keys`) as nested lists."""
 
     placeholders: list[int]
     lengths: list[int]
     left: bool
+    padding: list[int]
     tensors: list[Tensor]
     values: list[list]
 
@@ -102,6 +104,7 @@ class PlaceholderHost(Host):
             self.run_keep(),
             placeholders=read.placeholders,
             left=read.left,
+            padding=read.padding,
         )
 
     def finish_call(
@@ -159,7 +162,7 @@ class PlaceholderHost(Host):
         ids, mask = call["input_ids"], call.get("attention_mask")
         rows = [(ids == self.image_token_id).sum(1)]
         if mask is not None:
-            rows += [mask.sum(1), (mask[:, -1] != 0).long()]
+            rows += [(mask != 0).sum(1), *row_padding(mask)]
         tensors = [call[k] for k in self.read_keys if isinstance(call.get(k), Tensor)]
         flat = torch.cat([t.reshape(-1).long().to(ids.device) for t in rows + tensors]).tolist()
         b = ids.shape[0]
@@ -169,9 +172,10 @@ class PlaceholderHost(Host):
         for t in tensors:
             values.append(_nested(flat[cursor : cursor + t.numel()], list(t.shape)))
             cursor += t.numel()
-        lengths = parts[1] if mask is not None else [ids.shape[1]] * b
-        left = all(parts[2]) if mask is not None else True
-        return CallReads(parts[0], lengths, left, tensors, values)
+        if mask is None:
+            return CallReads(parts[0], [ids.shape[1]] * b, True, [0] * b, tensors, values)
+        left = padding_side(parts[2], parts[3])
+        return CallReads(parts[0], parts[1], left, parts[2] if left else parts[3], tensors, values)
 
     def _shorten(
         self, call: dict[str, Any], new_lengths: list[int], generating: bool = False

@@ -14,9 +14,10 @@ class ShortenedBatch:
 
     input_ids: [B, L'] with each image's run cut to its new length; attention_mask: [B, L'];
     extras: the same cut applied to every [B, L, ...] tensor given (labels, position_ids, ...);
-    keep: bool [B, L] which original positions survive; left_padded: whether the rows were
-    re-padded on the left (as the input was); lengths: per row, the entries kept (host ints);
-    removed: per row, the placeholders cut (host ints).
+    keep: bool [B, L] which original positions survive (the input's padding does not: each row
+    is re-padded); left_padded: whether the rows were re-padded on the left (as the input was);
+    lengths: per row, the entries kept (host ints); removed: per row, the placeholders cut (host
+    ints).
     """
 
     input_ids: Tensor
@@ -66,32 +67,31 @@ def shorten_placeholder_runs(
     kept: list[Tensor] | None = None,
     placeholders: list[int] | None = None,
     left: bool | None = None,
+    padding: list[int] | None = None,
 ) -> ShortenedBatch:
     """Cut image ``i``'s placeholder run from ``old_lengths[i]`` to ``new_lengths[i]`` tokens.
 
     Args:
         input_ids: long [B, L] from the processor (images' runs in batch order).
         old_lengths / new_lengths: per image, in batch order.
-        attention_mask: optional [B, L]; its padding side (left when every row ends with a real
-            token) is kept.
+        attention_mask: optional [B, L]; its padding side is kept (:func:`padding_side`).
         extras: other [B, L, ...] tensors to cut alike. ``position_ids`` are renumbered so each
             row stays contiguous (a kept token moves down by the tokens removed before it).
         kept: optional, per image, the ascending indices (0 .. old length - 1, CPU) of the run's
             placeholders that stay, ``new_lengths[i]`` of them; default: the first
             ``new_lengths[i]`` (where the placeholders only count, not which ones stay).
-        placeholders / left: each row's placeholder count and the padding side, where the caller
-            has read them already (:class:`~vtcompress.integrations.placeholder_host.PlaceholderHost`
-            reads them with everything else it needs in one device -> host copy); read here otherwise.
+        placeholders / left / padding: each row's placeholder count, the padding side and each
+            row's padding entries, where the caller has read them already
+            (:class:`~vtcompress.integrations.placeholder_host.PlaceholderHost` reads them with
+            everything else it needs in one device -> host copy); read here otherwise.
     Returns:
-        ShortenedBatch, re-padded to the longest new row. Given ``placeholders`` and ``left``,
-        nothing is read back from the device.
+        ShortenedBatch, re-padded to the longest new row. Given ``placeholders``, ``left`` and
+        ``padding``, nothing is read back from the device.
     """
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
     keep, removed = placeholder_keep_mask(
         input_ids, image_token_id, old_lengths, new_lengths, kept, placeholders
     )
-    return cut_rows(input_ids, keep, removed, attention_mask, extras, pad_token_id, left)
+    return cut_rows(input_ids, keep, removed, attention_mask, extras, pad_token_id, left, padding)
 
 
 def placeholder_keep_mask(
@@ -135,6 +135,34 @@ def placeholder_keep_mask(
     return ~is_ph | stays.to(device).gather(1, rank), removed
 
 
+def padding_side(leading: list[int], trailing: list[int]) -> bool:
+    """Whether a batch is padded on the left, from each row's count of padding entries (attention
+    mask 0) before its first real token (``leading``) and after its last (``trailing``).
+
+    Left when no row has trailing padding, right when no row has leading padding; a batch without
+    padding counts as left (what ``generate`` needs once the cut rows differ in length). Raises
+    ValueError when rows are padded on both sides.
+    """
+    if not any(trailing):
+        return True
+    if not any(leading):
+        return False
+    raise ValueError(
+        "the attention mask pads some rows on the left and some on the right: pad every row on one "
+        "side (the tokenizer's padding_side, 'left' for generation)"
+    )
+
+
+def row_padding(attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Per row of ``attention_mask`` [B, L]: the count of padding entries before its first real
+    token and after its last (long [B] each, on the mask's device; a row of padding counts L in
+    both)."""
+    real = attention_mask != 0
+    leading = (real.long().cumsum(1) == 0).sum(1)
+    trailing = (real.flip(1).long().cumsum(1) == 0).sum(1)
+    return leading, trailing
+
+
 def cut_rows(
     input_ids: Tensor,
     keep: Tensor,
@@ -143,21 +171,34 @@ def cut_rows(
     extras: dict[str, Tensor] | None = None,
     pad_token_id: int = 0,
     left: bool | None = None,
+    padding: list[int] | None = None,
 ) -> ShortenedBatch:
     """Keep the tokens ``keep`` (bool [B, L]) marks -- ``removed[b]`` fewer in row ``b`` -- in
     ``input_ids``, the mask and ``extras`` (``position_ids`` renumbered so each row stays
-    contiguous), re-padded on the input's side (``left``; read from the mask when None)."""
+    contiguous), and re-pad the rows to the longest one on the input's side.
+
+    The input's padding is dropped, so the batch is as long as its longest shortened row.
+    ``left`` (the padding side) and ``padding`` (per row, its padding entries on that side: host
+    ints) are read from the mask when None (:func:`padding_side`, :func:`row_padding`); masked
+    entries elsewhere in a row stay.
+    """
     L = input_ids.shape[1]
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
-    if left is None:
-        left = bool((attention_mask[:, -1] != 0).all())
+    if left is None or padding is None:
+        leading, trailing = (t.tolist() for t in row_padding(attention_mask))
+        left = padding_side(leading, trailing) if left is None else left
+        padding = leading if left else trailing
     extras = dict(extras or {})
     if "position_ids" in extras:
         extras["position_ids"] = extras["position_ids"] - torch.cumsum(~keep, dim=1).to(
             extras["position_ids"].dtype
         )
-    lengths = [L - r for r in removed]
+    if any(padding):
+        index = torch.arange(L, device=keep.device)[None]
+        count = torch.tensor(padding, device=keep.device)[:, None]
+        keep = keep & ((index >= count) if left else (index < L - count))
+    lengths = [L - p - r for p, r in zip(padding, removed)]
     new_ids = compact_rows(input_ids, keep, left, pad_token_id, lengths)
     new_mask = compact_rows(attention_mask, keep, left, 0, lengths)
     new_extras = {k: compact_rows(v, keep, left, _PAD_VALUES.get(k, 0), lengths) for k, v in extras.items()}

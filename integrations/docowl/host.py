@@ -9,7 +9,7 @@ Methods therefore choose, per view, among the 256 positions of the 32x8 token gr
 
 ``ratio`` counts the 256 H-Reducer tokens of every view (``vit_eos`` excluded, like LLaVA-NeXT's
 newlines): an image of V views has ``256 V`` visual tokens. The prompt's 257-long placeholder run
-of each view is shortened to ``k_v + 1`` and the batch is re-padded on the left, for ``forward``
+of each view is shortened to ``k_v + 1`` and the batch is re-padded on its own side, for ``forward``
 and ``generate`` alike.
 
 What each method sees:

@@ -43,6 +43,7 @@ from transformers.models.llama.modeling_llama import (
 from vtcompress.integrations.docowl.configuration import DocOwlConfig
 from vtcompress.integrations.docowl.vision import DocOwlVisionModel, HReducer, VisionEmbeddings
 from vtcompress.pipeline import restore_prompt
+from vtcompress.sequence import padding_side, row_padding
 
 TEXT, IMAGE = 0, 1
 
@@ -322,8 +323,9 @@ class DocOwlForConditionalGeneration(DocOwlPreTrainedModel, GenerationMixin):
         Each view owns ``config.tokens_per_view`` consecutive image positions of ``input_ids``
         (in order: sample by sample, view by view). Its features replace them; when a compressor
         keeps k_v tokens of a view, its run is shortened to k_v and the batch is re-padded on the
-        left. Returns inputs_embeds [B, L, H], attention_mask [B, L], modality_indicators [B, L]
-        and labels (image positions -100) when given.
+        input's side (:func:`~vtcompress.sequence.padding_side`). Returns inputs_embeds [B, L, H],
+        attention_mask [B, L], modality_indicators [B, L] and labels (image positions -100) when
+        given.
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -391,16 +393,18 @@ class DocOwlForConditionalGeneration(DocOwlPreTrainedModel, GenerationMixin):
             rows_m.append(torch.cat(pieces_m))
             rows_l.append(torch.cat(pieces_l))
         length = max(r.shape[0] for r in rows_e)
+        left = padding_side(*(t.tolist() for t in row_padding(attention_mask)))
         embeds = text_embeds.new_zeros(b, length, text_embeds.shape[-1])
         mask = attention_mask.new_zeros(b, length)
         modality = torch.zeros(b, length, dtype=torch.long, device=device)
         new_labels = torch.full((b, length), -100, dtype=torch.long, device=device)
         for i in range(b):
             k = rows_e[i].shape[0]
-            embeds[i, length - k :] = rows_e[i]
-            mask[i, length - k :] = 1
-            modality[i, length - k :] = rows_m[i]
-            new_labels[i, length - k :] = rows_l[i]
+            row = slice(length - k, length) if left else slice(0, k)
+            embeds[i, row] = rows_e[i]
+            mask[i, row] = 1
+            modality[i, row] = rows_m[i]
+            new_labels[i, row] = rows_l[i]
         return {
             "inputs_embeds": embeds,
             "attention_mask": mask,

@@ -210,4 +210,4 @@ class LlavaOnevisionHost(PlaceholderHost):
                 mine, cut = placeholder_keep_mask(input_ids, token, old, new, None, counts)
                 keep &= mine
                 removed = [a + b for a, b in zip(removed, cut)]
-        return cut_rows(input_ids, keep, removed, mask, extras, pad, read.left)
+        return cut_rows(input_ids, keep, removed, mask, extras, pad, read.left, read.padding)

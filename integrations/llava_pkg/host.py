@@ -8,8 +8,9 @@ Both ``forward`` and ``generate`` of those models build the multimodal sequence 
 
 1. the stock method runs with a full attention mask, ``labels`` = the prompt ids (so that its
    output marks every visual position with ``IGNORE_INDEX``) and truncation held off;
-2. each image's run of visual tokens is replaced by its compressed packing
-   (:func:`~vtcompress.packing.pack_views`), text and caller labels kept;
+2. the batch's images are compressed and packed together
+   (:meth:`~vtcompress.integrations.host.Host.compress_and_pack`, as every image host does) and
+   each image's run of visual tokens is replaced by its packing, text and caller labels kept;
 3. rows are re-padded on ``config.tokenizer_padding_side`` (the side the stock code pads on),
    then truncated to ``config.tokenizer_model_max_length`` as the stock code does.
 
@@ -32,9 +33,8 @@ from vtcompress.integrations.clip_merge import tower_merge_for
 from vtcompress.integrations.host import Host, score_layer_of
 from vtcompress.integrations.llava_pkg import HOST
 from vtcompress.integrations.llava_pkg.layout import LlavaPackageLayout
-from vtcompress.packing import pack_views
-from vtcompress.pipeline import image_stats, sample_stats
-from vtcompress.tokens import ImageTokens, LayerQK, ViewOutput, keep_all
+from vtcompress.pipeline import sample_stats
+from vtcompress.tokens import ImageTokens, LayerQK
 
 MODEL_CLASSES = HOST.model_classes
 IMAGE_TOKEN_INDEX = -200  # llava.constants: the prompt's one placeholder id per image
@@ -145,48 +145,24 @@ class LlavaPackageHost(Host):
             self.encoded[views], layout, qk, hidden, index, self.score_layer, self.num_layers, sources
         )
 
-    def _compress_images(
-        self, layouts: list[LlavaPackageLayout], image_sizes: Any
-    ) -> list[tuple[list[ViewOutput], Tensor | None]]:
-        """Per image: its view outputs and packed sequence (None at ratio 1.0); fills stats."""
-        newline = getattr(self.model.model, "image_newline", None)
-        policy = getattr(self.config, "newline", "unpadded")
-        done, offset = [], 0
+    def _compress_images(self, layouts: list[LlavaPackageLayout], image_sizes: Any) -> list[Tensor]:
+        """Per image its packed sequence [T_i, D] (:meth:`Host.compress_and_pack`); fills stats."""
+        tokens, offset = [], 0
         for idx, layout in enumerate(layouts):
-            tokens = self._image_tokens(idx, layout, slice(offset, offset + layout.num_views))
+            tokens.append(self._image_tokens(idx, layout, slice(offset, offset + layout.num_views)))
             offset += layout.num_views
-            # An anyres image of one view has nothing to guide a budget across views: it passes
-            # through, as in the LLaVA-NeXT host, unless the tower already merged it.
-            single = self.anyres and not layout.has_crops and tokens.sources is None and not self.off
-            if self.off or single:
-                outs, seconds = keep_all(tokens), 0.0
-            else:
-                outs, seconds = self.compress(tokens)
-            view_policy = "unpadded" if single or self.off else policy
-            seq = None
-            if not self.off:
-                seq = pack_views(
-                    layout, [o.positions for o in outs], [o.features for o in outs], newline, view_policy
-                )
-            kept = sum(o.num_kept for o in outs)
-            size = image_sizes[idx] if image_sizes is not None and idx < len(image_sizes) else None
-            self.stats.compress_seconds += seconds
-            self.stats.images.append(
-                image_stats(
-                    layout,
-                    outs,
-                    self.config,
-                    index=idx,
-                    image_size=(int(size[1]), int(size[0])) if size is not None else (0, 0),
-                    seconds=seconds,
-                    newlines_before=layout.num_newlines("unpadded"),
-                    newlines_after=seq.shape[0] - kept if seq is not None else layout.num_newlines(),
-                    note="single view: passed through uncompressed" if single else "",
-                    passthrough=single,
-                )
-            )
-            done.append((outs, seq))
-        return done
+        given = len(image_sizes) if image_sizes is not None else 0
+        # The llava package's image sizes are (width, height); the stats' are (height, width).
+        sizes = [
+            (int(image_sizes[i][1]), int(image_sizes[i][0])) if i < given else (0, 0)
+            for i in range(len(layouts))
+        ]
+        return self.compress_and_pack(tokens, sizes, getattr(self.model.model, "image_newline", None))
+
+    def passes_through(self, tokens: ImageTokens) -> bool:
+        # An anyres image of one view has nothing to guide a budget across views: it passes
+        # through, as in the LLaVA-NeXT host, unless the tower already merged it.
+        return self.anyres and not tokens.layout.has_crops and tokens.sources is None and not self.off
 
     # --- the sequence ----------------------------------------------------------------------------
     def _wrap_prepare(self, original):
@@ -252,7 +228,7 @@ class LlavaPackageHost(Host):
             vis_pos = visual.nonzero().flatten().tolist()
             used = 0
             for _ in range(count):
-                outs, seq = images_done[image_idx]
+                seq = images_done[image_idx]
                 layout = layouts[image_idx]
                 image_idx += 1
                 length = layout.num_tokens() + layout.num_newlines("unpadded")

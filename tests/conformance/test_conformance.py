@@ -21,6 +21,7 @@ from tests.conformance.hosts import (
     pair_id,
     picture,
 )
+from tests.helpers.padding import right_padded
 from vtcompress.budget import keep_count
 
 torch.set_num_threads(1)
@@ -214,6 +215,28 @@ def test_mixed_size_batch_equals_one_by_one(host, method):
         torch.testing.assert_close(batch[i : i + 1], single, atol=2e-4, rtol=1e-4)
         alone = handle.last_stats.images[0]
         assert [v.positions for v in alone.views] == [v.positions for v in batch_stats.images[i].views]
+    handle.remove()
+
+
+@torch.no_grad()
+def test_a_right_padded_batch_stays_right_padded(host):
+    """Exact at ratio 1.0, and when compressed each row's real tokens come first, as long as the
+    row alone (the batch as long as its longest row) and with its logits."""
+    model = model_of(host)
+    images = [picture(672, 672), picture(1000, 500, seed=1)]
+    questions = ["What?", "Where is the red square in this picture?"]
+    call = right_padded(host.inputs(images, questions))
+    stock = model(**call).logits
+    with vtc.compressed(model, config(host, "uniform", 1.0)):
+        assert torch.equal(model(**call).logits, stock)
+    handle = vtc.compress(model, config(host, "uniform"))
+    out = model(**call).logits
+    lengths = [s.length_after for s in handle.last_stats.samples]
+    assert out.shape[1] == max(lengths) and lengths[0] != lengths[1]
+    for i, image in enumerate(images):
+        alone = model(**host.inputs([image], [questions[i]])).logits[0]
+        assert alone.shape[0] == lengths[i]
+        torch.testing.assert_close(out[i, : lengths[i]], alone, atol=2e-4, rtol=1e-4)
     handle.remove()
 
 

@@ -117,6 +117,43 @@ def test_generate_batch_with_left_padding(model, processor):
         assert torch.equal(out.sequences[i, -3:], alone[0, -3:])
 
 
+@pytest.mark.filterwarnings("ignore:.*right-padding")
+def test_generate_on_a_right_padded_batch(model, processor):
+    """Right padding is the stock model's business (its padded rows continue after the padding);
+    compression keeps it: exact at ratio 1.0, the prefill gets right-padded rows, and the row
+    without padding generates what it generates alone."""
+    sizes, questions = [IMAGE_SIZES["letterbox_wide"], IMAGE_SIZES["square"]], ["Hi?", "A longer question?"]
+    side = processor.tokenizer.padding_side
+    processor.tokenizer.padding_side = "right"
+    try:
+        inputs = inputs_for(processor, sizes, questions)
+    finally:
+        processor.tokenizer.padding_side = side
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    assert mask[0, -1] == 0 and mask[:, 0].all()  # row 0 is padded, on the right
+    greedy = dict(max_new_tokens=3, do_sample=False)
+    stock = model.generate(**inputs, **greedy)
+    with vtcompress.compressed(model, "uniform", ratio=1.0):
+        assert torch.equal(model.generate(**inputs, **greedy), stock)
+    seen = []
+    hook = model.model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["attention_mask"]), with_kwargs=True
+    )
+    handle = vtcompress.compress(model, "uniform", ratio=0.25)
+    try:
+        out = model.generate(**inputs, **greedy)
+    finally:
+        hook.remove()
+    lengths = [s.length_after for s in handle.last_stats.samples]
+    assert lengths[0] < lengths[1] and torch.equal(out[:, : ids.shape[1]], ids)
+    assert seen[0].tolist() == [[1] * lengths[0] + [0] * (lengths[1] - lengths[0]), [1] * lengths[1]]
+    alone = model.generate(
+        **processor(images=[make_image(*sizes[1], seed=1)], text=[prompt(questions[1])], return_tensors="pt"),
+        **greedy,
+    )
+    assert torch.equal(out[1, -3:], alone[0, -3:])
+
+
 def test_hook_logits_equal_eager_attention(processor):
     from vtcompress.integrations.llava_next.tiny import build_tiny_llava_next
     from vtcompress.scores import cls_logits
@@ -187,7 +224,7 @@ def test_labels_and_position_ids_are_cut_alike(model, processor):
     def record(module, args, kwargs):
         seen.update(kwargs)
 
-    hook = model.model.language_model.register_forward_pre_hook(record, with_kwargs=True)
+    hook = model.model.register_forward_pre_hook(record, with_kwargs=True)
     handle = vtcompress.compress(model, "uniform", ratio=0.25)
     try:
         with torch.no_grad():
@@ -202,7 +239,7 @@ def test_labels_and_position_ids_are_cut_alike(model, processor):
         for im in handle.last_stats.images
     ]
     new_len = out.logits.shape[1]
-    assert new_len == ids.shape[1] - min(removed)
+    assert new_len == max(int(mask[b].sum()) - removed[b] for b in range(2))  # the longest cut row
     expected_pos = torch.ones(2, new_len, dtype=position_ids.dtype)
     expected_labels = torch.full((2, new_len), -100)
     for b in range(2):

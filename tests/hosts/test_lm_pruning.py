@@ -16,6 +16,7 @@ import torch
 
 import vtcompress
 from tests.conftest import IMAGE_SIZES, make_image, prompt
+from tests.helpers.padding import right_padded
 from vtcompress.budget import keep_count
 from vtcompress.flops import decoder_prefill_flops
 
@@ -252,6 +253,24 @@ def test_every_generation_mode_gives_each_row_what_it_gets_alone(case, method, m
             if mode.get("do_sample"):
                 greedy = model.generate(**alone, max_new_tokens=4, do_sample=False)[:, start:]
                 assert torch.equal(single, greedy.expand_as(single))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_right_padded_batch_keeps_what_each_row_keeps_alone(case, method):
+    """Each row is scored by its own last real token, not by the padding after it."""
+    c, model, processor = case
+    handle = _compress(c, model, method, 0.25)
+    inputs = right_padded(c.inputs(processor, BATCH, QUESTIONS))
+    real = inputs["attention_mask"].bool()
+    with torch.no_grad():
+        model(**inputs)
+        batch = list(handle._host.lm_pruner.last_kept)
+        for b, (image, question) in enumerate(zip(BATCH, QUESTIONS)):
+            model(**c.inputs(processor, [image], [question]))
+            alone = handle._host.lm_pruner.last_kept
+            assert len(alone) == len(batch)
+            for kept, kept_alone in zip(batch, alone):
+                assert kept[b].any() and torch.equal(kept[b][real[b]], kept_alone[0])
 
 
 def test_bad_layers_and_static_caches_are_refused(case):
