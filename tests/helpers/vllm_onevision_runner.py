@@ -4,9 +4,9 @@
 
 SPEC: {"model": dir, "hf_overrides": {...} or null, "max_tokens": int, "engine": {LLM kwargs},
 "requests": [{"prompt": str, "images": [[w, h, seed], ...], "videos": [[frames, w, h, seed], ...],
-"mm_processor_kwargs": {...} or null}]}. A result is {"tokens", "logprobs", "prompt_len"}, or
-{"error": "<type>: <message>"} for a request vLLM refused (each request goes in alone then, so
-that one refusal does not take the others with it).
+"mm_processor_kwargs": {...} or null}], "refused": [requests as above]}. The requests run as one
+batch; a result is {"tokens", "logprobs", "prompt_len"}. Then each of "refused" runs alone, and
+its result is {"error": "<type>: <message>"} (or the output, if vLLM took it).
 """
 
 from __future__ import annotations
@@ -19,11 +19,26 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
-def main(spec_path: str) -> None:
-    from vllm import LLM, SamplingParams
-
+def vllm_prompt(r: dict) -> dict:
+    """The ``LLM.generate`` prompt of one spec request."""
     from tests.conftest import make_image
     from tests.helpers.vllm_onevision import clip_frames
+
+    data = {}
+    if r.get("images"):
+        images = [make_image(w, h, seed=s) for w, h, s in r["images"]]
+        data["image"] = images[0] if len(images) == 1 else images
+    if r.get("videos"):
+        videos = [clip_frames(n, w, h, s) for n, w, h, s in r["videos"]]
+        data["video"] = videos[0] if len(videos) == 1 else videos
+    prompt = {"prompt": r["prompt"], "multi_modal_data": data}
+    if r.get("mm_processor_kwargs") is not None:
+        prompt["mm_processor_kwargs"] = r["mm_processor_kwargs"]
+    return prompt
+
+
+def main(spec_path: str) -> None:
+    from vllm import LLM, SamplingParams
 
     spec = json.loads(Path(spec_path).read_text())
     engine = {
@@ -38,28 +53,12 @@ def main(spec_path: str) -> None:
         engine["hf_overrides"] = spec["hf_overrides"]
     llm = LLM(model=spec["model"], **engine)
     params = SamplingParams(temperature=0.0, max_tokens=spec.get("max_tokens", 8), logprobs=0)
-    prompts = []
-    for r in spec["requests"]:
-        data = {}
-        if r.get("images"):
-            images = [make_image(w, h, seed=s) for w, h, s in r["images"]]
-            data["image"] = images[0] if len(images) == 1 else images
-        if r.get("videos"):
-            videos = [clip_frames(n, w, h, s) for n, w, h, s in r["videos"]]
-            data["video"] = videos[0] if len(videos) == 1 else videos
-        prompt = {"prompt": r["prompt"], "multi_modal_data": data}
-        if r.get("mm_processor_kwargs") is not None:
-            prompt["mm_processor_kwargs"] = r["mm_processor_kwargs"]
-        prompts.append(prompt)
-    if spec.get("one_by_one"):
-        outputs = []
-        for p in prompts:
-            try:
-                outputs += llm.generate([p], params, use_tqdm=False)
-            except Exception as err:  # noqa: BLE001 - the refusal is the result
-                outputs.append(f"{type(err).__name__}: {err}")
-    else:
-        outputs = llm.generate(prompts, params, use_tqdm=False)
+    outputs = llm.generate([vllm_prompt(r) for r in spec["requests"]], params, use_tqdm=False)
+    for r in spec.get("refused", []):
+        try:
+            outputs += llm.generate([vllm_prompt(r)], params, use_tqdm=False)
+        except Exception as err:  # noqa: BLE001 - the refusal is the result
+            outputs.append(f"{type(err).__name__}: {err}")
     results = []
     for o in outputs:
         if isinstance(o, str):
