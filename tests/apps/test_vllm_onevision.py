@@ -159,16 +159,30 @@ def test_greedy_tokens_equal_transformers(served, reference, index):
     assert_same_generation(served["cases"][index], reference[index], label(c), c["method"] not in MERGING)
 
 
+def clip_rule(method: str, ratio: float, frames: int, p: int = FRAMES_PER_CLIP_TOKENS) -> int:
+    """Tokens a clip keeps by each method's documented count (docs/video.md), written out here."""
+    n = frames * p
+    if ratio == 1.0:
+        return n
+    if method == "evs":  # frame 0 whole
+        return max(p, keep_count(n, ratio))
+    if method == "visionzip_video":  # int(r P) a frame
+        return frames * max(1, int(p * ratio))
+    if method == "dycoke_ttm":  # an even clip: pairs, the second frame of each pruned to int(r P)
+        assert frames % 2 == 0 and frames <= 4
+        return frames // 2 * p + frames // 2 * int(p * ratio)
+    return max(frames, keep_count(n, ratio))  # vidcom2's exact mode; image methods frame by frame
+
+
 def rule_count(c) -> int:
-    """Visual placeholders of a case by docs/budget.md, from the transformers host's layouts:
-    floor(r N) + newlines per image; max(frames, floor(r F P)) + 1 newline per clip."""
+    """Visual placeholders of a case: floor(r N) + newlines per image (docs/budget.md, from the
+    transformers host's layout); the method's clip count + 1 newline per clip."""
     total = 0
     for w, h, _ in c["images"]:
         layout = OneVisionLayout.for_image((h, w))
         total += keep_count(layout.num_tokens(), c["ratio"]) + layout.num_newlines("unpadded")
     for frames, *_ in c["videos"]:
-        n = frames * FRAMES_PER_CLIP_TOKENS
-        total += (n if c["ratio"] == 1.0 else max(frames, keep_count(n, c["ratio"]))) + 1
+        total += clip_rule(c["method"], c["ratio"], frames) + 1
     return total
 
 
