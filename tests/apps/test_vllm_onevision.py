@@ -226,29 +226,59 @@ def test_bad_requests_are_refused_naming_the_field(served, index):
         assert word in got["error"], (word, got["error"])
 
 
-def test_ratio_one_equals_plain_vllm(checkpoint, served, tmp_path_factory):
-    spec = {"model": str(checkpoint), "hf_overrides": None, "engine": engine(False)}
-    spec["requests"] = [request(c, per_request=False) for c in FULL]
-    plain = run_vllm(tmp_path_factory.mktemp("plain"), spec)
-    for c, got, want in zip(FULL, served["full"], plain):
-        assert got["tokens"] == want["tokens"] and got["prompt_len"] == want["prompt_len"], label(c)
-        assert got["logprobs"] == pytest.approx(want["logprobs"], abs=LOGPROB_ATOL), label(c)
+EMBEDS = {"prompt": prompt(1), "image_embeds": [100, 128, 7], "mm_processor_kwargs": None}  # 128: text width
 
 
-def test_caching_and_chunking_off_give_the_same_tokens(checkpoint, served, tmp_path_factory):
+@pytest.fixture(scope="module")
+def plain(checkpoint, tmp_path_factory):
+    """vLLM's own OneVision: the ratio-1.0 cases and precomputed image embeddings."""
+    spec = {
+        "model": str(checkpoint),
+        "hf_overrides": None,
+        "engine": {**engine(False), "enable_mm_embeds": True},
+    }
+    spec["requests"] = [request(c, per_request=False) for c in FULL] + [EMBEDS]
+    return run_vllm(tmp_path_factory.mktemp("plain"), spec)
+
+
+@pytest.fixture(scope="module")
+def uncached(checkpoint, tmp_path_factory):
+    """The compressed model with prefix caching and chunked prefill off: PICKS and the embeddings."""
     picks = [i for i, c in enumerate(CASES) if label(c) in PICKS]
     assert len(picks) == len(PICKS)
     spec = {
         "model": str(checkpoint),
         "hf_overrides": {"architectures": [ARCH], "vtcompress": SERVER},
-        "engine": engine(False),
-        "requests": [request(CASES[i]) for i in picks],
+        "engine": {**engine(False), "enable_mm_embeds": True},
+        "requests": [request(CASES[i]) for i in picks] + [EMBEDS],
     }
-    results = run_vllm(tmp_path_factory.mktemp("nocache"), spec)
-    for got, i in zip(results, picks):
+    return dict(zip(picks + ["embeds"], run_vllm(tmp_path_factory.mktemp("nocache"), spec)))
+
+
+PICKS = {"globalcom2-0.1-image", "divprune-0.25-image-shrunk", "vidcom2-0.25-clip", "uniform-0.25-image+clip"}
+
+
+def test_ratio_one_equals_plain_vllm(served, plain):
+    for c, got, want in zip(FULL, served["full"], plain):
+        assert got["tokens"] == want["tokens"] and got["prompt_len"] == want["prompt_len"], label(c)
+        assert got["logprobs"] == pytest.approx(want["logprobs"], abs=LOGPROB_ATOL), label(c)
+
+
+def test_caching_and_chunking_off_give_the_same_tokens(served, uncached):
+    for i, got in uncached.items():
+        if i == "embeds":
+            continue
         want = served["cases"][i]
         assert got["tokens"] == want["tokens"] and got["prompt_len"] == want["prompt_len"], label(CASES[i])
         assert got["logprobs"] == pytest.approx(want["logprobs"], abs=LOGPROB_ATOL), label(CASES[i])
 
 
-PICKS = {"globalcom2-0.1-image", "divprune-0.25-image-shrunk", "vidcom2-0.25-clip", "uniform-0.25-image+clip"}
+def test_precomputed_embeddings_are_used_as_given(plain, uncached, checkpoint):
+    """A compressed server takes image_embeds at their own length, untouched: as plain vLLM does."""
+    from transformers import AutoTokenizer
+
+    text = len(AutoTokenizer.from_pretrained(checkpoint)(prompt(1))["input_ids"])
+    got, want = uncached["embeds"], plain[-1]
+    assert got["prompt_len"] == want["prompt_len"] == text - 1 + EMBEDS["image_embeds"][0]
+    assert got["tokens"] == want["tokens"]
+    assert got["logprobs"] == pytest.approx(want["logprobs"], abs=LOGPROB_ATOL)

@@ -4,6 +4,7 @@
 
 SPEC: {"model": dir, "hf_overrides": {...} or null, "max_tokens": int, "engine": {LLM kwargs},
 "requests": [{"prompt": str, "images": [[w, h, seed], ...], "videos": [[frames, w, h, seed], ...],
+"image_embeds": [tokens, width, seed] (instead of images),
 "mm_processor_kwargs": {...} or null}], "refused": [requests as above]}. The requests run as one
 batch; a result is {"tokens", "logprobs", "prompt_len"}. Then each of "refused" runs alone, and
 its result is {"error": "<type>: <message>"} (or the output, if vLLM took it).
@@ -25,6 +26,12 @@ def vllm_prompt(r: dict) -> dict:
     from tests.helpers.vllm_onevision import clip_frames
 
     data = {}
+    if r.get("image_embeds"):  # [tokens, width, seed]: precomputed embeddings, seeded
+        import torch
+
+        n, width, seed = r["image_embeds"]
+        # [1, tokens, width]: one image (vLLM reads a 2-D tensor as one image per row)
+        data["image"] = torch.randn(1, n, width, generator=torch.Generator().manual_seed(seed)) * 0.05
     if r.get("images"):
         images = [make_image(w, h, seed=s) for w, h, s in r["images"]]
         data["image"] = images[0] if len(images) == 1 else images
