@@ -30,8 +30,13 @@ def clip_frames(frames: int, width: int, height: int, seed: int) -> np.ndarray:
     return np.stack([np.asarray(make_image(width, height, seed=seed * 100 + t)) for t in range(frames)])
 
 
-def run_vllm(tmp_path: Path, spec: dict, timeout: int = 1200) -> list[dict]:
+def run_vllm(tmp_path: Path, spec: dict, timeout: int = 1200, env: dict | None = None) -> list[dict]:
     """Run tests/helpers/vllm_onevision_runner.py on ``spec`` in a fresh process; its results."""
+    return run_engine(tmp_path, spec, timeout, env)["results"]
+
+
+def run_engine(tmp_path: Path, spec: dict, timeout: int = 1200, env: dict | None = None) -> dict:
+    """The runner's whole payload: ``{"results": [...], "engine": {...}}`` (``env``: added variables)."""
     path = tmp_path / f"spec-{abs(hash(json.dumps(spec, sort_keys=True)))}.json"
     path.write_text(json.dumps(spec))
     proc = subprocess.run(
@@ -39,14 +44,14 @@ def run_vllm(tmp_path: Path, spec: dict, timeout: int = 1200) -> list[dict]:
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=vllm_env(),
+        env=vllm_env() | (env or {}),
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("VLLM_RESULTS ")]
     if proc.returncode != 0 or not lines:
         raise AssertionError(
             f"vLLM run failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
         )
-    return json.loads(lines[-1].removeprefix("VLLM_RESULTS "))["results"]
+    return json.loads(lines[-1].removeprefix("VLLM_RESULTS "))
 
 
 def request(case: dict, per_request: bool = True) -> dict:

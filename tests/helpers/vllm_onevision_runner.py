@@ -7,7 +7,8 @@ SPEC: {"model": dir, "hf_overrides": {...} or null, "max_tokens": int, "engine":
 "image_embeds": [tokens, width, seed] (instead of images),
 "mm_processor_kwargs": {...} or null}], "refused": [requests as above]}. The requests run as one
 batch; a result is {"tokens", "logprobs", "prompt_len"}. Then each of "refused" runs alone, and
-its result is {"error": "<type>: <message>"} (or the output, if vLLM took it).
+its result is {"error": "<type>: <message>"} (or the output, if vLLM took it). The payload also
+says how the engine ran ({"engine": {"tensor_parallel_size": n}}).
 """
 
 from __future__ import annotations
@@ -76,7 +77,9 @@ def main(spec_path: str) -> None:
         logprobs = [step[t].logprob for t, step in zip(tokens, o.outputs[0].logprobs)]
         results.append({"tokens": tokens, "logprobs": logprobs, "prompt_len": len(o.prompt_token_ids)})
     sys.stdout.flush()
-    print("VLLM_RESULTS " + json.dumps({"results": results}), flush=True)
+    parallel = llm.llm_engine.vllm_config.parallel_config
+    engine_info = {"tensor_parallel_size": parallel.tensor_parallel_size}
+    print("VLLM_RESULTS " + json.dumps({"results": results, "engine": engine_info}), flush=True)
     os._exit(0)  # skip vLLM's slow teardown; the results are out
 
 
