@@ -4,8 +4,9 @@
 
 One vLLM engine (``LLM``, the engine ``vllm serve`` runs) with the vtcompress architecture; each
 ratio is asked for per request (``mm_processor_kwargs``), so every ratio runs on the same engine.
-Per ratio: a warm-up batch, then ``--requests`` requests of mixed image sizes with one output
-token each (prefill-bound), timed end to end. Prints requests/s and prefill tokens/s (prompt
+Per ratio: a warm-up batch, then ``--requests`` requests of mixed image sizes (``--media video``:
+8-frame clips, on families whose vLLM model takes videos) with one output token each
+(prefill-bound), timed end to end. Prints requests/s and prefill tokens/s (prompt
 tokens, images included, per second) as JSON lines. ``--family`` is a family with a vLLM model
 (``HostSpec.vllm_architecture``): ``llava_next`` or ``llava_onevision``. Without ``--model`` it
 builds the family's tiny random checkpoint, whose numbers show the mechanics, not a real model's
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.conftest's
 
 RATIOS = (1.0, 0.5, 0.25, 0.1)
 SIZES = [(672, 672), (1000, 500), (300, 900), (500, 300), (300, 700)]
+CLIP_FRAMES = 8  # --media video: clips of this many frames, each a test image of one of SIZES
 # Per family: its tiny checkpoint's saver and a one-image prompt in its chat format ({} the request).
 FAMILIES = {
     "llava_next": (
@@ -38,6 +40,12 @@ FAMILIES = {
         "vtcompress.integrations.vllm.onevision_tiny:save_tiny_onevision_for_vllm",
         "<|im_start|>user\nRequest {}. <image>\nWhat is in the image?<|im_end|>\n<|im_start|>assistant\n",
     ),
+}
+
+
+# Families whose vLLM model takes videos: a one-clip prompt.
+VIDEO_PROMPTS = {
+    "llava_onevision": "<|im_start|>user\nRequest {}. <video>\nWhat happens?<|im_end|>\n<|im_start|>assistant\n",
 }
 
 
@@ -52,17 +60,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", choices=sorted(FAMILIES), default="llava_next")
     parser.add_argument("--model", help="checkpoint of the family (default: its tiny random one)")
+    parser.add_argument(
+        "--media", choices=("image", "video"), default="image", help="what each request carries"
+    )
     parser.add_argument("--method", default="globalcom2")
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("engine", nargs="*", help="extra LLM keyword arguments as key=JSON, after --")
     args = parser.parse_args()
+    if args.media == "video" and args.family not in VIDEO_PROMPTS:
+        parser.error(f"--media video: the vLLM model of {args.family} takes images only")
 
+    import numpy as np
     from vllm import LLM, SamplingParams
 
     from tests.conftest import make_image
 
     saver, prompt = FAMILIES[args.family]
+    prompt = VIDEO_PROMPTS[args.family] if args.media == "video" else prompt
     module, _, name = saver.partition(":")
     save_tiny = getattr(importlib.import_module(module), name)
     model = args.model or str(save_tiny(tempfile.mkdtemp() + f"/tiny-{args.family}"))
@@ -75,12 +90,18 @@ def main() -> None:
         },
         dtype=args.dtype,
         max_model_len=8192,
-        limit_mm_per_prompt={"image": 1},
+        limit_mm_per_prompt={args.media: 1},
         seed=0,
         **extra,
     )
     params = SamplingParams(temperature=0.0, max_tokens=1)
     machine = f"{platform.machine()} {os.cpu_count()}-core CPU" if not _cuda() else _cuda()
+
+    def media(i: int, seed: int):
+        if args.media == "image":
+            return make_image(*SIZES[i % len(SIZES)], seed=seed)
+        frames = [make_image(*SIZES[i % len(SIZES)], seed=seed * 100 + t) for t in range(CLIP_FRAMES)]
+        return np.stack([np.asarray(f) for f in frames])  # uint8 [frames, height, width, 3]
 
     def batch(ratio: float, seed: int, count: int) -> list[dict]:
         # Fresh images and a distinct opening per request: neither the prefix cache nor the
@@ -88,7 +109,7 @@ def main() -> None:
         return [
             {
                 "prompt": prompt.format(seed + i),
-                "multi_modal_data": {"image": make_image(*SIZES[i % len(SIZES)], seed=seed + i)},
+                "multi_modal_data": {args.media: media(i, seed + i)},
                 "mm_processor_kwargs": {"vtcompress": {"method": args.method, "ratio": ratio}},
             }
             for i in range(count)
@@ -105,6 +126,7 @@ def main() -> None:
             json.dumps(
                 {
                     "family": args.family,
+                    "media": args.media if args.media == "image" else f"{CLIP_FRAMES}-frame clips",
                     "method": args.method,
                     "ratio": ratio,
                     "requests": len(prompts),
