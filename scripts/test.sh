@@ -66,5 +66,6 @@ if [ "${VTCOMPRESS_SKIP_VLLM:-0}" != 1 ]; then
         tests/apps/test_vllm_offline.py tests/apps/test_vllm_server.py
     # LLaVA-OneVision: three offline engines (images, clips, both), one server, TP 1 and 2.
     OMP_NUM_THREADS=2 .venv-vllm/bin/python -m pytest -q -p no:cacheprovider tests/apps/test_vllm_onevision_settings.py \
-        tests/apps/test_vllm_onevision.py tests/apps/test_vllm_onevision_server.py tests/apps/test_vllm_onevision_tp.py
+        tests/apps/test_vllm_onevision_processor.py tests/apps/test_vllm_onevision.py \
+        tests/apps/test_vllm_onevision_server.py tests/apps/test_vllm_onevision_tp.py
 fi

@@ -73,7 +73,7 @@ class CompressedOnevisionProcessor(LlavaOnevisionMultiModalProcessor):
         server = settings.server_settings(self.info.get_hf_config())
         return ov.resolve(server, hf_kwargs.get(settings.KEY), self._geometry(), where=WHERE)
 
-    def get_dummy_inputs(self, seq_len, mm_counts, mm_options):
+    def get_dummy_inputs(self, seq_len: int, mm_counts: Mapping[str, int], mm_options: Mapping[str, object]):
         """The profiling run at ratio 1.0 (the memory it measures is the most a request can ask
         for), with the server's method: a server-wide video method must not refuse dummy images."""
         inputs = super().get_dummy_inputs(seq_len, mm_counts, mm_options)
