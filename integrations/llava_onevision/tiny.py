@@ -33,14 +33,17 @@ def build_tokenizer():
     return tiny_models.byte_level_tokenizer([IMAGE_TOKEN, VIDEO_TOKEN])
 
 
-def build_config(vocab_size: int, image_token_id: int, video_token_id: int, pad_token_id: int):
+def build_config(
+    vocab_size: int, image_token_id: int, video_token_id: int, pad_token_id: int, **text_overrides: int
+):
+    """The tiny config; ``text_overrides`` change the text model's sizes (e.g. ``hidden_size``)."""
     from transformers import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
 
     vision = SiglipVisionConfig(
         **tiny_models.VISION_SIZES, image_size=384, patch_size=14, vision_use_head=False
     )
     text = Qwen2Config(
-        **tiny_models.TEXT_SIZES,
+        **{**tiny_models.TEXT_SIZES, **text_overrides},
         vocab_size=vocab_size,
         max_position_embeddings=16384,
         pad_token_id=pad_token_id,
@@ -59,9 +62,13 @@ def build_config(vocab_size: int, image_token_id: int, video_token_id: int, pad_
 
 
 def build_tiny_onevision(
-    seed: int = 0, attn_implementation: str = "sdpa", dtype: torch.dtype = torch.float32
+    seed: int = 0,
+    attn_implementation: str = "sdpa",
+    dtype: torch.dtype = torch.float32,
+    **text_overrides: int,
 ):
-    """Return ``(model, processor)``: a tiny random LLaVA-OneVision, identical for equal seeds."""
+    """Return ``(model, processor)``: a tiny random LLaVA-OneVision, identical for equal seeds
+    (``text_overrides``: see :func:`build_config`)."""
     from transformers import LlavaOnevisionForConditionalGeneration
 
     processor = build_processor(build_tokenizer(), chat_template=CHAT_TEMPLATE)
@@ -71,6 +78,7 @@ def build_tiny_onevision(
         tok.convert_tokens_to_ids(IMAGE_TOKEN),
         tok.convert_tokens_to_ids(VIDEO_TOKEN),
         tok.pad_token_id,
+        **text_overrides,
     )
     model = tiny_models.seeded_model(
         LlavaOnevisionForConditionalGeneration, config, seed, tok, dtype, attn_implementation

@@ -84,14 +84,7 @@ def resolve(
 
     Raises ValueError with a one-line message that names the field and says what is accepted.
     """
-    if request is None:
-        options = dict(server)
-    elif not isinstance(request, Mapping):
-        raise ValueError(f'{where} must be a JSON object such as {{"ratio": 0.25}}, got {request!r}')
-    elif "method" in request and request["method"] != server.get("method"):
-        options = dict(request)
-    else:
-        options = {**server, **request}
+    options = request_options(server, request, where)
     method = options.pop("method", "globalcom2")
     try:
         config = make_config(method, **options)
@@ -99,6 +92,18 @@ def resolve(
         raise ValueError(f"invalid {where}: {err}") from None
     check_servable(config, geometry, where)
     return config
+
+
+def request_options(server: Mapping[str, Any], request: Any, where: str = KEY) -> dict[str, Any]:
+    """The options of one request: ``server``'s changed by ``request``'s; a request naming another
+    method starts from that method's defaults. ValueError when ``request`` is not a mapping."""
+    if request is None:
+        return dict(server)
+    if not isinstance(request, Mapping):
+        raise ValueError(f'{where} must be a JSON object such as {{"ratio": 0.25}}, got {request!r}')
+    if "method" in request and request["method"] != server.get("method"):
+        return dict(request)
+    return {**server, **request}
 
 
 def check_servable(config: CompressionConfig, geometry: VisionGeometry, where: str = KEY) -> None:

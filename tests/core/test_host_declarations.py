@@ -197,6 +197,7 @@ FAMILY_NAMES = tuple(s.name for s in SPECS)
 ALLOWED = {
     ("integrations/llava_onevision", "llava_next"),
     ("integrations/vllm", "llava_next"),
+    ("integrations/vllm", "llava_onevision"),  # the vLLM app serves this family on vLLM's model class
 }
 
 
