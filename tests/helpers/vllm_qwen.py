@@ -92,7 +92,8 @@ def hf_generate(checkpoint: Path, family: str, requests: list[dict]) -> list[dic
                 output_logits=True,
                 return_dict_in_generate=True,
             )
-            length = handle.last_stats.samples[0].length_after
+            stats = handle.last_stats  # None where the host ran the stock model (a clip on Qwen3-VL)
+            length = stats.samples[0].length_after if stats is not None else inputs["input_ids"].shape[1]
         tokens = until_eos(gen.sequences[0, inputs["input_ids"].shape[1] :].tolist())
         logprobs = [torch.log_softmax(step[0].double(), -1)[t].item() for t, step in zip(tokens, gen.logits)]
         out.append({"tokens": tokens, "logprobs": logprobs, "prompt_len": length})
