@@ -3,6 +3,7 @@ transformers reference (vtcompress's transformers host on the same weights and i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -84,7 +85,9 @@ def hf_generate(checkpoint: Path, family: str, requests: list[dict]) -> list[dic
         inputs = hf_inputs(processor, req)
         options = dict((req["mm_processor_kwargs"] or {}).get("vtcompress", {}))
         method = options.pop("method")
-        with vtcompress.compressed(model, method, **options) as handle:
+        # ratio 1.0 is the stock model (the Qwen3-VL host refuses clips beside images even then)
+        stock = options.get("ratio") == 1.0
+        with contextlib.nullcontext() if stock else vtcompress.compressed(model, method, **options) as handle:
             gen = model.generate(
                 **inputs,
                 max_new_tokens=MAX_TOKENS,
@@ -92,8 +95,7 @@ def hf_generate(checkpoint: Path, family: str, requests: list[dict]) -> list[dic
                 output_logits=True,
                 return_dict_in_generate=True,
             )
-            stats = handle.last_stats  # None where the host ran the stock model (a clip on Qwen3-VL)
-            length = stats.samples[0].length_after if stats is not None else inputs["input_ids"].shape[1]
+            length = inputs["input_ids"].shape[1] if stock else handle.last_stats.samples[0].length_after
         tokens = until_eos(gen.sequences[0, inputs["input_ids"].shape[1] :].tolist())
         logprobs = [torch.log_softmax(step[0].double(), -1)[t].item() for t, step in zip(tokens, gen.logits)]
         out.append({"tokens": tokens, "logprobs": logprobs, "prompt_len": length})
