@@ -51,7 +51,7 @@ def main(spec_path: str) -> None:
 
                 data["image"] = {
                     "image_embeds": torch.zeros(16, 128),
-                    "image_grid_thw": torch.tensor([1, 8, 8]),
+                    "image_grid_thw": torch.tensor([[1, 8, 8]]),
                 }
             prompt = {"prompt": r["prompt"], "multi_modal_data": data}
             if r.get("mm_processor_kwargs") is not None:
