@@ -125,14 +125,16 @@ def recompute_positions(
 
 
 def patch_runners() -> None:
-    """Make vLLM's v1 model runners call ``recompute_mrope_positions`` for models that set
+    """Make vLLM's model runners call ``recompute_mrope_positions`` for models that set
     ``recomputes_mrope_positions`` (they otherwise do only with ``--video-pruning-rate``, and
-    the CPU runner never does). Idempotent."""
-    classes = []
+    the v1 CPU runner never does): the v1 GPU and CPU runners, and model runner v2's pruner
+    (written from its code, not run here: this machine has no GPU). Idempotent."""
     try:
         from vllm.v1.worker.gpu_model_runner import GPUModelRunner
-
-        classes.append(GPUModelRunner)
+    except ImportError:
+        return
+    classes = [GPUModelRunner]
+    try:
         from vllm.v1.worker.cpu_model_runner import CPUModelRunner
 
         classes.append(CPUModelRunner)
@@ -150,3 +152,23 @@ def patch_runners() -> None:
 
         load_model._vtcompress = True
         cls.load_model = load_model
+    _patch_runner_v2()
+
+
+def _patch_runner_v2() -> None:
+    try:
+        from vllm.v1.worker.gpu.model_states import default
+        from vllm.v1.worker.gpu.model_states.mm_pruning import MultiModalPruner
+    except ImportError:
+        return
+    make = default.maybe_create_mm_pruner
+    if getattr(make, "_vtcompress", False):
+        return
+
+    def maybe_create_mm_pruner(model_config, model, rope_state, encoder_cache):
+        if getattr(model, "recomputes_mrope_positions", False) and None not in (rope_state, encoder_cache):
+            return MultiModalPruner(model, rope_state, encoder_cache, model_config.get_inputs_embeds_size())
+        return make(model_config, model, rope_state, encoder_cache)
+
+    maybe_create_mm_pruner._vtcompress = True
+    default.maybe_create_mm_pruner = maybe_create_mm_pruner
