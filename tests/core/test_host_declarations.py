@@ -197,6 +197,8 @@ FAMILY_NAMES = tuple(s.name for s in SPECS)
 ALLOWED = {
     ("integrations/llava_onevision", "llava_next"),
     ("integrations/vllm", "llava_next"),
+    ("integrations/vllm", "qwen2_5_vl"),
+    ("integrations/vllm", "qwen3_vl"),
 }
 
 
