@@ -31,6 +31,7 @@ from vtcompress.integrations.vllm.mrope_settings import (
     image_count,
     image_layout,
     resolve_settings,
+    server_settings,
 )
 from vtcompress.registry import get_method
 from vtcompress.tokens import ImageTokens, ViewOutput
@@ -50,7 +51,7 @@ class MRopeProcessorMixin:
 
     def _config(self, hf_kwargs: Mapping[str, object]) -> CompressionConfig:
         hf_config = self.info.get_hf_config()
-        server = settings.server_settings(hf_config)
+        server = server_settings(self.family, hf_config)
         request = hf_kwargs.get(settings.KEY)
         return resolve_settings(self.family, server, request, tower_depth(hf_config), where=WHERE)
 
@@ -118,7 +119,9 @@ class MRopeModelMixin:
             )
         self.is_multimodal_pruning_enabled = False  # vLLM's own pruning stays off; vtcompress prunes
         # Fail at start-up, not on the first request, when the server's own settings are bad.
-        resolve_settings(self.family, settings.server_settings(self.config), None, tower_depth(self.config))
+        resolve_settings(
+            self.family, server_settings(self.family, self.config), None, tower_depth(self.config)
+        )
         self.merge = self.config.vision_config.spatial_merge_size
 
     # --- positions ------------------------------------------------------------------------------

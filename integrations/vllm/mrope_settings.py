@@ -19,6 +19,7 @@ from typing import Any
 
 from vtcompress.config import VIDEO, CompressionConfig
 from vtcompress.integrations.mrope_host import MergedGridLayout
+from vtcompress.integrations.vllm import settings
 from vtcompress.integrations.vllm.settings import KEY
 from vtcompress.pipeline import check_applicable
 from vtcompress.registry import make_config
@@ -32,13 +33,13 @@ class MRopeFamily:
     display_name: for messages; name_defaults: the transformers host's per-name defaults (a
     method named in the settings gets them, as ``vtcompress.compress`` gives them);
     videos: whether clips are compressed (else a request with clips and compression on is
-    refused); merge: the patch merger's side (2).
+    refused); default_method: the method of settings that name none.
     """
 
     display_name: str
     name_defaults: Mapping[str, Mapping[str, Any]]
     videos: bool
-    merge: int = 2
+    default_method: str = "uniform"
 
     @property
     def host(self) -> str:
@@ -64,6 +65,14 @@ class MRopeFamily:
         return served
 
 
+def server_settings(family: MRopeFamily, hf_config: Any) -> dict[str, Any]:
+    """The model config's ``vtcompress`` entry; without one, compression is off (the family's
+    default method at ratio 1.0, so that a request naming only a ratio gets that method)."""
+    if getattr(hf_config, KEY, None) is None:
+        return {"method": family.default_method, "ratio": 1.0}
+    return settings.server_settings(hf_config)
+
+
 def resolve_settings(
     family: MRopeFamily, server: Mapping[str, Any], request: Any, num_layers: int, *, where: str = KEY
 ) -> CompressionConfig:
@@ -78,7 +87,7 @@ def resolve_settings(
         options = dict(request)
     else:
         options = {**server, **request}
-    method = options.pop("method", "uniform")
+    method = options.pop("method", family.default_method)
     if isinstance(method, str):
         options = {**family.name_defaults.get(method, {}), **options}
     try:

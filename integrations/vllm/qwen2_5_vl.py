@@ -34,7 +34,7 @@ from vtcompress.integrations.vllm.mrope_settings import MRopeFamily, clip_count,
 from vtcompress.registry import get_method
 from vtcompress.video import compress_clip, stack_kept
 
-FAMILY = MRopeFamily(HOST.display_name, HOST.name_defaults, videos=True)
+FAMILY = MRopeFamily(HOST.display_name, HOST.name_defaults, videos=True, default_method=HOST.default_method)
 
 
 class CompressedQwen2_5_VLProcessor(MRopeProcessorMixin, Qwen2_5_VLMultiModalProcessor):

@@ -35,7 +35,7 @@ from vtcompress.integrations.vllm.mrope_model import MRopeModelMixin, MRopeProce
 from vtcompress.integrations.vllm.mrope_settings import MRopeFamily, clip_layout
 from vtcompress.tokens import ViewOutput
 
-FAMILY = MRopeFamily(HOST.display_name, HOST.name_defaults, videos=False)
+FAMILY = MRopeFamily(HOST.display_name, HOST.name_defaults, videos=False, default_method=HOST.default_method)
 
 
 class CompressedQwen3VLProcessor(MRopeProcessorMixin, Qwen3VLMultiModalProcessor):

@@ -192,3 +192,15 @@ def test_caching_and_chunking_off_give_the_same_tokens(checkpoint, served, tmp_p
         want = served["cases"][name]
         assert got["tokens"] == want["tokens"] and got["prompt_len"] == want["prompt_len"], name
         assert got["logprobs"] == pytest.approx(want["logprobs"], abs=LOGPROB_ATOL), name
+
+
+def test_ratio_one_images_equal_plain_vllm(checkpoint, served, tmp_path_factory):
+    """Off, an image goes through vLLM's own Qwen2.5-VL unchanged (positions included: for
+    images transformers' rule and vLLM's agree)."""
+    picks = ["image-uniform-1.0", "image-pitome-1.0"]
+    plain = [{**ALL[n], "mm_processor_kwargs": None} for n in picks]  # the stock processor
+    spec = {**engine_spec(checkpoint, [plain], cached=False), "hf_overrides": None}
+    for name, got in zip(picks, run_vllm(tmp_path_factory.mktemp("plain"), spec)):
+        want = served["cases"][name]
+        assert got["tokens"] == want["tokens"] and got["prompt_len"] == want["prompt_len"], name
+        assert got["logprobs"] == pytest.approx(want["logprobs"], abs=LOGPROB_ATOL), name

@@ -4,6 +4,8 @@ however the prompt is split into prefill steps."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -14,6 +16,7 @@ from vtcompress.integrations.vllm.mrope_settings import (
     clip_count,
     image_count,
     resolve_settings,
+    server_settings,
 )
 
 IMG, VID, VS = 6, 7, 4  # image, video and vision-start token ids
@@ -150,6 +153,15 @@ def test_bad_settings_name_the_field(request_, words):
     with pytest.raises(ValueError, match="mm_processor_kwargs.vtcompress") as err:
         resolve_settings(QWEN25, {"method": "uniform"}, request_, 4, where="mm_processor_kwargs.vtcompress")
     assert words in str(err.value)
+
+
+def test_a_model_config_without_settings_is_off_and_requests_get_the_family_default():
+    server = server_settings(QWEN25, SimpleNamespace())
+    assert resolve_settings(QWEN25, server, None, 4).is_off
+    config = resolve_settings(QWEN25, server, {"ratio": 0.5}, 4)
+    assert (config.method, config.ratio) == ("uniform", 0.5)
+    given = server_settings(QWEN25, SimpleNamespace(vtcompress={"method": "tome", "ratio": 0.3}))
+    assert resolve_settings(QWEN25, given, None, 4).method == "tome"
 
 
 def test_media_checks():
