@@ -52,6 +52,19 @@ SHAPES = {
         images=[(200, 160, 3)],
         settings={"method": "uniform", "ratio": 0.25},
     ),
+    # the same across the turns of a conversation
+    "conversation-image-then-video": request(
+        f"USER: {IMAGE}What is it?\nASSISTANT: a box\nUSER: {VIDEO}And now?\nASSISTANT:",
+        images=[(200, 160, 6)],
+        videos=[(112, 112, 6, 7)],
+        settings={"method": "tome", "ratio": 0.25},
+    ),
+    "conversation-video-then-image": request(
+        f"USER: {VIDEO}What happens?\nASSISTANT: it moves\nUSER: {IMAGE}And here?\nASSISTANT:",
+        videos=[(112, 112, 6, 8)],
+        images=[(200, 160, 9)],
+        settings={"method": "divprune", "ratio": 0.1},
+    ),
     "two-clips-of-different-lengths": request(
         prompt(VIDEO, VIDEO), videos=[(112, 112, 12, 4), CLIP], settings={"method": "evs", "ratio": 0.25}
     ),
