@@ -32,6 +32,8 @@ HOST = HostSpec(
     demo_views="vtcompress.integrations.mrope_demo:merged_views",
     name_defaults={"pitome": {"metric": "projected"}, "tome": {"metric": "projected"}},
     docs_page="hosts/qwen2-5-vl.md",
+    vllm_architecture="VtcompressQwen2_5_VLForConditionalGeneration",
+    vllm_model="vtcompress.integrations.vllm.qwen2_5_vl:CompressedQwen2_5_VLForConditionalGeneration",
 )
 
 _EXPORTS = {

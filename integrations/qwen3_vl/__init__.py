@@ -32,6 +32,8 @@ HOST = HostSpec(
     demo_views="vtcompress.integrations.mrope_demo:merged_views",
     name_defaults={"pitome": {"metric": "projected"}, "tome": {"metric": "projected"}},
     docs_page="hosts/qwen3-vl.md",
+    vllm_architecture="VtcompressQwen3VLForConditionalGeneration",
+    vllm_model="vtcompress.integrations.vllm.qwen3_vl:CompressedQwen3VLForConditionalGeneration",
 )
 
 _EXPORTS = {

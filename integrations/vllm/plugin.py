@@ -15,6 +15,10 @@ def register() -> None:
     """Entry point of ``vllm.general_plugins``; the model modules are imported lazily by vLLM."""
     from vllm import ModelRegistry
 
+    from vtcompress.integrations.vllm.mrope_positions import patch_runners
+
+    patch_runners()  # the M-RoPE families recompute positions of kept tokens
+
     supported = ModelRegistry.get_supported_archs()
     for architecture, model in architectures().items():
         if architecture not in supported:

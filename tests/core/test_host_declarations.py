@@ -197,7 +197,10 @@ FAMILY_NAMES = tuple(s.name for s in SPECS)
 ALLOWED = {
     ("integrations/llava_onevision", "llava_next"),
     ("integrations/vllm", "llava_next"),
-    ("integrations/vllm", "llava_onevision"),  # the vLLM app serves this family on vLLM's model class
+    # The vLLM app serves these families on vLLM's own model classes.
+    ("integrations/vllm", "llava_onevision"),
+    ("integrations/vllm", "qwen2_5_vl"),
+    ("integrations/vllm", "qwen3_vl"),
 }
 
 
