@@ -133,6 +133,20 @@ def clip_kept_count(config: CompressionConfig, layout: VideoLayout) -> int | Non
     return clip_keep_count(layout.frames, layout.tokens_per_frame, config.ratio)
 
 
+def clip_frame_counts(config: CompressionConfig, layout: VideoLayout) -> list[int] | None:
+    """Per frame, the tokens a clip of ``layout`` keeps under ``config``, known before the model
+    runs (a model that gives every frame its own placeholder run needs them), or None where the
+    split over frames depends on the content (EVS, VidCom²: the total may still be fixed). A
+    video method declares them with a ``frame_kept_counts(layout)`` method; image methods run
+    frame by frame keep :func:`frame_budgets`."""
+    if config.is_off:
+        return [layout.tokens_per_frame] * layout.frames
+    if "video" in config.media:
+        declared = getattr(config, "frame_kept_counts", None)
+        return None if declared is None else list(declared(layout))
+    return frame_budgets(layout, config.ratio)
+
+
 def frames_of(clip: ImageTokens) -> Tensor:
     """A clip's features as ``[T, P, D]`` (checked against its layout)."""
     layout = require_clip(clip, "video")

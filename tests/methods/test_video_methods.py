@@ -19,6 +19,7 @@ from vtcompress.registry import get_method, make_config
 from vtcompress.tokens import ImageTokens
 from vtcompress.video import (
     VideoLayout,
+    clip_frame_counts,
     clip_keep_count,
     clip_kept_count,
     compress_clip,
@@ -368,6 +369,25 @@ def test_clip_counts_are_known_before_the_model_runs(method, frames, grid, r):
     c = clip(frames, grid, dtype=torch.float32, seed=frames)
     kept = sum(o.num_kept for o in compress_clip(get_method(method), config, c))
     assert clip_kept_count(config, c.layout) == kept
+
+
+@pytest.mark.parametrize("method", ["dycoke_ttm", "visionzip_video", "uniform", "tome"])
+@pytest.mark.parametrize(
+    "frames,grid,r", [(1, (3, 4), 0.25), (5, (3, 4), 0.3), (7, (2, 5), 0.1), (4, (4, 4), 1.0)]
+)
+def test_frame_counts_are_known_before_the_model_runs(method, frames, grid, r):
+    options = {"metric": "projected"} if method == "tome" else {}
+    config = make_config(method, ratio=r, **options)
+    c = clip(frames, grid, dtype=torch.float32, seed=frames)
+    outs = compress_clip(get_method(method), config, c)
+    assert clip_frame_counts(config, c.layout) == [o.num_kept for o in outs]
+
+
+@pytest.mark.parametrize("method", ["evs", "vidcom2"])
+def test_content_split_over_frames_has_no_frame_counts(method):
+    layout = VideoLayout(4, (3, 4))
+    assert clip_frame_counts(make_config(method, ratio=0.3), layout) is None
+    assert clip_frame_counts(make_config(method, ratio=1.0), layout) == [12] * 4
 
 
 def test_vidcom2_paper_count_depends_on_content():

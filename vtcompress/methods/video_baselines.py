@@ -55,6 +55,12 @@ class DyCokeTTMConfig(CompressionConfig):
             return layout.num_tokens()
         return dycoke_ttm_count(layout.frames, layout.tokens_per_frame, self.ratio, self.unpaired)
 
+    def frame_kept_counts(self, layout: VideoLayout) -> list[int]:
+        """Per frame, the tokens kept (a function of the layout: which frames are pruned is fixed)."""
+        if self.is_off:
+            return [layout.tokens_per_frame] * layout.frames
+        return dycoke_ttm_frame_counts(layout.frames, layout.tokens_per_frame, self.ratio, self.unpaired)
+
 
 @dataclass
 class VisionZipVideoConfig(CompressionConfig):
@@ -75,7 +81,13 @@ class VisionZipVideoConfig(CompressionConfig):
     def kept_count(self, layout: VideoLayout) -> int:
         if self.is_off:
             return layout.num_tokens()
-        return layout.frames * max(1, int(layout.tokens_per_frame * self.ratio))
+        return sum(self.frame_kept_counts(layout))
+
+    def frame_kept_counts(self, layout: VideoLayout) -> list[int]:
+        """Per frame, the tokens kept: ``m`` each (every token when off)."""
+        if self.is_off:
+            return [layout.tokens_per_frame] * layout.frames
+        return [max(1, int(layout.tokens_per_frame * self.ratio))] * layout.frames
 
 
 def _least_similar(similarity: Tensor, n: int) -> Tensor:
@@ -101,14 +113,27 @@ def dycoke_ttm_keep(frames: Tensor, ratio: float, unpaired: str = "drop") -> lis
     return [k.sort().values for k in keep]
 
 
+def dycoke_ttm_frame_counts(
+    frames: int, tokens_per_frame: int, ratio: float, unpaired: str = "drop"
+) -> list[int]:
+    """Per frame, the tokens TTM keeps of a clip (a function of its shape and r alone, as
+    :func:`dycoke_ttm_keep` assigns them)."""
+    if frames == 1:
+        return [tokens_per_frame]
+    n = min(int((1.0 - (1.0 - ratio)) * tokens_per_frame), tokens_per_frame)
+    counts = [0] * frames
+    for i in range(0, frames - 1, 2):
+        counts[i], counts[i + 1] = tokens_per_frame, n
+    for i in range(0, frames - 4, 4):
+        counts[i + 2] = n
+    if frames % 2 and unpaired == "prune":
+        counts[frames - 1] = n
+    return counts
+
+
 def dycoke_ttm_count(frames: int, tokens_per_frame: int, ratio: float, unpaired: str = "drop") -> int:
     """Tokens TTM keeps of a clip (a function of its shape and r alone)."""
-    if frames == 1:
-        return tokens_per_frame
-    n = min(int((1.0 - (1.0 - ratio)) * tokens_per_frame), tokens_per_frame)
-    pruned = frames // 2 + len(range(0, frames - 4, 4)) + (frames % 2 and unpaired == "prune")
-    whole = frames // 2 - len(range(0, frames - 4, 4))
-    return whole * tokens_per_frame + pruned * n
+    return sum(dycoke_ttm_frame_counts(frames, tokens_per_frame, ratio, unpaired))
 
 
 @register_method(
