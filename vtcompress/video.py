@@ -141,10 +141,17 @@ def clip_frame_counts(config: CompressionConfig, layout: VideoLayout) -> list[in
     frame by frame keep :func:`frame_budgets`."""
     if config.is_off:
         return [layout.tokens_per_frame] * layout.frames
+    if splits_frames_by_content(config):
+        return None
     if "video" in config.media:
-        declared = getattr(config, "frame_kept_counts", None)
-        return None if declared is None else list(declared(layout))
+        return list(config.frame_kept_counts(layout))
     return frame_budgets(layout, config.ratio)
+
+
+def splits_frames_by_content(config: CompressionConfig) -> bool:
+    """Whether ``config`` splits a clip's tokens over its frames by content (a video method that
+    declares no ``frame_kept_counts``), so that no per-frame count is known before it runs."""
+    return not config.is_off and "video" in config.media and not hasattr(config, "frame_kept_counts")
 
 
 def frames_of(clip: ImageTokens) -> Tensor:

@@ -23,7 +23,7 @@ from vtcompress.integrations.vllm import settings
 from vtcompress.integrations.vllm.settings import KEY
 from vtcompress.pipeline import check_applicable
 from vtcompress.registry import make_config
-from vtcompress.video import VideoLayout, clip_kept_count
+from vtcompress.video import VideoLayout, clip_frame_counts, clip_kept_count, splits_frames_by_content
 
 
 @dataclass(frozen=True)
@@ -33,13 +33,16 @@ class MRopeFamily:
     display_name: for messages; name_defaults: the transformers host's per-name defaults (a
     method named in the settings gets them, as ``vtcompress.compress`` gives them);
     videos: whether clips are compressed (else a request with clips and compression on is
-    refused); default_method: the method of settings that name none.
+    refused); default_method: the method of settings that name none; frame_runs: every frame
+    of a clip is its own placeholder run (Qwen3-VL), so a clip's method must declare its
+    per-frame counts (:func:`vtcompress.video.clip_frame_counts`).
     """
 
     display_name: str
     name_defaults: Mapping[str, Mapping[str, Any]]
     videos: bool
     default_method: str = "uniform"
+    frame_runs: bool = False
 
     @property
     def host(self) -> str:
@@ -104,6 +107,12 @@ def resolve_settings(
         check_applicable(config, family.host, family.provides, num_layers - 1, num_layers)
     except ValueError as err:
         raise ValueError(f"invalid {where}: {err}") from None
+    if family.frame_runs and splits_frames_by_content(config):
+        raise ValueError(
+            f"invalid {where}: {config.method} splits a clip's tokens over its frames by content, and "
+            f"{family.display_name} gives every frame its own placeholder run, sized before the model "
+            "runs; use dycoke_ttm, visionzip_video or an image method (e.g. 'uniform'), or ratio 1.0"
+        )
     return config
 
 
@@ -147,3 +156,12 @@ def clip_count(config: CompressionConfig, grid_thw: Any, merge: int) -> int:
     if kept is None:
         raise ValueError(f"{config.method}: the count depends on the content")
     return kept
+
+
+def frame_counts(config: CompressionConfig, grid_thw: Any, merge: int) -> list[int]:
+    """Placeholders of each frame's run of one clip (a family with ``frame_runs``): the tokens
+    the config keeps of each temporal patch."""
+    counts = clip_frame_counts(config, clip_layout(grid_thw, merge))
+    if counts is None:  # refused by resolve_settings; kept as a guard
+        raise ValueError(f"{config.method}: the split over frames depends on the content")
+    return counts

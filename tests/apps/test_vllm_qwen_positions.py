@@ -14,6 +14,7 @@ from vtcompress.integrations.vllm.mrope_settings import (
     MRopeFamily,
     check_media,
     clip_count,
+    frame_counts,
     image_count,
     resolve_settings,
     server_settings,
@@ -79,23 +80,33 @@ LAYOUT = [
     ("media", VID, 4, 2, 2, 2.0), ("text", 1), ("media", IMG, 1, 5, 2, 1.0), ("text", 4),
 ]  # fmt: skip
 KEEPS = [[0, 5, 6, 11], [0, 3, 5, 9, 15], [1, 2, 8]]
+# Qwen3-VL: every frame of a clip its own run after its timestamp and <|vision_start|>; the
+# middle frame keeps nothing (its markers and timestamp stay)
+FRAMES = [
+    ("text", 3), ("media", VID, 1, 2, 3, 1.0), ("text", 4), ("media", VID, 1, 2, 3, 1.0),
+    ("text", 4), ("media", VID, 1, 2, 3, 1.0), ("text", 2),
+]  # fmt: skip
+FRAME_KEEPS = [[0, 4, 5], [], [2]]
+PROMPTS = {"image-clip-image": (LAYOUT, KEEPS), "frame-runs-one-empty": (FRAMES, FRAME_KEEPS)}
 
 
 def embeddings(rels):
     return [mp.with_positions(torch.randn(len(r), 8), r) for r in rels]
 
 
-def test_initial_text_positions_and_delta_match_transformers():
-    ids, want, runs, _ = compressed_prompt(LAYOUT, KEEPS)
+@pytest.mark.parametrize("shape", list(PROMPTS))
+def test_initial_text_positions_and_delta_match_transformers(shape):
+    ids, want, runs, _ = compressed_prompt(*PROMPTS[shape])
     got, delta = mp.initial_positions(len(ids), runs)
     text = ~((ids == IMG) | (ids == VID))
     assert torch.equal(got[:, text], want[:, text])
     assert delta == int(want[0, -1]) + 1 - len(ids)
 
 
+@pytest.mark.parametrize("shape", list(PROMPTS))
 @pytest.mark.parametrize("step", [1, 3, 7, 100])
-def test_recompute_in_prefill_steps_gives_the_uncompressed_kept_positions(step):
-    ids, want, runs, rels = compressed_prompt(LAYOUT, KEEPS)
+def test_recompute_in_prefill_steps_gives_the_uncompressed_kept_positions(step, shape):
+    ids, want, runs, rels = compressed_prompt(*PROMPTS[shape])
     positions, _ = mp.initial_positions(len(ids), runs)
     rows = embeddings(rels)
     media = torch.nonzero((ids == IMG) | (ids == VID)).flatten().tolist()
@@ -173,6 +184,29 @@ def test_media_checks():
     with pytest.raises(ValueError, match="images only"):
         check_media(uniform, QWEN3, images=0, videos=1, where="x")
     check_media(uniform.replace(ratio=1.0), QWEN3, images=1, videos=1, where="x")
+
+
+QWEN3_FRAMES = MRopeFamily("Qwen3-VL", DEFAULTS, videos=True, frame_runs=True)
+
+
+@pytest.mark.parametrize("method", ["evs", "vidcom2"])
+def test_frame_runs_refuse_a_split_over_frames_by_content(method):
+    with pytest.raises(ValueError, match=f"mm_processor_kwargs.vtcompress: {method} splits"):
+        resolve_settings(QWEN3_FRAMES, {"method": method}, None, 4, where="mm_processor_kwargs.vtcompress")
+    assert resolve_settings(QWEN3_FRAMES, {"method": method, "ratio": 1.0}, None, 4).is_off
+    assert resolve_settings(QWEN25, {"method": method}, None, 4).method == method  # one run per clip
+
+
+def test_frame_counts():
+    def counts(method, ratio, grid):
+        return frame_counts(
+            resolve_settings(QWEN3_FRAMES, {"method": method, "ratio": ratio}, None, 4), grid, 2
+        )
+
+    assert counts("uniform", 0.1, [3, 8, 8]) == [2, 1, 1]  # max(3, floor(4.8)) split, first frames more
+    assert counts("dycoke_ttm", 0.5, [3, 8, 8]) == [16, 8, 0]  # the unpaired last frame dropped
+    assert counts("visionzip_video", 0.25, [2, 8, 10]) == [5, 5]
+    assert counts("evs", 1.0, [2, 8, 10]) == [20, 20]
 
 
 def test_counts():
