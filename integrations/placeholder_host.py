@@ -240,8 +240,9 @@ class PlaceholderHost(Host):
                 return original(*args, **kwargs)
             self._read = self._read_call(kwargs)
             try:
-                features, new_lengths = self.encode(kwargs)
-                call = self._shorten(kwargs, new_lengths, generating=True)
+                with torch.no_grad():  # as the stock generate, which runs under no_grad
+                    features, new_lengths = self.encode(kwargs)
+                    call = self._shorten(kwargs, new_lengths, generating=True)
             finally:
                 self._read = None
             self._pending, self._prepared = (call.get("pixel_values"), features), True

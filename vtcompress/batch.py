@@ -147,7 +147,8 @@ def cached_on(tensor: Tensor, device: torch.device, cache: dict) -> Tensor:
     """``tensor`` on ``device``, copied there once per cache (plans keep their device copies)."""
     key = (id(tensor), device)
     if key not in cache:
-        cache[key] = (tensor, tensor.to(device))  # holds ``tensor``: its id stays its own
+        with torch.inference_mode(False):  # cached tensors must stay usable outside inference mode
+            cache[key] = (tensor, tensor.to(device))  # holds ``tensor``: its id stays its own
     return cache[key][1]
 
 
@@ -159,7 +160,8 @@ class Plan(dict):
     def on(self, name: str, device: torch.device) -> Tensor:
         copies = self.__dict__.setdefault("_copies", {})
         if (name, device) not in copies:
-            copies[name, device] = self[name].to(device)
+            with torch.inference_mode(False):  # cached tensors must stay usable outside inference mode
+                copies[name, device] = self[name].to(device)
         return copies[name, device]
 
 

@@ -182,13 +182,14 @@ def pack_selected(batch: SelectedBatch, newline: Tensor | None, policy: NewlineP
     if batch.static:  # the kept slots are known on the host: one gather
         key = ("static", id(batch.keep), feats.device)
         if key not in plan.device_copies:
-            kept = torch.cat([batch.keep.reshape(-1), torch.ones(plan.newlines, dtype=torch.bool)])[plan.perm]
-            entry = plan.perm[kept]
-            plan.device_copies[key] = (
-                batch.keep,
-                entry.clamp_max(slots - 1).to(feats.device),
-                (entry >= slots).to(feats.device),
-            )
+            with torch.inference_mode(False):  # cached tensors must stay usable outside inference mode
+                kept = torch.cat([batch.keep.reshape(-1), torch.ones(plan.newlines, dtype=torch.bool)])[plan.perm]
+                entry = plan.perm[kept]
+                plan.device_copies[key] = (
+                    batch.keep,
+                    entry.clamp_max(slots - 1).to(feats.device),
+                    (entry >= slots).to(feats.device),
+                )
         _, rows, is_newline = plan.device_copies[key]
         out = feats.reshape(b, slots, d).index_select(1, rows)
         is_newline = is_newline[:, None]

@@ -152,6 +152,7 @@ def attention_and_keys(tokens: ImageTokens, layer: int) -> tuple[Tensor, Tensor]
 
 
 @functools.lru_cache(maxsize=1024)
+@torch.inference_mode(False)  # cached tensors must stay usable outside inference mode
 def strided_targets(m: int, c: int) -> tuple[Tensor, Tensor]:
     """Of ``m`` tokens, the ``c`` targets (``step = max(1, m // c)``, the first c of 0, step, ...)
     and the others, as CPU long indices (a function of m and c: no device work)."""
