@@ -11,7 +11,6 @@ No gradio here: :class:`DemoEngine` is usable (and tested) on its own.
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
@@ -27,14 +26,10 @@ from vtcompress.api import compress, compressed, config_for, get_handle
 from vtcompress.config import CompressionConfig
 from vtcompress.hosts import HostSpec, host_specs, spec_for_model_type
 from vtcompress.integrations.demo import overlay
-from vtcompress.integrations.demo.video import VideoComparison, compare_video
+from vtcompress.integrations.demo.common import InputError, RunResult, format_flops  # noqa: F401 (public here too)
 from vtcompress.integrations.inputs import ImageLimits, to_rgb
 from vtcompress.registry import available_methods, parse_options
 from vtcompress.stats import CompressionStats, ImageStats
-
-
-class InputError(ValueError):
-    """Bad user input; ``str(err)`` is the message to show on the page."""
 
 
 @dataclass(frozen=True)
@@ -42,17 +37,6 @@ class Limits(ImageLimits):
     """What the demo accepts: the images ``vtcompress run`` accepts, and questions up to a length."""
 
     max_question_chars: int = 2000
-
-
-@dataclass
-class RunResult:
-    """One generate call. prompt_tokens: length of the prompt the language model saw."""
-
-    answer: str
-    prompt_tokens: int
-    new_tokens: int
-    first_token_seconds: float
-    total_seconds: float
 
 
 @dataclass
@@ -338,9 +322,11 @@ class DemoEngine:
         ratio: Any,
         options: str | dict[str, Any] | None = None,
         frames: int | None = None,
-    ) -> VideoComparison:
+    ) -> Any:  # a vtcompress.integrations.demo.video.VideoComparison
         """Answer ``question`` about a video file without and with compression (see
         :func:`vtcompress.integrations.demo.video.compare_video`)."""
+        from vtcompress.integrations.demo.video import compare_video
+
         return compare_video(self, video, question, method, ratio, options, frames)
 
     # --- presentation -------------------------------------------------------------------------
@@ -400,11 +386,3 @@ class DemoEngine:
             note=note,
             options=config.changed_options(),
         )
-
-
-def format_flops(flops: float) -> str:
-    if flops <= 0 or not math.isfinite(flops):
-        return "0 FLOPs"
-    exp = min(int(math.log10(flops) // 3), 5)
-    unit = ["", "k", "M", "G", "T", "P"][exp]
-    return f"{flops / 10 ** (3 * exp):.3g} {unit}FLOPs"

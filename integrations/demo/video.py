@@ -10,13 +10,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vtcompress.api import compress, compressed
+from vtcompress.integrations.demo.common import InputError, RunResult, format_flops
 from vtcompress.integrations.video_frames import read_clip
-
-if TYPE_CHECKING:
-    from vtcompress.integrations.demo.engine import DemoEngine, RunResult
 
 
 @dataclass
@@ -51,7 +49,7 @@ class VideoComparison:
 
 
 def compare_video(
-    engine: DemoEngine,
+    engine: Any,  # a vtcompress.integrations.demo.engine.DemoEngine
     video: str | os.PathLike | None,
     question: str | None,
     method: str,
@@ -61,9 +59,7 @@ def compare_video(
 ) -> VideoComparison:
     """Answer ``question`` about the video file ``video`` without and with compression
     (``frames`` sampled uniformly; default: the family's ``video_frames``). Raises
-    :class:`~vtcompress.integrations.demo.engine.InputError` (a message for the user) on bad input."""
-    from vtcompress.integrations.demo.engine import InputError
-
+    :class:`~vtcompress.integrations.demo.common.InputError` (a message for the user) on bad input."""
     if not engine.takes_video:
         raise InputError(f"The demo takes no videos on {engine.spec.display_name}.")
     if video is None or not str(video).strip():
@@ -113,8 +109,6 @@ def compare_video(
 
 def video_markdown(c: VideoComparison) -> str:
     """The video tab's report: the clip's token counts, per frame before and after, and costs."""
-    from vtcompress.integrations.demo.engine import format_flops
-
     pct = 100 * c.tokens_after / c.tokens_before if c.tokens_before else 100.0
     options = f" ({c.options})" if c.options else ""
     shown = ", ".join(str(i) for i in c.frame_indices)
