@@ -183,7 +183,10 @@ def pack_selected(batch: SelectedBatch, newline: Tensor | None, policy: NewlineP
         key = ("static", id(batch.keep), feats.device)
         if key not in plan.device_copies:
             with torch.inference_mode(False):  # cached tensors must stay usable outside inference mode
-                kept = torch.cat([batch.keep.reshape(-1), torch.ones(plan.newlines, dtype=torch.bool)])[plan.perm]
+                slots_and_newlines = torch.cat(
+                    [batch.keep.reshape(-1), torch.ones(plan.newlines, dtype=torch.bool)]
+                )
+                kept = slots_and_newlines[plan.perm]
                 entry = plan.perm[kept]
                 plan.device_copies[key] = (
                     batch.keep,
