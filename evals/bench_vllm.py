@@ -8,7 +8,8 @@ Per ratio: a warm-up batch, then ``--requests`` requests of mixed image sizes (`
 8-frame clips, on families whose vLLM model takes videos) with one output token each
 (prefill-bound), timed end to end. Prints requests/s and prefill tokens/s (prompt
 tokens, images included, per second) as JSON lines. ``--family`` is a family with a vLLM model
-(``HostSpec.vllm_architecture``): ``llava_next`` or ``llava_onevision``. Without ``--model`` it
+(``HostSpec.vllm_architecture``): ``llava_next``, ``llava_onevision``, ``qwen2_5_vl`` or
+``qwen3_vl`` (``--method uniform``: the Qwen families serve no globalcom2). Without ``--model`` it
 builds the family's tiny random checkpoint, whose numbers show the mechanics, not a real model's
 speed. Extra engine flags (e.g. ``--tensor-parallel-size 2``) go after ``--``.
 """
@@ -30,16 +31,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.conftest's
 RATIOS = (1.0, 0.5, 0.25, 0.1)
 SIZES = [(672, 672), (1000, 500), (300, 900), (500, 300), (300, 700)]
 CLIP_FRAMES = 8  # --media video: clips of this many frames, each a test image of one of SIZES
-# Per family: its tiny checkpoint's saver and a one-image prompt in its chat format ({} the request).
+QWEN_SAVER = "vtcompress.integrations.vllm.qwen_tiny:save_tiny_qwen_for_vllm"
+QWEN_CHAT = "<|im_start|>user\nRequest {{}}. <|vision_start|><|{}_pad|><|vision_end|>{}<|im_end|>\n<|im_start|>assistant\n"
+# Per family: its tiny checkpoint's saver (and the saver's leading arguments) and a one-image prompt
+# in its chat format ({} the request).
 FAMILIES = {
     "llava_next": (
         "vtcompress.integrations.vllm.tiny:save_tiny_for_vllm",
+        (),
         "Request {}. USER: <image>\nWhat is in the image? ASSISTANT:",
     ),
     "llava_onevision": (
         "vtcompress.integrations.vllm.onevision_tiny:save_tiny_onevision_for_vllm",
+        (),
         "<|im_start|>user\nRequest {}. <image>\nWhat is in the image?<|im_end|>\n<|im_start|>assistant\n",
     ),
+    "qwen2_5_vl": (QWEN_SAVER, ("qwen2_5_vl",), QWEN_CHAT.format("image", "What is in the image?")),
+    "qwen3_vl": (QWEN_SAVER, ("qwen3_vl",), QWEN_CHAT.format("image", "What is in the image?")),
 }
 
 
@@ -76,11 +84,11 @@ def main() -> None:
 
     from tests.conftest import make_image
 
-    saver, prompt = FAMILIES[args.family]
+    saver, saver_args, prompt = FAMILIES[args.family]
     prompt = VIDEO_PROMPTS[args.family] if args.media == "video" else prompt
     module, _, name = saver.partition(":")
     save_tiny = getattr(importlib.import_module(module), name)
-    model = args.model or str(save_tiny(tempfile.mkdtemp() + f"/tiny-{args.family}"))
+    model = args.model or str(save_tiny(*saver_args, tempfile.mkdtemp() + f"/tiny-{args.family}"))
     extra = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.engine)}
     llm = LLM(
         model=model,
