@@ -46,3 +46,10 @@ def load_processor(path: str | os.PathLike, image_only_cls: type, image_processo
         video_processor=None,
         chat_template=getattr(tokenizer, "chat_template", None),
     )
+
+
+def save_processor_parts(processor: Any, path: str | os.PathLike) -> None:
+    """Save an image-only processor where :func:`load_processor` reads it back: it has no video
+    processor to save, so its tokenizer and image processor are saved one by one."""
+    processor.tokenizer.save_pretrained(path)
+    processor.image_processor.save_pretrained(path)

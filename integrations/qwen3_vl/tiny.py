@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from vtcompress.integrations import tiny_models
+from vtcompress.integrations.image_only_processor import save_processor_parts
 from vtcompress.integrations.qwen3_vl.processing import PATCH
 from vtcompress.integrations.qwen3_vl.prompt import (
     IMAGE_PROMPT,
@@ -106,17 +107,10 @@ def default_tiny_path() -> Path:
     return tiny_models.cache_path("tiny-qwen3-vl-random")
 
 
-def _save_processor_parts(processor, path: Path) -> None:
-    """The image-only processor has no video processor to save: its parts are saved one by one
-    (processing.load_processor reads them back)."""
-    processor.tokenizer.save_pretrained(path)
-    processor.image_processor.save_pretrained(path)
-
-
 def save_tiny_qwen3_vl(path: str | os.PathLike | None = None, seed: int = 0) -> Path:
     """Build the tiny model and save model + processor to ``path`` (default: the user cache)."""
     path = path if path is not None else default_tiny_path()
-    return tiny_models.save_random_tiny(path, TINY_NAME, seed, build_tiny_qwen3_vl, _save_processor_parts)
+    return tiny_models.save_random_tiny(path, TINY_NAME, seed, build_tiny_qwen3_vl, save_processor_parts)
 
 
 def tiny_checkpoint() -> str:
